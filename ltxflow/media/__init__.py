@@ -1,0 +1,1 @@
+"""Media: locating ffmpeg and probing files. Every ffmpeg call and every probe goes through here."""

@@ -1,0 +1,183 @@
+"""Probing media: audio length to the sample, image size, LoRA headers, content digests.
+
+Audio is decoded with PyAV (the FFmpeg libraries in a wheel) and counted sample by sample,
+because container durations are rounded and mp3/aac carry priming; images are decoded with
+Pillow. Every probe raises MediaError with a message fit for a user.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import struct
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from ltxflow.errors import LtxflowError
+
+AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".ogg", ".m4a"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
+MAX_LORA_HEADER = 100 * 1024 * 1024
+
+
+class MediaError(LtxflowError):
+    """A media file is missing, unreadable or cannot be decoded."""
+
+    exit_code = 2
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """A decoded master track: canonical 16-bit interleaved PCM at the file's own rate."""
+
+    path: Path
+    digest: str
+    codec: str
+    sample_rate: int
+    channels: int
+    samples: int
+    pcm: bytes = field(repr=False)
+
+    @property
+    def duration(self) -> Fraction:
+        return Fraction(self.samples, self.sample_rate)
+
+    def span_digest(self, start: int, count: int) -> str:
+        """sha256 of samples [start, start+count), zero-padded past either end of the track."""
+        width = 2 * self.channels
+        before = min(count, max(0, -start))
+        lo, hi = max(start, 0), min(start + count, self.samples)
+        inside = max(0, hi - lo)
+        h = hashlib.sha256()
+        h.update(f"pcm_s16le:{self.sample_rate}:{self.channels}:{count}:".encode())
+        h.update(b"\0" * (before * width))
+        h.update(self.pcm[lo * width: lo * width + inside * width])
+        h.update(b"\0" * ((count - before - inside) * width))
+        return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _decode_audio(path: Path, digest: str) -> AudioTrack:
+    import av  # the FFmpeg libraries; only loaded when a track is probed
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise MediaError(f"{path.name}: cannot open as audio ({_reason(exc)})") from None
+    with container:
+        streams = container.streams.audio
+        if not streams:
+            raise MediaError(f"{path.name}: has no audio stream")
+        stream = streams[0]
+        rate = stream.codec_context.sample_rate or stream.rate
+        layout = stream.codec_context.layout.name
+        channels = stream.codec_context.channels
+        if not rate or not channels:
+            raise MediaError(f"{path.name}: audio stream has no sample rate or channels")
+        resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+        chunks: list[bytes] = []
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(bytes(out.planes[0])[: out.samples * 2 * channels])
+            for out in resampler.resample(None):
+                chunks.append(bytes(out.planes[0])[: out.samples * 2 * channels])
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path.name}: audio cannot be decoded ({_reason(exc)})") from None
+        codec = stream.codec_context.name
+    pcm = b"".join(chunks)
+    samples = len(pcm) // (2 * channels)
+    if samples == 0:
+        raise MediaError(f"{path.name}: audio stream decodes to no samples")
+    return AudioTrack(path, digest, codec, rate, channels, samples, pcm)
+
+
+def probe_audio(path: Path) -> AudioTrack:
+    """Decode a master track (wav, mp3, flac, ogg, m4a). Raises MediaError."""
+    path = Path(path)
+    _check_file(path, AUDIO_EXTENSIONS, "audio")
+    return _decode_audio(path, file_digest(path))
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: Path
+    digest: str
+    width: int
+    height: int
+    format: str
+
+
+def probe_image(path: Path) -> ImageInfo:
+    """Decode a keyframe image fully (a truncated file fails here, not on a GPU). Raises MediaError."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    _check_file(path, IMAGE_EXTENSIONS, "image")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return ImageInfo(path, file_digest(path), img.width, img.height, img.format or "?")
+    except UnidentifiedImageError:
+        raise MediaError(f"{path.name}: not a decodable image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise MediaError(f"{path.name}: image cannot be decoded ({exc})") from None
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    path: Path
+    digest: str
+    tensors: int
+
+
+def probe_lora(path: Path) -> LoraInfo:
+    """Check that a LoRA file is a safetensors file with a readable header. Raises MediaError."""
+    path = Path(path)
+    _check_file(path, {".safetensors"}, "LoRA")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise MediaError(f"{path.name}: too short to be a safetensors file")
+            (size,) = struct.unpack("<Q", raw)
+            if size > MAX_LORA_HEADER:
+                raise MediaError(f"{path.name}: not a safetensors file (header length {size})")
+            header = json.loads(f.read(size))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise MediaError(f"{path.name}: not a safetensors file (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise MediaError(f"{path.name}: not a safetensors file (header is not an object)")
+    tensors = sum(1 for k in header if k != "__metadata__")
+    if tensors == 0:
+        raise MediaError(f"{path.name}: safetensors file holds no tensors")
+    return LoraInfo(path, file_digest(path), tensors)
+
+
+def _check_file(path: Path, extensions: set[str], what: str) -> None:
+    if path.suffix.lower() not in extensions:
+        raise MediaError(f"{path.name}: {what} files must end in one of {', '.join(sorted(extensions))}")
+    if not path.exists():
+        raise MediaError(f"{path}: file not found")
+    if not path.is_file():
+        raise MediaError(f"{path}: not a file")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise MediaError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc).split(":")[0] or type(exc).__name__

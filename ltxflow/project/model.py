@@ -1,0 +1,181 @@
+"""The project file, version 1, as frozen pydantic models (the JSON Schema is generated from these)."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+    field_validator,
+)
+
+from ltxflow.timeline import fps_str, parse_fps, parse_seconds
+
+CURRENT_VERSION = 1
+
+# fal's size presets (named the same in the project file).
+SIZE_PRESETS: dict[str, tuple[int, int]] = {
+    "landscape_16_9": (1024, 576),
+    "portrait_16_9": (576, 1024),
+    "square_hd": (1024, 1024),
+    "square": (512, 512),
+    "landscape_4_3": (1024, 768),
+    "portrait_4_3": (768, 1024),
+}
+SIZE_MULTIPLE = 32
+SIZE_LIMITS = (64, 4096)
+_SIZE = re.compile(r"^(\d+)\s*[xX×]\s*(\d+)$")
+
+CAMERA_MOVES = ("dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static", "none")
+Camera = Literal["dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static", "none"]
+Backend = Literal["preview", "fal", "local"]
+OUTPUT_CONTAINERS = (".mp4", ".webm", ".mov", ".gif")
+
+
+def _parse_resolution(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected WxH (e.g. 1280x704), a preset or auto")
+    text = value.strip()
+    if text == "auto" or text in SIZE_PRESETS:
+        return text
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise ValueError(f"{value!r} is not WxH (e.g. 1280x704), auto, or one of {', '.join(SIZE_PRESETS)}")
+    w, h = int(m.group(1)), int(m.group(2))
+    lo, hi = SIZE_LIMITS
+    for side, name in ((w, "width"), (h, "height")):
+        if side % SIZE_MULTIPLE:
+            near = max(lo, round(side / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+            raise ValueError(f"{name} {side} is not a multiple of {SIZE_MULTIPLE} (nearest: {near})")
+        if not lo <= side <= hi:
+            raise ValueError(f"{name} {side} is outside {lo}..{hi}")
+    return f"{w}x{h}"
+
+
+Fps = Annotated[
+    Fraction,
+    BeforeValidator(parse_fps),
+    PlainSerializer(fps_str, return_type=str),
+    WithJsonSchema({
+        "description": "frames per second, 1..60: a number or a ratio such as \"24000/1001\"",
+        "anyOf": [
+            {"type": "number", "minimum": 1, "maximum": 60},
+            {"type": "string", "pattern": r"^\s*\d+(\.\d+)?(\s*/\s*\d+)?\s*$"},
+        ],
+    }),
+]
+
+TimeSpec = Annotated[
+    Fraction,
+    BeforeValidator(parse_seconds),
+    PlainSerializer(lambda s: str(float(s)) if s.denominator != 1 else str(s.numerator), return_type=str),
+    WithJsonSchema({
+        "description": "seconds (12.5) or a timecode \"m:ss.fff\" / \"h:mm:ss.fff\"",
+        "anyOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|(\d+:)?\d+:\d+(\.\d+)?)\s*$"},
+        ],
+    }),
+]
+
+Resolution = Annotated[
+    str,
+    BeforeValidator(_parse_resolution),
+    WithJsonSchema({
+        "description": "WxH with each side a multiple of 32, a preset, or auto",
+        "anyOf": [
+            {"type": "string", "pattern": r"^\d+[xX]\d+$"},
+            {"enum": ["auto", *SIZE_PRESETS]},
+        ],
+    }),
+]
+
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Lora(_Frozen):
+    """A LoRA applied to the model: a URL or a .safetensors file inside the project."""
+
+    path: str = Field(min_length=1, description="http(s) URL or a path relative to the project file")
+    scale: float = Field(1.0, ge=-4, le=4, description="strength of the LoRA")
+    transformer: Literal["both"] = Field("both", description="which transformer the LoRA applies to")
+
+
+class SceneParams(_Frozen):
+    """Everything a scene can set; `defaults:` takes the same keys and every scene inherits them."""
+
+    prompt: str | None = Field(None, description="what the chunk shows")
+    negative_prompt: str | None = None
+    image: str | None = Field(None, description="start keyframe: a file in the project or an http(s) URL; "
+                                                "absent: chained from the previous scene's last frame")
+    end_image: str | None = Field(None, description="image the scene ends on (its last chunk only)")
+    image_strength: Unit | None = None
+    end_image_strength: Unit | None = None
+    audio_strength: Unit | None = Field(None, description="how strongly the audio drives motion "
+                                                          "(endpoints that support it)")
+    audio_driven: bool | None = Field(None, description="true: audio-to-video (default); false: image-to-video")
+    loras: list[Lora] | None = Field(None, max_length=3, description="at most 3")
+    camera: Camera | None = Field(None, description="camera move (a camera LoRA where the endpoint has one)")
+    camera_scale: float | None = Field(None, ge=0, le=1)
+    steps: int | None = Field(None, ge=1, description="inference steps")
+    guidance_scale: float | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, lt=2**32, description="seed for this scene's chunks "
+                                                              "(default: derived from the project seed)")
+    model: str | None = Field(None, description="model family for this scene")
+    endpoint: str | None = Field(None, description="explicit endpoint id, e.g. fal-ai/ltx-2.3-quality/image-to-video")
+    params: dict[str, Any] | None = Field(None, description="endpoint-specific extras, in the endpoint's own "
+                                                            "field names, validated against it")
+
+
+SCENE_PARAM_NAMES = tuple(SceneParams.model_fields)
+
+
+class Scene(SceneParams):
+    id: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64, description="unique, [a-z0-9_-]+")
+    start: TimeSpec | None = Field(None, description="default: the previous scene's end (first scene: 0)")
+    end: TimeSpec | None = Field(None, description="default: the next scene's start; last scene: end of audio")
+
+
+class Chunking(_Frozen):
+    max_frames: int = Field(481, ge=9, le=481, description="most frames one generation may produce (9..481)")
+
+
+class Project(_Frozen):
+    """An ltxflow project file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", title="ltxflow project",
+                              json_schema_extra={"$id": "https://ltxflow.dev/schemas/project.schema.json"})
+
+    version: Literal[1] = Field(description="format version; this ltxflow reads 1")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$", max_length=100,
+                             description="default: the project file's stem")
+    audio: str = Field(min_length=1, description="master track (wav, mp3, flac, ogg, m4a), relative to the project file")
+    fps: Fps = Field(Fraction(24), description="1..60, or a ratio such as 24000/1001")
+    resolution: Resolution = Field("1280x704", description="WxH (multiples of 32), a preset, or auto")
+    seed: int = Field(0, ge=0, lt=2**32, description="project seed; chunk seeds derive from it")
+    backend: Backend = Field("preview", description="preview | fal | local (CLI --backend overrides)")
+    model: str = Field("ltx-2.3-quality", description="model family, mapped to an endpoint per scene mode")
+    endpoint: str | None = Field(None, description="explicit endpoint id for every scene that sets none")
+    output: str | None = Field(None, description="output video; container from the extension "
+                                                 "(.mp4 .webm .mov .gif); default out/<name>.mp4")
+    chunking: Chunking = Field(default_factory=Chunking)
+    defaults: SceneParams = Field(default_factory=SceneParams)
+    scenes: list[Scene] = Field(min_length=1)
+
+    @field_validator("output")
+    @classmethod
+    def _output_container(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().endswith(OUTPUT_CONTAINERS):
+            raise ValueError(f"{v!r}: the extension must be one of {' '.join(OUTPUT_CONTAINERS)}")
+        return v

@@ -1,0 +1,113 @@
+"""Time as integer frames on a rational fps; seconds only at the edges (parsing, ffmpeg args)."""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+
+# Decimal spellings people use for the NTSC rates mean the exact rational rate.
+NTSC_ALIASES = {
+    "23.976": Fraction(24000, 1001),
+    "23.98": Fraction(24000, 1001),
+    "29.97": Fraction(30000, 1001),
+    "47.952": Fraction(48000, 1001),
+    "59.94": Fraction(60000, 1001),
+}
+
+_TIMECODE = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
+_DECIMAL = re.compile(r"^\d+(?:\.\d+)?$")
+
+
+def parse_fps(value: object) -> Fraction:
+    """24, 25.0, "30", "24000/1001", "29.97" -> an exact Fraction. Raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError("fps must be a number or a ratio such as 24000/1001")
+    if isinstance(value, int):
+        fps = Fraction(value)
+    elif isinstance(value, (float, str)):
+        text = repr(value) if isinstance(value, float) else value.strip()
+        if text in NTSC_ALIASES:
+            fps = NTSC_ALIASES[text]
+        elif re.fullmatch(r"\d+\s*/\s*\d+", text):
+            num, den = (int(x) for x in text.split("/"))
+            if den == 0:
+                raise ValueError(f"fps {text!r} divides by zero")
+            fps = Fraction(num, den)
+        elif _DECIMAL.fullmatch(text):
+            fps = Fraction(text)
+        else:
+            raise ValueError(f"fps {value!r} is not a number or a ratio such as 24000/1001")
+    elif isinstance(value, Fraction):
+        fps = value
+    else:
+        raise ValueError("fps must be a number or a ratio such as 24000/1001")
+    if not (1 <= fps <= 60):
+        raise ValueError(f"fps {fps_str(fps)} is outside 1..60")
+    return fps
+
+
+def fps_str(fps: Fraction) -> str:
+    """Fraction(24) -> '24'; Fraction(24000, 1001) -> '24000/1001'."""
+    return str(fps.numerator) if fps.denominator == 1 else f"{fps.numerator}/{fps.denominator}"
+
+
+def parse_seconds(value: object) -> Fraction:
+    """A time in the project file -> exact seconds.
+
+    Accepts a number of seconds (12, 12.5), a string of one ("12.5"), or a timecode
+    "m:ss.fff" / "h:mm:ss.fff". (Unquoted YAML 1.1 reads 1:30 as sexagesimal 90, which is
+    also the right number of seconds.) Raises ValueError.
+    """
+    if isinstance(value, bool) or value is None:
+        raise ValueError("expected seconds (12.5) or a timecode (\"m:ss.fff\")")
+    if isinstance(value, int):
+        seconds = Fraction(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a time")
+        seconds = Fraction(repr(value))
+    elif isinstance(value, str):
+        text = value.strip()
+        m = _TIMECODE.fullmatch(text)
+        if _DECIMAL.fullmatch(text):
+            seconds = Fraction(text)
+        elif m:
+            hours, minutes, secs = m.group(1), m.group(2), m.group(3)
+            if hours is not None and int(minutes) >= 60:
+                raise ValueError(f"{text!r}: minutes must be below 60 in h:mm:ss")
+            if int(float(secs)) >= 60:
+                raise ValueError(f"{text!r}: seconds must be below 60 in m:ss")
+            seconds = Fraction(int(hours or 0) * 3600 + int(minutes) * 60) + Fraction(secs)
+        else:
+            raise ValueError(f"{value!r} is not seconds (12.5) or a timecode (\"m:ss.fff\")")
+    else:
+        raise ValueError("expected seconds (12.5) or a timecode (\"m:ss.fff\")")
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative")
+    return seconds
+
+
+def round_half_up(x: Fraction) -> int:
+    return math.floor(x + Fraction(1, 2))
+
+
+def seconds_to_frame(seconds: Fraction, fps: Fraction) -> int:
+    """The frame grid position nearest to `seconds` (halves round up)."""
+    return round_half_up(seconds * fps)
+
+
+def frame_to_seconds(frame: int, fps: Fraction) -> Fraction:
+    return Fraction(frame) / fps
+
+
+def timecode(frame: int, fps: Fraction) -> str:
+    """Frame index -> "m:ss.fff" (milliseconds rounded; for display only)."""
+    ms = round_half_up(Fraction(frame) * 1000 / fps)
+    minutes, ms = divmod(ms, 60_000)
+    return f"{minutes}:{ms // 1000:02d}.{ms % 1000:03d}"
+
+
+def frame_to_sample(frame: int, fps: Fraction, sample_rate: int) -> int:
+    """The audio sample nearest the start of `frame`; adjacent frame spans tile the samples."""
+    return round_half_up(Fraction(frame) * sample_rate / fps)
