@@ -1,0 +1,209 @@
+"""Plan phase (pure): resolved scenes -> chunks the model accepts -> a DAG with content keys and costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Literal
+
+import networkx as nx
+
+from ltxflow.endpoints import Endpoint
+from ltxflow.plan.chunks import split_scene
+from ltxflow.plan.keys import content_key, derive_seed
+from ltxflow.project.resolve import Media, ResolvedLora, ResolvedProject, ResolvedScene
+from ltxflow.timeline import frame_to_sample
+
+STITCH = "stitch"  # the DAG's final node; chunk ids always contain a dot, so it cannot collide
+FREE_BACKENDS = ("preview", "local")
+
+
+@dataclass(frozen=True)
+class StartImage:
+    """Where a chunk's first frame comes from.
+
+    keyframe: the scene's `image` (media set); chain: frame `frame` (an index into the generated
+    frames) of chunk `chunk`; none: text and audio only."""
+
+    kind: Literal["keyframe", "chain", "none"]
+    media: Media | None = None
+    chunk: str | None = None
+    frame: int | None = None
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """The part of the master track a chunk's generated frames cover (zero-padded past the end)."""
+
+    start_frame: int
+    frames: int
+    start_sample: int
+    samples: int
+    sample_rate: int
+    digest: str
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One generation request. Timeline frames [start_frame, end_frame) are kept; the request
+    generates `generated_frames`, of which the first `head` repeat the chain image and the last
+    `tail` are trimmed."""
+
+    id: str
+    scene: str
+    index: int
+    start_frame: int
+    end_frame: int
+    generated_frames: int
+    head: int
+    tail: int
+    start_image: StartImage
+    end_image: Media | None
+    chains_from: str | None
+    endpoint: Endpoint
+    seed: int
+    args: dict[str, Any]  # the request body in the endpoint's own field names, media fields excepted
+    audio: AudioSpan | None
+    loras: tuple[ResolvedLora, ...]
+    cost_usd: float
+    hosted_cost_usd: float
+    key: str
+
+    @property
+    def kept_frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def chain_frame(self) -> int:
+        """Index (in generated frames) of the frame a following chunk chains from: the last kept one."""
+        return self.head + self.kept_frames - 1
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: ResolvedProject
+    chunks: tuple[Chunk, ...]
+    graph: nx.DiGraph
+
+    def chunk(self, chunk_id: str) -> Chunk:
+        return self.graph.nodes[chunk_id]["chunk"]
+
+    @property
+    def total_frames(self) -> int:
+        return sum(c.kept_frames for c in self.chunks)
+
+    @property
+    def duration(self) -> Fraction:
+        return Fraction(self.total_frames) / self.project.fps
+
+    @property
+    def cost_usd(self) -> float:
+        return round(sum(c.cost_usd for c in self.chunks), 6)
+
+    @property
+    def hosted_cost_usd(self) -> float:
+        return round(sum(c.hosted_cost_usd for c in self.chunks), 6)
+
+    @property
+    def longest_chain(self) -> int:
+        """Chunks in the longest run that must render one after another."""
+        return len(nx.dag_longest_path(self.graph.subgraph(c.id for c in self.chunks)))
+
+
+def chunk_seed(project_seed: int, scene: ResolvedScene, index: int) -> int:
+    """A scene's own seed counts up per chunk; otherwise derived from the project seed and names."""
+    if scene.seed is not None:
+        return (scene.seed + index) % 2**32
+    return derive_seed(project_seed, scene.id, index)
+
+
+def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: int, last: bool) -> dict[str, Any]:
+    """The request body (media fields excepted) in the endpoint's own vocabulary."""
+    ep = scene.endpoint
+    f = ep.vocab
+    args: dict[str, Any] = {
+        f["prompt"]: scene.values["prompt"],
+        f["seed"]: seed,
+        f["frames"]: frames,
+        f["fps"]: float(rp.fps),
+        f["size"]: {"width": rp.width, "height": rp.height},
+    }
+    if "audio" in f:
+        args["match_audio_length"] = False  # the chunk's exact audio span is sent instead
+    for term, value in scene.values.items():
+        if term == "prompt" or (term == "end_image_strength" and not last):
+            continue
+        args[f[term]] = value
+    args.update(scene.params)
+    return args
+
+
+def build_plan(rp: ResolvedProject) -> Plan:
+    graph = nx.DiGraph()
+    chunks: list[Chunk] = []
+    prev: Chunk | None = None
+    for scene in rp.scenes:
+        chained = scene.image is None and prev is not None
+        splits = split_scene(scene.frames, chained, rp.max_frames, tail_first=scene.end_image is not None)
+        cursor = scene.start_frame
+        for i, sp in enumerate(splits):
+            last = i == len(splits) - 1
+            if i == 0 and scene.image is not None:
+                start = StartImage("keyframe", media=scene.image)
+            elif prev is not None and (i > 0 or chained):
+                start = StartImage("chain", chunk=prev.id, frame=prev.chain_frame)
+            else:
+                start = StartImage("none")
+            seed = chunk_seed(rp.seed, scene, i)
+            ep = scene.endpoint
+            args = request_args(rp, scene, sp.generated, seed, last)
+            audio = _audio_span(rp, cursor - sp.head, sp.generated) if ep.supports("audio") else None
+            end_image = scene.end_image if last else None
+            hosted = ep.cost(rp.width, rp.height, sp.generated)
+            key = content_key({
+                "backend": rp.backend,
+                "endpoint": ep.id,
+                "args": args,
+                "start_image": _start_identity(start, prev),
+                "end_image": end_image.identity() if end_image else None,
+                "audio": audio.digest if audio else None,
+                "loras": [{**lo.media.identity(), "scale": lo.scale, "transformer": lo.transformer}
+                          for lo in scene.loras],
+                "keep": [sp.head, sp.kept],
+            })
+            chunk = Chunk(
+                id=f"{scene.id}.{i}", scene=scene.id, index=i, start_frame=cursor, end_frame=cursor + sp.kept,
+                generated_frames=sp.generated, head=sp.head, tail=sp.tail, start_image=start,
+                end_image=end_image, chains_from=start.chunk, endpoint=ep, seed=seed, args=args, audio=audio,
+                loras=scene.loras, cost_usd=0.0 if rp.backend in FREE_BACKENDS else hosted,
+                hosted_cost_usd=hosted, key=key)
+            graph.add_node(chunk.id, chunk=chunk)
+            if chunk.chains_from:
+                graph.add_edge(chunk.chains_from, chunk.id)
+            chunks.append(chunk)
+            cursor += sp.kept
+            prev = chunk
+    graph.add_node(STITCH)
+    for c in chunks:
+        graph.add_edge(c.id, STITCH)
+    plan = Plan(rp, tuple(chunks), graph)
+    if plan.total_frames != rp.total_frames:  # an invariant of split_scene and scene tiling
+        raise AssertionError(f"plan keeps {plan.total_frames} frames, the timeline has {rp.total_frames}")
+    return plan
+
+
+def _start_identity(start: StartImage, prev: Chunk | None) -> Any:
+    if start.kind == "keyframe":
+        assert start.media is not None
+        return {"keyframe": start.media.identity()}
+    if start.kind == "chain":
+        assert prev is not None and prev.id == start.chunk
+        return {"chain": prev.key, "frame": start.frame}
+    return None
+
+
+def _audio_span(rp: ResolvedProject, start_frame: int, frames: int) -> AudioSpan:
+    sr = rp.audio.sample_rate
+    first = frame_to_sample(start_frame, rp.fps, sr)
+    count = frame_to_sample(start_frame + frames, rp.fps, sr) - first
+    return AudioSpan(start_frame, frames, first, count, sr, rp.audio.span_digest(first, count))

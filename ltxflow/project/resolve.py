@@ -1,0 +1,416 @@
+"""Resolve phase: defaults merged, media checked and probed, scene times on the frame grid,
+an endpoint chosen and checked for every scene. Collects every problem before raising."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from ltxflow.endpoints import MANAGED_FIELDS, MANAGED_TERMS, Catalog, Endpoint, Mode, catalog
+from ltxflow.errors import Diagnostic, FieldPath, ProjectError
+from ltxflow.media.probe import AudioTrack, MediaError, probe_audio, probe_image, probe_lora
+from ltxflow.project.load import LoadedProject
+from ltxflow.project.model import SCENE_PARAM_NAMES, SIZE_MULTIPLE, SIZE_PRESETS, Scene
+from ltxflow.project.paths import MediaRef, PathRefused, media_ref
+from ltxflow.timeline import seconds_to_frame, timecode
+
+# auto resolution: the first keyframe's aspect ratio at about this many pixels.
+AUTO_AREA = 1280 * 704
+DEFAULT_SIZE = (1280, 704)
+
+# Scene parameters that map onto an endpoint field and are checked against its range.
+ENDPOINT_TERMS = ("negative_prompt", "image_strength", "end_image_strength", "audio_strength",
+                  "camera", "camera_scale", "steps", "guidance_scale")
+
+
+@dataclass(frozen=True)
+class Media:
+    """A checked media reference: a probed file (digest set) or a URL passed through."""
+
+    ref: MediaRef
+    digest: str | None = None
+    size: tuple[int, int] | None = None
+
+    def identity(self) -> dict[str, str]:
+        """What a content key records of it."""
+        return {"sha256": self.digest} if self.digest else {"url": self.ref.url or ""}
+
+
+@dataclass(frozen=True)
+class ResolvedLora:
+    media: Media
+    scale: float
+    transformer: str
+
+
+@dataclass(frozen=True)
+class ResolvedScene:
+    index: int
+    id: str
+    start_frame: int
+    end_frame: int  # exclusive
+    endpoint: Endpoint
+    values: dict[str, Any]  # vocabulary term -> value, for the terms that are set
+    origins: dict[str, FieldPath]  # term -> where in the file it was set
+    params: dict[str, Any]  # endpoint extras, in the endpoint's own field names
+    image: Media | None
+    end_image: Media | None
+    loras: tuple[ResolvedLora, ...]
+    seed: int | None
+
+    @property
+    def frames(self) -> int:
+        return self.end_frame - self.start_frame
+
+    @property
+    def mode(self) -> Mode:
+        return self.endpoint.mode
+
+
+@dataclass(frozen=True)
+class ResolvedProject:
+    loaded: LoadedProject
+    name: str
+    fps: Fraction
+    width: int
+    height: int
+    audio: AudioTrack
+    total_frames: int
+    backend: str
+    seed: int
+    max_frames: int
+    output: Path
+    scenes: tuple[ResolvedScene, ...] = field(default=())
+
+    @property
+    def file(self) -> str:
+        return self.loaded.source.file
+
+
+class _Collector:
+    """Gathers diagnostics against one loaded project."""
+
+    def __init__(self, loaded: LoadedProject):
+        self.loaded = loaded
+        self.items: list[Diagnostic] = []
+
+    def add(self, path: FieldPath, message: str, *, key: bool = False) -> None:
+        self.items.append(self.loaded.diagnostic(path, message, key=key))
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ProjectError(self.items)
+
+
+def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
+                    allow_outside_paths: bool = False, cat: Catalog | None = None) -> ResolvedProject:
+    """Check media, place scenes on the frame grid and pick endpoints. Raises ProjectError."""
+    cat = cat or catalog()
+    p = loaded.project
+    errs = _Collector(loaded)
+    root = loaded.root
+
+    audio = _probe(errs, ("audio",), p.audio, root, allow_outside_paths, kind="audio", urls=False)
+    media: dict[FieldPath, Media] = {}
+    for path, ref, kind in _media_fields(loaded):
+        m = _probe(errs, path, ref, root, allow_outside_paths, kind=kind, urls=True)
+        if m is not None:
+            media[path] = m
+    output = _output_path(errs, loaded, allow_outside_paths)
+    errs.raise_if_any()  # scene timing needs the audio's length
+    assert isinstance(audio, AudioTrack)
+
+    total = seconds_to_frame(audio.duration, p.fps)
+    if total < 1:
+        errs.add(("audio",), f"the track is {float(audio.duration):.3f} s: shorter than one frame at the project fps")
+        errs.raise_if_any()
+    spans = _scene_frames(errs, loaded, total)
+    width, height = _size(errs, loaded, media)
+    scenes = []
+    for i, scene in enumerate(p.scenes):
+        rs = _resolve_scene(errs, loaded, cat, i, scene, spans[i], media)
+        if rs is not None:
+            scenes.append(rs)
+    _check_ids(errs, p.scenes)
+    _check_start_images(errs, scenes)
+    errs.raise_if_any()
+    return ResolvedProject(
+        loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
+        total_frames=total, backend=backend or p.backend, seed=p.seed, max_frames=p.chunking.max_frames,
+        output=output, scenes=tuple(scenes))
+
+
+def _media_fields(loaded: LoadedProject):
+    """(field path, reference, kind) of every image and LoRA the project names."""
+    p = loaded.project
+    holders: list[tuple[FieldPath, Any]] = [(("defaults",), p.defaults)]
+    holders += [(("scenes", i), s) for i, s in enumerate(p.scenes)]
+    for base, h in holders:
+        for name in ("image", "end_image"):
+            ref = getattr(h, name)
+            if ref is not None:
+                yield base + (name,), ref, "image"
+        for j, lora in enumerate(h.loras or ()):
+            yield base + ("loras", j, "path"), lora.path, "lora"
+
+
+def _probe(errs: _Collector, path: FieldPath, ref: str, root: Path, allow_outside: bool, *, kind: str,
+           urls: bool) -> Media | AudioTrack | None:
+    try:
+        mref = media_ref(ref, root, urls=urls, allow_outside=allow_outside)
+    except PathRefused as exc:
+        errs.add(path, str(exc))
+        return None
+    if mref.kind == "url":
+        return Media(mref)
+    assert mref.path is not None
+    try:
+        if kind == "audio":
+            return probe_audio(mref.path)
+        if kind == "image":
+            info = probe_image(mref.path)
+            return Media(mref, info.digest, (info.width, info.height))
+        lora = probe_lora(mref.path)
+        return Media(mref, lora.digest)
+    except MediaError as exc:
+        errs.add(path, f"{ref}: {str(exc).split(': ', 1)[-1]}")
+        return None
+
+
+def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path:
+    ref = loaded.project.output or f"out/{loaded.name}.mp4"
+    try:
+        m = media_ref(ref, loaded.root, urls=False, allow_outside=allow_outside)
+    except PathRefused as exc:
+        errs.add(("output",), str(exc))
+        return loaded.root / "out" / f"{loaded.name}.mp4"
+    assert m.path is not None
+    return m.path
+
+
+def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int) -> list[tuple[int, int]]:
+    """Each scene's [start, end) on the frame grid; gaps, overlaps and order are reported."""
+    p = loaded.project
+    fps = p.fps
+    tc = lambda f: timecode(f, fps)  # noqa: E731
+    n = len(p.scenes)
+    spans: list[tuple[int, int]] = []
+    prev_end = 0
+    for i, s in enumerate(p.scenes):
+        start = seconds_to_frame(s.start, fps) if s.start is not None else prev_end
+        if s.end is not None:
+            end = seconds_to_frame(s.end, fps)
+        elif i + 1 < n and p.scenes[i + 1].start is not None:
+            end = seconds_to_frame(p.scenes[i + 1].start, fps)
+        elif i + 1 < n:
+            errs.add(("scenes", i), f"scene '{s.id}' needs an end (or the next scene a start)")
+            end = start + 1
+        else:
+            end = total
+        if s.start is not None and i == 0 and start != 0:
+            errs.add(("scenes", 0, "start"), f"the first scene starts at {tc(start)}: nothing covers 0:00.000-{tc(start)}")
+        elif s.start is not None and i > 0 and start > prev_end:
+            errs.add(("scenes", i, "start"), f"gap {tc(prev_end)}-{tc(start)} between scenes "
+                                              f"'{p.scenes[i - 1].id}' and '{s.id}'")
+        elif s.start is not None and i > 0 and start < prev_end:
+            errs.add(("scenes", i, "start"), f"{tc(start)} overlaps scene '{p.scenes[i - 1].id}', "
+                                              f"which ends at {tc(prev_end)}")
+        where = ("scenes", i, "end") if s.end is not None else ("scenes", i)
+        if end < start:
+            errs.add(where, f"{tc(end)} is before start {tc(start)}")
+        elif end == start:
+            errs.add(where, f"scene '{s.id}' is empty: start and end are both {tc(start)} on the frame grid")
+        if i == n - 1 and end < total:
+            errs.add(where, f"the last scene ends at {tc(end)} but the audio runs to {tc(total)}: "
+                            "add a scene or drop this end to run to the end of the audio")
+        if end > total:
+            errs.add(where, f"{tc(end)} is past the end of the audio ({tc(total)})")
+        spans.append((start, max(end, start)))
+        prev_end = max(end, start)
+    return spans
+
+
+def _size(errs: _Collector, loaded: LoadedProject, media: dict[FieldPath, Media]) -> tuple[int, int]:
+    res = loaded.project.resolution
+    if res in SIZE_PRESETS:
+        return SIZE_PRESETS[res]
+    if res != "auto":
+        w, h = res.split("x")
+        return int(w), int(h)
+    for i in range(len(loaded.project.scenes)):
+        for base in (("scenes", i, "image"), ("defaults", "image")):
+            m = media.get(base)
+            if m is not None and m.size is None:
+                errs.add(("resolution",), f"auto takes the aspect ratio of the first keyframe, but {m.ref.ref} is "
+                                          "a URL that is not fetched while planning: set WxH")
+                return DEFAULT_SIZE
+            if m is not None and m.size is not None:
+                return auto_size(*m.size)
+    return DEFAULT_SIZE
+
+
+def auto_size(width: int, height: int, area: int = AUTO_AREA) -> tuple[int, int]:
+    """A size of about `area` pixels with the aspect ratio of width x height, sides multiples of 32."""
+    ratio = width / height
+    w = max(SIZE_MULTIPLE, round(math.sqrt(area * ratio) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    h = max(SIZE_MULTIPLE, round(math.sqrt(area / ratio) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return w, h
+
+
+def _check_ids(errs: _Collector, scenes: list[Scene]) -> None:
+    seen: dict[str, int] = {}
+    for i, s in enumerate(scenes):
+        if s.id in seen:
+            errs.add(("scenes", i, "id"), f"duplicate scene id '{s.id}' (also scenes[{seen[s.id]}])")
+        seen.setdefault(s.id, i)
+
+
+def _merged(loaded: LoadedProject, i: int, scene: Scene) -> tuple[dict[str, Any], dict[str, FieldPath]]:
+    """Scene parameters with defaults filled in, and where each came from.
+
+    `params` merges key by key; the origin of each key is recorded under "params.<key>"."""
+    p = loaded.project
+    values: dict[str, Any] = {}
+    origins: dict[str, FieldPath] = {}
+    for name in SCENE_PARAM_NAMES:
+        own, inherited = getattr(scene, name), getattr(p.defaults, name)
+        if own is not None:
+            values[name], origins[name] = own, ("scenes", i, name)
+        elif name in scene.model_fields_set:
+            continue  # an explicit `key: null` in the scene drops the inherited default
+        elif inherited is not None:
+            values[name], origins[name] = inherited, ("defaults", name)
+    params: dict[str, Any] = {}
+    for base, src in ((("defaults", "params"), p.defaults.params), (("scenes", i, "params"), scene.params)):
+        for key, value in (src or {}).items():
+            params[key] = value
+            origins[f"params.{key}"] = base + (key,)
+    values["params"] = params
+    for name, top in (("endpoint", p.endpoint), ("model", p.model)):
+        if name not in values and top is not None:
+            values[name], origins[name] = top, (name,)
+    return values, origins
+
+
+def _inherited(origins: dict[str, FieldPath], key: str, scene_id: str) -> str:
+    """' (scene x)' when a value came from defaults or the top level, so the message names the scene."""
+    return "" if origins[key][0] == "scenes" else f" (scene '{scene_id}')"
+
+
+def _choose_endpoint(errs: _Collector, cat: Catalog, i: int, scene: Scene, values: dict[str, Any],
+                     origins: dict[str, FieldPath]) -> Endpoint | None:
+    wants_loras = bool(values.get("loras"))
+    driven = values.get("audio_driven")
+    if "endpoint" in values:
+        ep = cat.get(values["endpoint"])
+        if ep is None:
+            close = difflib.get_close_matches(values["endpoint"], list(cat.endpoints), n=1, cutoff=0.5)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(cat.endpoints)}"
+            errs.add(origins["endpoint"], f"unknown endpoint '{values['endpoint']}'{hint}")
+            return None
+        if ep.lora and not wants_loras and ep.sibling:
+            ep = cat.endpoints[ep.sibling]  # no LoRAs: the non-LoRA sibling
+        if driven is not None and (ep.mode == "audio-to-video") != driven:
+            errs.add(origins["audio_driven"], f"audio_driven: {str(driven).lower()} conflicts with endpoint "
+                                              f"{ep.id}, which is {ep.mode}")
+            return None
+        return ep
+    family = values["model"]
+    if family not in cat.families:
+        close = difflib.get_close_matches(family, list(cat.families), n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else f"; known: {', '.join(cat.families)}"
+        errs.add(origins["model"], f"unknown model family '{family}'{hint}")
+        return None
+    mode: Mode = "image-to-video" if driven is False else "audio-to-video"
+    return cat.for_family(family, mode, wants_loras)
+
+
+def _alternatives(cat: Catalog, term: str, mode: Mode) -> str:
+    ids = cat.supporting(term, mode) or cat.supporting(term)
+    return ", ".join(ids) if ids else "none in the catalog"
+
+
+def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int, scene: Scene,
+                   span: tuple[int, int], media: dict[FieldPath, Media]) -> ResolvedScene | None:
+    values, origins = _merged(loaded, i, scene)
+    ep = _choose_endpoint(errs, cat, i, scene, values, origins)
+    if ep is None:
+        return None
+    before = len(errs.items)
+
+    def unsupported(term: str, what: str) -> None:
+        hint = f"; or set {term}: null in scene '{scene.id}'" if origins[term][0] == "defaults" else ""
+        errs.add(origins[term], f"{ep.id} takes no {what}{_inherited(origins, term, scene.id)}; "
+                                f"endpoints that do: {_alternatives(cat, term, ep.mode)}{hint}")
+
+    if not values.get("prompt"):
+        errs.add(("scenes", i), f"scene '{scene.id}' has no prompt (set prompt: here or in defaults)")
+    if values.get("end_image") is not None and not ep.supports("end_image"):
+        unsupported("end_image", "end image")
+    if values.get("loras") and not ep.supports("loras"):
+        unsupported("loras", "LoRAs")
+    if values.get("camera") == "none":
+        del values["camera"]
+    for term in ENDPOINT_TERMS:
+        if term not in values:
+            continue
+        if term == "camera_scale" and "camera" not in values:
+            errs.add(origins[term], "camera_scale without a camera move")
+        elif term == "end_image_strength" and values.get("end_image") is None:
+            errs.add(origins[term], "end_image_strength without an end_image")
+        elif not ep.supports(term):
+            unsupported(term, "camera move (camera LoRA)" if term == "camera" else term.replace("_", " "))
+        else:
+            problem = ep.fields[ep.vocab[term]].check(values[term])
+            if problem:
+                errs.add(origins[term], f"{problem} for {ep.id}{_inherited(origins, term, scene.id)}")
+    _check_params(errs, ep, values["params"], origins, scene.id)
+    if len(errs.items) > before:
+        return None
+    loras = tuple(
+        ResolvedLora(media[origins["loras"] + (j, "path")], lora.scale, lora.transformer)
+        for j, lora in enumerate(values.get("loras") or ()))
+    return ResolvedScene(
+        index=i, id=scene.id, start_frame=span[0], end_frame=span[1], endpoint=ep,
+        values={k: values[k] for k in ("prompt",) + ENDPOINT_TERMS if k in values},
+        origins=origins, params=values["params"],
+        image=media.get(origins["image"]) if "image" in origins else None,
+        end_image=media.get(origins["end_image"]) if "end_image" in origins else None,
+        loras=loras, seed=values.get("seed"))
+
+
+def _check_params(errs: _Collector, ep: Endpoint, params: dict[str, Any], origins: dict[str, FieldPath],
+                  scene_id: str) -> None:
+    term_of = {f: t for t, f in ep.vocab.items()}
+    for name, value in params.items():
+        key = f"params.{name}"
+        path, where = origins[key], _inherited(origins, key, scene_id)
+        spec = ep.fields.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(str(name), list(ep.fields), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            errs.add(path, f"{ep.id} has no field '{name}'{hint}{where}", key=True)
+        elif name in term_of and term_of[name] in MANAGED_TERMS:
+            errs.add(path, f"'{name}' is set by ltxflow from the project ({term_of[name]})", key=True)
+        elif name in term_of:
+            errs.add(path, f"'{name}' is set by the scene key '{term_of[name]}'; use that", key=True)
+        elif name in MANAGED_FIELDS:
+            errs.add(path, f"'{name}' is managed by ltxflow and cannot be set", key=True)
+        else:
+            problem = spec.check(value)
+            if problem:
+                errs.add(path, f"{problem} for {ep.id}{where}")
+
+
+def _check_start_images(errs: _Collector, scenes: list[ResolvedScene]) -> None:
+    """An image-to-video scene needs a keyframe or a previous scene to chain from."""
+    for s in scenes:
+        if s.endpoint.start_image_required and s.image is None and s.index == 0:
+            errs.add(("scenes", s.index), f"scene '{s.id}' is image-to-video ({s.endpoint.id}) but has no start "
+                                          "image and nothing to chain from: give it an image, or make it "
+                                          "audio_driven (endpoints: "
+                                          f"{', '.join(e for e in catalog().supporting('audio'))})")
