@@ -36,8 +36,8 @@ class LoadedProject:
     def name(self) -> str:
         return self.project.name or self.path.stem
 
-    def diagnostic(self, path: tuple, message: str, *, key: bool = False) -> Diagnostic:
-        return self.source.diagnostic(path, message, key=key)
+    def diagnostic(self, path: tuple, message: str) -> Diagnostic:
+        return self.source.diagnostic(path, message)
 
 
 def display_name(path: Path) -> str:
@@ -138,7 +138,7 @@ def _diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnostic]:
                 close = difflib.get_close_matches(name, list(parent.model_fields), n=1, cutoff=0.6)
                 if close:
                     msg += f" (did you mean '{close[0]}'?)"
-            out.append(smap.diagnostic(loc, msg, key=True))
+            out.append(smap.diagnostic(loc, msg))
             continue
         if kind == "missing":
             msg = f"required key '{loc[-1]}' is missing"

@@ -52,8 +52,9 @@ def _parse_resolution(value: object) -> str:
     lo, hi = SIZE_LIMITS
     for side, name in ((w, "width"), (h, "height")):
         if side % SIZE_MULTIPLE:
-            near = max(lo, round(side / SIZE_MULTIPLE) * SIZE_MULTIPLE)
-            raise ValueError(f"{name} {side} is not a multiple of {SIZE_MULTIPLE} (nearest: {near})")
+            below = side // SIZE_MULTIPLE * SIZE_MULTIPLE
+            raise ValueError(f"{name} {side} is not a multiple of {SIZE_MULTIPLE} "
+                             f"(nearest: {below} or {below + SIZE_MULTIPLE})")
         if not lo <= side <= hi:
             raise ValueError(f"{name} {side} is outside {lo}..{hi}")
     return f"{w}x{h}"

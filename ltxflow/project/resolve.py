@@ -98,8 +98,8 @@ class _Collector:
         self.loaded = loaded
         self.items: list[Diagnostic] = []
 
-    def add(self, path: FieldPath, message: str, *, key: bool = False) -> None:
-        self.items.append(self.loaded.diagnostic(path, message, key=key))
+    def add(self, path: FieldPath, message: str) -> None:
+        self.items.append(self.loaded.diagnostic(path, message))
 
     def raise_if_any(self) -> None:
         if self.items:
@@ -393,13 +393,13 @@ def _check_params(errs: _Collector, ep: Endpoint, params: dict[str, Any], origin
         if spec is None:
             close = difflib.get_close_matches(str(name), list(ep.fields), n=1, cutoff=0.6)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            errs.add(path, f"{ep.id} has no field '{name}'{hint}{where}", key=True)
+            errs.add(path, f"{ep.id} has no field '{name}'{hint}{where}")
         elif name in term_of and term_of[name] in MANAGED_TERMS:
-            errs.add(path, f"'{name}' is set by ltxflow from the project ({term_of[name]})", key=True)
+            errs.add(path, f"'{name}' is set by ltxflow from the project ({term_of[name]})")
         elif name in term_of:
-            errs.add(path, f"'{name}' is set by the scene key '{term_of[name]}'; use that", key=True)
+            errs.add(path, f"'{name}' is set by the scene key '{term_of[name]}'; use that")
         elif name in MANAGED_FIELDS:
-            errs.add(path, f"'{name}' is managed by ltxflow and cannot be set", key=True)
+            errs.add(path, f"'{name}' is managed by ltxflow and cannot be set")
         else:
             problem = spec.check(value)
             if problem:

@@ -12,6 +12,7 @@ from ltxflow.errors import Diagnostic, FieldPath, ProjectError
 
 # Project files arrive in pull requests: bound how much an alias bomb can expand.
 MAX_NODES = 200_000
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 @dataclass
@@ -22,20 +23,20 @@ class SourceMap:
     keys: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
     values: dict[FieldPath, tuple[int, int]] = field(default_factory=dict)
 
-    def locate(self, path: FieldPath, *, key: bool = False) -> tuple[int | None, int | None]:
-        """Position of `path` (its key if `key`), else of its nearest ancestor that has one."""
+    def locate(self, path: FieldPath) -> tuple[int | None, int | None]:
+        """Position of `path`'s key, else of its value, else of its nearest ancestor's.
+        Keys first: a block list or mapping starts on the line after its key."""
         p = tuple(path)
         while True:
-            table = (self.keys, self.values) if key else (self.values, self.keys)
-            for t in table:
+            for t in (self.keys, self.values):
                 if p in t:
                     return t[p]
             if not p:
                 return None, None
             p = p[:-1]
 
-    def diagnostic(self, path: FieldPath, message: str, *, key: bool = False) -> Diagnostic:
-        line, col = self.locate(path, key=key)
+    def diagnostic(self, path: FieldPath, message: str) -> Diagnostic:
+        line, col = self.locate(path)
         return Diagnostic(self.file, tuple(path), message, line, col)
 
 
@@ -54,10 +55,16 @@ class _Converter:
     def convert(self, node: yaml.Node, path: FieldPath) -> Any:
         self.count += 1
         if self.count > MAX_NODES:
-            raise ProjectError([self.smap.diagnostic(path, f"document too large (over {MAX_NODES} nodes after aliases)")])
+            top = path[:1]  # aliased nodes carry their anchor's position: name the top-level key instead
+            raise ProjectError([self.smap.diagnostic(
+                top, f"document too large (over {MAX_NODES} nodes after expanding aliases)")])
         if id(node) in self.stack:
             raise ProjectError([self.smap.diagnostic(path, "recursive YAML alias")])
         self.smap.values.setdefault(path, _mark(node))
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+            line, col = _mark(node)
+            self.errors.append(Diagnostic(self.smap.file, path, f"YAML tag {node.tag} is not allowed", line, col))
+            return None
         if isinstance(node, yaml.MappingNode):
             self.stack.add(id(node))
             self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys

@@ -1,0 +1,34 @@
+# ltxflow: `make demo` runs the main job on the demo project; `make test` runs the whole suite.
+# Both create .venv with the Python 3.11+ they find and install what they need into it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   := projects/demo/demo.yaml
+
+.PHONY: demo test install schema clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ltxflow needs Python >= 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ltxflow validate $(DEMO)
+	$(BIN)/ltxflow plan $(DEMO)
+	$(BIN)/ltxflow plan $(DEMO) --backend fal
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Regenerate schemas/project.schema.json after changing the project models.
+schema: $(STAMP)
+	$(BIN)/ltxflow schema > schemas/project.schema.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

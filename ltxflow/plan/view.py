@@ -1,0 +1,131 @@
+"""How a plan is shown: stable JSON for CI scripts and a readable table for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ltxflow.plan.planner import Chunk, Plan, StartImage
+from ltxflow.timeline import fps_str, frame_to_seconds, timecode
+
+PLAN_JSON_VERSION = 1
+
+
+def _seconds(frame: int, plan: Plan) -> float:
+    return round(float(frame_to_seconds(frame, plan.project.fps)), 6)
+
+
+def _start_image_json(s: StartImage) -> dict[str, Any]:
+    if s.kind == "keyframe":
+        assert s.media is not None
+        out: dict[str, Any] = {"kind": "keyframe", "ref": s.media.ref.ref}
+        out["sha256" if s.media.digest else "url"] = s.media.digest or s.media.ref.url
+        return out
+    if s.kind == "chain":
+        return {"kind": "chain", "chunk": s.chunk, "frame": s.frame}
+    return {"kind": "none"}
+
+
+def chunk_json(c: Chunk, plan: Plan) -> dict[str, Any]:
+    audio = None
+    if c.audio:
+        sr = c.audio.sample_rate
+        audio = {"start_s": round(c.audio.start_sample / sr, 6), "duration_s": round(c.audio.samples / sr, 6),
+                 "start_sample": c.audio.start_sample, "samples": c.audio.samples, "sample_rate": sr,
+                 "sha256": c.audio.digest}
+    return {
+        "id": c.id,
+        "scene": c.scene,
+        "index": c.index,
+        "start_frame": c.start_frame,
+        "end_frame": c.end_frame,
+        "start_s": _seconds(c.start_frame, plan),
+        "end_s": _seconds(c.end_frame, plan),
+        "generated_frames": c.generated_frames,
+        "kept_frames": c.kept_frames,
+        "head_frames": c.head,
+        "tail_frames": c.tail,
+        "start_image": _start_image_json(c.start_image),
+        "end_image": c.end_image.ref.ref if c.end_image else None,
+        "chains_from": c.chains_from,
+        "endpoint": c.endpoint.id,
+        "mode": c.endpoint.mode,
+        "seed": c.seed,
+        "audio": audio,
+        "loras": [{"ref": lo.media.ref.ref, "scale": lo.scale} for lo in c.loras],
+        "cost_usd": c.cost_usd,
+        "hosted_cost_usd": c.hosted_cost_usd,
+        "price_confirmed": c.endpoint.price_confirmed,
+        "key": c.key,
+    }
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    rp = plan.project
+    return {
+        "plan_version": PLAN_JSON_VERSION,
+        "project": rp.name,
+        "file": rp.file,
+        "backend": rp.backend,
+        "fps": float(rp.fps),
+        "fps_rational": fps_str(rp.fps),
+        "width": rp.width,
+        "height": rp.height,
+        "output": str(rp.output),
+        "scenes": [
+            {"id": s.id, "start_frame": s.start_frame, "end_frame": s.end_frame, "endpoint": s.endpoint.id,
+             "chunks": [c.id for c in plan.chunks if c.scene == s.id]}
+            for s in rp.scenes
+        ],
+        "chunks": [chunk_json(c, plan) for c in plan.chunks],
+        "totals": {
+            "frames": plan.total_frames,
+            "duration_s": round(float(plan.duration), 6),
+            "chunks": len(plan.chunks),
+            "generated_frames": sum(c.generated_frames for c in plan.chunks),
+            "cost_usd": plan.cost_usd,
+            "hosted_cost_usd": plan.hosted_cost_usd,
+            "longest_chain": plan.longest_chain,
+        },
+    }
+
+
+def _start_text(s: StartImage) -> str:
+    if s.kind == "keyframe":
+        assert s.media is not None
+        return s.media.ref.ref.rsplit("/", 1)[-1]
+    if s.kind == "chain":
+        return f"chain {s.chunk}"
+    return "-"
+
+
+def _money(x: float) -> str:
+    return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
+
+
+def plan_table(plan: Plan) -> str:
+    rp = plan.project
+    fps = rp.fps
+    head = ("scene", "chunk", "time", "gen/kept", "start image", "endpoint", "seed", "cost")
+    rows = []
+    for c in plan.chunks:
+        rows.append((
+            c.scene, c.id, f"{timecode(c.start_frame, fps)}-{timecode(c.end_frame, fps)}",
+            f"{c.generated_frames}/{c.kept_frames}", _start_text(c.start_image),
+            c.endpoint.id.removeprefix("fal-ai/") + ("" if c.endpoint.price_confirmed else "*"),
+            str(c.seed), _money(c.cost_usd),
+        ))
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    right = {3, 6, 7}
+
+    def line(r: tuple[str, ...]) -> str:
+        return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
+
+    out = [f"{rp.name}: {rp.width}x{rp.height} @ {fps_str(fps)} fps, backend {rp.backend}",
+           line(head), line(tuple("-" * w for w in widths)), *map(line, rows), ""]
+    hosted = "" if rp.backend == "fal" else f" (on fal: {_money(plan.hosted_cost_usd)})"
+    out.append(f"{len(plan.chunks)} chunks, {plan.total_frames} frames ({timecode(plan.total_frames, fps)}), "
+               f"{sum(c.generated_frames for c in plan.chunks)} generated, longest chain {plan.longest_chain}; "
+               f"cost {_money(plan.cost_usd)}{hosted}")
+    if any(not c.endpoint.price_confirmed for c in plan.chunks):
+        out.append("* price inferred from a sibling endpoint, not confirmed on the endpoint's own page")
+    return "\n".join(out)

@@ -1,0 +1,93 @@
+"""Shared fixtures: real small media made on the fly, and project folders built from them."""
+
+from __future__ import annotations
+
+import math
+import struct
+import textwrap
+import wave
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "projects" / "demo" / "demo.yaml"
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1, freq: float = 220.0,
+              amp: float = 0.3) -> Path:
+    """A tone of exactly round(seconds * rate) samples whose loudness changes every second
+    (so spans of different seconds have different samples). Built from 8 one-second blocks."""
+    n = round(seconds * rate)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blocks = []
+    for k in range(8):
+        a = amp * (k + 1) / 8
+        blocks.append(b"".join(struct.pack("<h", int(a * 32767 * math.sin(2 * math.pi * freq * i / rate))) * channels
+                               for i in range(rate)))
+    width = 2 * channels
+    frames = b"".join(blocks[s % 8] for s in range(n // rate + 1))[: n * width]
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(frames))
+    return path
+
+
+def write_png(path: Path, size: tuple[int, int] = (64, 36), color: tuple[int, int, int] = (200, 40, 90)) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def write_lora(path: Path, tensors: int = 2) -> Path:
+    """A minimal valid safetensors file (float32 zeros)."""
+    import json
+
+    header = {}
+    offset = 0
+    for i in range(tensors):
+        header[f"lora_unet.{i}.lora_down.weight"] = {"dtype": "F32", "shape": [2, 2], "data_offsets": [offset, offset + 16]}
+        offset += 16
+    raw = json.dumps(header).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\0" * offset)
+    return path
+
+
+class ProjectDir:
+    """A project folder with a song and keyframes; `write(yaml)` puts a project file in it."""
+
+    def __init__(self, root: Path, seconds: float = 30.0):
+        self.root = root
+        self.song = write_wav(root / "media" / "song.wav", seconds)
+        write_png(root / "keyframes" / "a.png")
+        write_png(root / "keyframes" / "b.png", color=(20, 120, 200))
+        write_lora(root / "loras" / "style.safetensors")
+
+    def write(self, text: str, name: str = "project.yaml") -> Path:
+        path = self.root / name
+        path.write_text(textwrap.dedent(text).lstrip("\n"))
+        return path
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> ProjectDir:
+    return ProjectDir(tmp_path / "proj")
+
+
+@pytest.fixture(scope="session")
+def shared_project(tmp_path_factory) -> ProjectDir:
+    """A read-only project folder shared by tests that only write new project files into it."""
+    return ProjectDir(tmp_path_factory.mktemp("shared") / "proj", seconds=240.0)
+
+
+def plan_of(path: Path, **kw):
+    from ltxflow.plan.planner import build_plan
+    from ltxflow.project.load import load_project
+    from ltxflow.project.resolve import resolve_project
+
+    return build_plan(resolve_project(load_project(path), **kw))
