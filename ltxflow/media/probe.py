@@ -96,11 +96,24 @@ def _decode_audio(path: Path, digest: str) -> AudioTrack:
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path.name}: audio cannot be decoded ({_reason(exc)})") from None
         codec = stream.codec_context.name
+        declared = _declared_samples(container, stream, rate)
     pcm = b"".join(chunks)
     samples = len(pcm) // (2 * channels)
+    if declared is not None and declared < samples:
+        samples = declared  # AAC end padding that the MP4 edit list declares but PyAV does not trim
+        pcm = pcm[: samples * 2 * channels]
     if samples == 0:
         raise MediaError(f"{path.name}: audio stream decodes to no samples")
     return AudioTrack(path, digest, codec, rate, channels, samples, pcm)
+
+
+def _declared_samples(container, stream, rate: int) -> int | None:
+    """The sample count an MP4/M4A declares (its edit list is exact); None for other containers,
+    whose durations may be estimates (CBR mp3 without a header)."""
+    names = set(container.format.name.split(","))
+    if not names & {"mov", "mp4", "m4a"} or stream.duration is None or stream.time_base is None:
+        return None
+    return round(stream.duration * stream.time_base * rate)
 
 
 def probe_audio(path: Path) -> AudioTrack:
