@@ -44,13 +44,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _plan(args: argparse.Namespace):
     from ltxflow.plan.planner import build_plan
-    from ltxflow.project.load import load_project
-    from ltxflow.project.resolve import resolve_project
+    from ltxflow.project.resolve import open_project
 
-    loaded = load_project(args.project)
-    resolved = resolve_project(loaded, backend=getattr(args, "backend", None),
-                               allow_outside_paths=args.allow_outside_paths)
-    return build_plan(resolved)
+    return build_plan(open_project(args.project, backend=getattr(args, "backend", None),
+                                   allow_outside_paths=args.allow_outside_paths))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ import networkx as nx
 from ltxflow.endpoints import Endpoint
 from ltxflow.plan.chunks import split_scene
 from ltxflow.plan.keys import content_key, derive_seed
-from ltxflow.project.resolve import Media, ResolvedLora, ResolvedProject, ResolvedScene
+from ltxflow.project.media import Media
+from ltxflow.project.resolve import ResolvedLora, ResolvedProject, ResolvedScene
 from ltxflow.timeline import frame_to_sample
 
 STITCH = "stitch"  # the DAG's final node; chunk ids always contain a dot, so it cannot collide

@@ -15,18 +15,34 @@ from ltxflow.project.yamlsrc import SourceMap, load_yaml
 
 MAX_PROJECT_BYTES = 4 * 1024 * 1024
 
+# What a field's pattern means, for messages (pydantic would print the regular expression).
+PATTERN_HELP = {
+    "id": "use lowercase letters, digits, '_' and '-' only",
+    "name": "start with a letter or digit; then letters, digits, '.', '_', '-' and spaces",
+}
+
 # Upgrades from older format versions: {from_version: function(data) -> data of from_version + 1}.
 # Version 1 is the first format, so there is nothing to upgrade yet; a version 2 adds UPGRADES[1].
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
+class ModelInvalid(ProjectError):
+    """The file parsed as YAML but does not fit the model; keeps the data for further checks."""
+
+    def __init__(self, diagnostics: list[Diagnostic], data: Any, source: SourceMap):
+        super().__init__(diagnostics)
+        self.data = data
+        self.source = source
+
+
 @dataclass(frozen=True)
 class LoadedProject:
-    """A validated project with where it came from: its file, folder and YAML positions."""
+    """A validated project with where it came from: its file, folder, raw data and YAML positions."""
 
     project: Project
     path: Path
     source: SourceMap
+    data: dict[str, Any]
 
     @property
     def root(self) -> Path:
@@ -66,10 +82,12 @@ def load_project(path: str | Path) -> LoadedProject:
     except OSError as exc:
         raise ProjectError.single(shown, f"cannot read project file ({exc.strerror})") from None
     data, smap = load_yaml(text, shown)
-    return LoadedProject(validate_data(data, smap), path, smap)
+    project = validate_data(data, smap)
+    return LoadedProject(project, path, smap, data)
 
 
 def validate_data(data: Any, smap: SourceMap) -> Project:
+    """The Project in `data` (upgraded to the current version). Raises ProjectError."""
     if data is None:
         raise ProjectError([smap.diagnostic((), "empty project file; it needs at least version, audio and scenes")])
     if not isinstance(data, dict):
@@ -78,7 +96,7 @@ def validate_data(data: Any, smap: SourceMap) -> Project:
     try:
         return Project.model_validate(data)
     except ValidationError as exc:
-        raise ProjectError(_diagnostics(exc, smap)) from None
+        raise ModelInvalid(_diagnostics(exc, smap), data, smap) from None
 
 
 def upgrade(data: dict[str, Any], smap: SourceMap) -> dict[str, Any]:
@@ -147,6 +165,8 @@ def _diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnostic]:
             continue
         ctx = err.get("ctx") or {}
         msg = str(ctx["error"]) if kind == "value_error" and "error" in ctx else err["msg"]
+        if kind == "string_pattern_mismatch" and loc and loc[-1] in PATTERN_HELP:
+            msg = PATTERN_HELP[str(loc[-1])]
         if "input" in err and kind not in ("value_error",) and _short(err["input"]):
             msg += f" (got {err['input']!r})"
         # A union reports one error per member; keep the first for each field.

@@ -12,10 +12,11 @@ from typing import Any
 
 from ltxflow.endpoints import MANAGED_FIELDS, MANAGED_TERMS, Catalog, Endpoint, Mode, catalog
 from ltxflow.errors import Diagnostic, FieldPath, ProjectError
-from ltxflow.media.probe import AudioTrack, MediaError, probe_audio, probe_image, probe_lora
-from ltxflow.project.load import LoadedProject
+from ltxflow.media.probe import AudioTrack
+from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
+from ltxflow.project.media import Media, check_media
 from ltxflow.project.model import SCENE_PARAM_NAMES, SIZE_MULTIPLE, SIZE_PRESETS, Scene
-from ltxflow.project.paths import MediaRef, PathRefused, media_ref
+from ltxflow.project.paths import PathRefused, media_ref
 from ltxflow.timeline import seconds_to_frame, timecode
 
 # auto resolution: the first keyframe's aspect ratio at about this many pixels.
@@ -25,19 +26,6 @@ DEFAULT_SIZE = (1280, 704)
 # Scene parameters that map onto an endpoint field and are checked against its range.
 ENDPOINT_TERMS = ("negative_prompt", "image_strength", "end_image_strength", "audio_strength",
                   "camera", "camera_scale", "steps", "guidance_scale")
-
-
-@dataclass(frozen=True)
-class Media:
-    """A checked media reference: a probed file (digest set) or a URL passed through."""
-
-    ref: MediaRef
-    digest: str | None = None
-    size: tuple[int, int] | None = None
-
-    def identity(self) -> dict[str, str]:
-        """What a content key records of it."""
-        return {"sha256": self.digest} if self.digest else {"url": self.ref.url or ""}
 
 
 @dataclass(frozen=True)
@@ -106,6 +94,19 @@ class _Collector:
             raise ProjectError(self.items)
 
 
+def open_project(path: str | Path, *, backend: str | None = None,
+                 allow_outside_paths: bool = False) -> ResolvedProject:
+    """Load and resolve a project file. Raises ProjectError with every problem found: when the
+    file fails model validation, problems with the media it names are reported with it."""
+    try:
+        loaded = load_project(path)
+    except ModelInvalid as exc:
+        found = check_media(exc.data, Path(path).parent, allow_outside_paths)
+        extra = [exc.source.diagnostic(p, m) for p, m in found.problems]
+        raise ProjectError([*exc.diagnostics, *extra]) from None
+    return resolve_project(loaded, backend=backend, allow_outside_paths=allow_outside_paths)
+
+
 def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
                     allow_outside_paths: bool = False, cat: Catalog | None = None) -> ResolvedProject:
     """Check media, place scenes on the frame grid and pick endpoints. Raises ProjectError."""
@@ -114,15 +115,13 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
     errs = _Collector(loaded)
     root = loaded.root
 
-    audio = _probe(errs, ("audio",), p.audio, root, allow_outside_paths, kind="audio", urls=False)
-    media: dict[FieldPath, Media] = {}
-    for path, ref, kind in _media_fields(loaded):
-        m = _probe(errs, path, ref, root, allow_outside_paths, kind=kind, urls=True)
-        if m is not None:
-            media[path] = m
+    found = check_media(loaded.data, root, allow_outside_paths)
+    for path, message in found.problems:
+        errs.add(path, message)
+    media, audio = found.media, found.audio
     output = _output_path(errs, loaded, allow_outside_paths)
     errs.raise_if_any()  # scene timing needs the audio's length
-    assert isinstance(audio, AudioTrack)
+    assert audio is not None
 
     total = seconds_to_frame(audio.duration, p.fps)
     if total < 1:
@@ -142,43 +141,6 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
         total_frames=total, backend=backend or p.backend, seed=p.seed, max_frames=p.chunking.max_frames,
         output=output, scenes=tuple(scenes))
-
-
-def _media_fields(loaded: LoadedProject):
-    """(field path, reference, kind) of every image and LoRA the project names."""
-    p = loaded.project
-    holders: list[tuple[FieldPath, Any]] = [(("defaults",), p.defaults)]
-    holders += [(("scenes", i), s) for i, s in enumerate(p.scenes)]
-    for base, h in holders:
-        for name in ("image", "end_image"):
-            ref = getattr(h, name)
-            if ref is not None:
-                yield base + (name,), ref, "image"
-        for j, lora in enumerate(h.loras or ()):
-            yield base + ("loras", j, "path"), lora.path, "lora"
-
-
-def _probe(errs: _Collector, path: FieldPath, ref: str, root: Path, allow_outside: bool, *, kind: str,
-           urls: bool) -> Media | AudioTrack | None:
-    try:
-        mref = media_ref(ref, root, urls=urls, allow_outside=allow_outside)
-    except PathRefused as exc:
-        errs.add(path, str(exc))
-        return None
-    if mref.kind == "url":
-        return Media(mref)
-    assert mref.path is not None
-    try:
-        if kind == "audio":
-            return probe_audio(mref.path)
-        if kind == "image":
-            info = probe_image(mref.path)
-            return Media(mref, info.digest, (info.width, info.height))
-        lora = probe_lora(mref.path)
-        return Media(mref, lora.digest)
-    except MediaError as exc:
-        errs.add(path, f"{ref}: {str(exc).split(': ', 1)[-1]}")
-        return None
 
 
 def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path:
