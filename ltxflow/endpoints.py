@@ -39,7 +39,9 @@ class FieldSpec(BaseModel):
         if t in ("int", "float"):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 return f"expected a number, got {value!r}"
-            if t == "int" and not float(value).is_integer():
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"expected a finite number, got {value!r}"
+            if t == "int" and not isinstance(value, int):
                 return f"expected a whole number, got {value!r}"
             if self.min is not None and value < self.min:
                 return f"{value} is below the minimum {_num(self.min)}"

@@ -42,6 +42,10 @@ def corpus_dir(tmp_path_factory) -> ProjectDir:
     (proj.root / "media" / "notaudio.mp3").write_text("this is not an mp3\n" * 20)
     (proj.root / "loras" / "fake.safetensors").write_text("not a tensor file")
     write_png(base / "outside.png")
+    write_png(proj.root / "keyframes" / "thin.png", (640, 10))
+    from PIL import Image
+
+    Image.new("1", (8200, 8200)).save(proj.root / "keyframes" / "huge.png")  # 67 MP, a few KB
     (proj.root / "keyframes" / "link.png").symlink_to(base / "outside.png")
     return proj
 

@@ -115,3 +115,10 @@ def test_ffmpeg_preference(tmp_path):
     with pytest.raises(FfmpegNotFound, match="LTXFLOW_FFMPEG"):
         find_ffmpeg({"LTXFLOW_FFMPEG": str(tmp_path / "broken" / "ffmpeg")})
     assert [s for _, s in candidates({"PATH": str(on_path.parent)})] == ["PATH", "imageio-ffmpeg"]
+
+
+def test_lora_header_nested_too_deep(tmp_path):
+    raw = b"[" * 100_000 + b"]" * 100_000
+    (tmp_path / "deep.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)
+    with pytest.raises(MediaError, match="not JSON"):
+        probe_lora(tmp_path / "deep.safetensors")

@@ -209,3 +209,57 @@ def test_seeds_derive_from_names_not_positions(project_dir):
     assert s3["a.0"] == s2["a.0"]  # inserting a scene before it does not reseed it
     assert s3["b.0"] == 100  # an explicit scene seed is used as is
     assert len({c.seed for c in p2.chunks}) == len(p2.chunks)
+
+
+def test_one_chunk_scene_ends_on_its_end_image_and_the_next_chains_from_it(project_dir):
+    path = project_dir.write("""
+        version: 1
+        audio: media/song.wav
+        model: ltx-2.3-22b-distilled
+        defaults:
+          end_image_strength: 0.5    # applies only where there is an end image
+          camera_scale: 0.5          # applies only where there is a camera move
+        scenes:
+          - {id: a, prompt: p, image: keyframes/a.png, end: 4.1666667, end_image: keyframes/b.png}
+          - {id: b, prompt: q, end: 20, camera: jib_up}
+          - {id: c, prompt: r}
+    """)
+    plan = plan_of(path)
+    a, b0 = plan.chunks[0], plan.chunks[1]
+    assert (a.generated_frames, a.head, a.kept_frames, a.tail) == (105, 5, 100, 0)
+    assert b0.start_image.frame == a.generated_frames - 1  # the end image frame itself
+    assert a.args["end_image_strength"] == 0.5 and "camera_lora_scale" not in a.args
+    assert all("end_image_strength" not in c.args for c in plan.chunks[1:])
+    assert all(c.args.get("camera_lora_scale") == 0.5 for c in plan.chunks if c.scene == "b")
+
+
+def test_which_frames_are_kept_is_not_in_the_key(project_dir):
+    # Growing a scene by one frame keeps its generation request (and so its paid render); only
+    # the chunk chaining from it (whose chain frame moved) gets a new key.
+    def plan_with(end: str):
+        return plan_of(project_dir.write(f"""
+            version: 1
+            audio: media/song.wav
+            scenes:
+              - {{id: a, prompt: p, image: keyframes/a.png, end: {end}}}
+              - {{id: b, prompt: q}}
+        """, f"p{end}.yaml"))
+
+    p100, p101 = plan_with("4.1666667"), plan_with("4.2083333")
+    assert p100.chunks[0].kept_frames == 100 and p101.chunks[0].kept_frames == 101
+    assert p100.chunks[0].key == p101.chunks[0].key
+    assert p100.chunks[1].key != p101.chunks[1].key
+
+
+def test_image_strength_without_a_start_image_is_not_sent(project_dir):
+    path = project_dir.write("""
+        version: 1
+        audio: media/song.wav
+        defaults: {image_strength: 0.6}
+        scenes:
+          - {id: a, prompt: p, end: 10}
+          - {id: b, prompt: q}
+    """)
+    plan = plan_of(path)
+    assert "image_strength" not in plan.chunks[0].args  # text and audio only
+    assert plan.chunks[1].args["image_strength"] == 0.6  # chained: the chain image is its start

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import struct
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -20,6 +21,7 @@ from ltxflow.errors import LtxflowError
 AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".ogg", ".m4a"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
 MAX_LORA_HEADER = 100 * 1024 * 1024
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 class MediaError(LtxflowError):
@@ -139,11 +141,18 @@ def probe_image(path: Path) -> ImageInfo:
     path = Path(path)
     _check_file(path, IMAGE_EXTENSIONS, "image")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return ImageInfo(path, file_digest(path), img.width, img.height, img.format or "?")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise MediaError(f"{path.name}: {img.width}x{img.height} is too large for a keyframe "
+                                     f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
+                img.load()
+                return ImageInfo(path, file_digest(path), img.width, img.height, img.format or "?")
     except UnidentifiedImageError:
         raise MediaError(f"{path.name}: not a decodable image") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MediaError(f"{path.name}: image is too large to decode safely") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise MediaError(f"{path.name}: image cannot be decoded ({exc})") from None
 
@@ -168,7 +177,7 @@ def probe_lora(path: Path) -> LoraInfo:
             if size > MAX_LORA_HEADER:
                 raise MediaError(f"{path.name}: not a safetensors file (header length {size})")
             header = json.loads(f.read(size))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise MediaError(f"{path.name}: not a safetensors file (header is not JSON)") from None
     if not isinstance(header, dict):
         raise MediaError(f"{path.name}: not a safetensors file (header is not an object)")
@@ -181,15 +190,15 @@ def probe_lora(path: Path) -> LoraInfo:
 def _check_file(path: Path, extensions: set[str], what: str) -> None:
     if path.suffix.lower() not in extensions:
         raise MediaError(f"{path.name}: {what} files must end in one of {', '.join(sorted(extensions))}")
-    if not path.exists():
-        raise MediaError(f"{path}: file not found")
-    if not path.is_file():
-        raise MediaError(f"{path}: not a file")
     try:
+        if not path.exists():
+            raise MediaError(f"{path}: file not found")
+        if not path.is_file():
+            raise MediaError(f"{path}: not a file")
         with open(path, "rb"):
             pass
     except OSError as exc:
-        raise MediaError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise MediaError(f"{path.name[:60]}: cannot be read ({exc.strerror})") from None
 
 
 def _reason(exc: BaseException) -> str:

@@ -21,8 +21,8 @@ def valid_count(n: int) -> bool:
 @dataclass(frozen=True)
 class Split:
     """One chunk of a scene. The chunk generates `generated` frames; it drops `head` of them
-    (1 when its first frame repeats the chain image), keeps `kept`, and trims `tail` at the end:
-    head + kept + tail == generated."""
+    (1 when its first frame repeats the chain image; more in a one-chunk scene that ends on an
+    end image), keeps `kept`, and trims `tail` at the end: head + kept + tail == generated."""
 
     generated: int
     head: int
@@ -30,13 +30,15 @@ class Split:
     tail: int
 
 
-def split_scene(frames: int, chained: bool, max_frames: int = 481, tail_first: bool = False) -> list[Split]:
+def split_scene(frames: int, chained: bool, max_frames: int = 481, end_anchored: bool = False) -> list[Split]:
     """Split a scene of `frames` kept frames into as few balanced chunks as the model allows.
 
     `chained`: the scene's first chunk starts from the previous chunk's last frame (it generates
     one frame more than it keeps). Later chunks in the scene are always chained. The surplus of
     rounding up to 8k+1 (at most 7 frames, beyond the 9-frame minimum) is trimmed from one chunk:
-    the last, or the first when `tail_first` (used when the last chunk ends on an end image).
+    the end of the last one. When `end_anchored` (the scene ends on an end image, which must stay
+    its last frame) it is trimmed from the end of the first chunk instead, or, for a one-chunk
+    scene, dropped just after its start image.
     """
     if frames < 1:
         raise ValueError(f"a scene needs at least one frame, got {frames}")
@@ -53,7 +55,10 @@ def split_scene(frames: int, chained: bool, max_frames: int = 481, tail_first: b
     base, extra = divmod(eighths, n)
     generated = [8 * (base + (1 if i < extra else 0)) + 1 for i in range(n)]
     surplus = total - needed
-    trim_at = 0 if (tail_first and n > 1) else n - 1
+    if end_anchored and n == 1:
+        heads[0] += surplus
+        surplus = 0
+    trim_at = 0 if end_anchored else n - 1
     out = []
     for i, (g, h) in enumerate(zip(generated, heads)):
         t = surplus if i == trim_at else 0

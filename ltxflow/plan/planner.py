@@ -118,8 +118,10 @@ def chunk_seed(project_seed: int, scene: ResolvedScene, index: int) -> int:
     return derive_seed(project_seed, scene.id, index)
 
 
-def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: int, last: bool) -> dict[str, Any]:
-    """The request body (media fields excepted) in the endpoint's own vocabulary."""
+def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: int, last: bool,
+                 has_start: bool) -> dict[str, Any]:
+    """The request body (media fields excepted) in the endpoint's own vocabulary. Strengths of
+    images the chunk does not have are left out, so they do not change its key."""
     ep = scene.endpoint
     f = ep.vocab
     args: dict[str, Any] = {
@@ -132,7 +134,8 @@ def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: i
     if "audio" in f:
         args["match_audio_length"] = False  # the chunk's exact audio span is sent instead
     for term, value in scene.values.items():
-        if term == "prompt" or (term == "end_image_strength" and not last):
+        if term == "prompt" or (term == "end_image_strength" and not last) or (
+                term == "image_strength" and not has_start):
             continue
         args[f[term]] = value
     args.update(scene.params)
@@ -145,7 +148,7 @@ def build_plan(rp: ResolvedProject) -> Plan:
     prev: Chunk | None = None
     for scene in rp.scenes:
         chained = scene.image is None and prev is not None
-        splits = split_scene(scene.frames, chained, rp.max_frames, tail_first=scene.end_image is not None)
+        splits = split_scene(scene.frames, chained, rp.max_frames, end_anchored=scene.end_image is not None)
         cursor = scene.start_frame
         for i, sp in enumerate(splits):
             last = i == len(splits) - 1
@@ -157,7 +160,7 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 start = StartImage("none")
             seed = chunk_seed(rp.seed, scene, i)
             ep = scene.endpoint
-            args = request_args(rp, scene, sp.generated, seed, last)
+            args = request_args(rp, scene, sp.generated, seed, last, has_start=start.kind != "none")
             audio = _audio_span(rp, cursor - sp.head, sp.generated) if ep.supports("audio") else None
             end_image = scene.end_image if last else None
             hosted = ep.cost(rp.width, rp.height, sp.generated)
@@ -170,8 +173,7 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 "audio": audio.digest if audio else None,
                 "loras": [{**lo.media.identity(), "scale": lo.scale, "transformer": lo.transformer}
                           for lo in scene.loras],
-                "keep": [sp.head, sp.kept],
-            })
+            })  # which frames are kept is not in the key: a new keep re-normalizes, never re-renders
             chunk = Chunk(
                 id=f"{scene.id}.{i}", scene=scene.id, index=i, start_frame=cursor, end_frame=cursor + sp.kept,
                 generated_frames=sp.generated, head=sp.head, tail=sp.tail, start_image=start,

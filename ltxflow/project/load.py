@@ -15,6 +15,14 @@ from ltxflow.project.yamlsrc import SourceMap, load_yaml
 
 MAX_PROJECT_BYTES = 4 * 1024 * 1024
 
+# Messages for pydantic's type errors that would otherwise name internal classes.
+TYPE_MESSAGES = {
+    "model_type": "expected a mapping (key: value)", "model_attributes_type": "expected a mapping (key: value)",
+    "dict_type": "expected a mapping (key: value)", "list_type": "expected a list",
+    "string_type": "expected text", "int_type": "expected a whole number", "float_type": "expected a number",
+    "bool_type": "expected true or false", "finite_number": "expected a finite number",
+}
+
 # What a field's pattern means, for messages (pydantic would print the regular expression).
 PATTERN_HELP = {
     "id": "use lowercase letters, digits, '_' and '-' only",
@@ -102,10 +110,8 @@ def validate_data(data: Any, smap: SourceMap) -> Project:
 def upgrade(data: dict[str, Any], smap: SourceMap) -> dict[str, Any]:
     """Bring an older format version up to CURRENT_VERSION through the explicit UPGRADES steps."""
     version = data.get("version")
-    if "version" not in data:
-        raise ProjectError([smap.diagnostic((), f"missing 'version: {CURRENT_VERSION}' (the format version)")])
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ProjectError([smap.diagnostic(("version",), f"version must be {CURRENT_VERSION}, not {version!r}")])
+        return data  # the model reports it, together with every other problem
     if version > CURRENT_VERSION:
         raise ProjectError([smap.diagnostic(
             ("version",), f"format version {version} is newer than this ltxflow reads ({CURRENT_VERSION}); "
@@ -164,7 +170,7 @@ def _diagnostics(exc: ValidationError, smap: SourceMap) -> list[Diagnostic]:
             out.append(Diagnostic(smap.file, loc, msg, line, col))
             continue
         ctx = err.get("ctx") or {}
-        msg = str(ctx["error"]) if kind == "value_error" and "error" in ctx else err["msg"]
+        msg = str(ctx["error"]) if kind == "value_error" and "error" in ctx else TYPE_MESSAGES.get(kind, err["msg"])
         if kind == "string_pattern_mismatch" and loc and loc[-1] in PATTERN_HELP:
             msg = PATTERN_HELP[str(loc[-1])]
         if "input" in err and kind not in ("value_error",) and _short(err["input"]):

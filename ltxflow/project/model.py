@@ -102,7 +102,8 @@ Unit = Annotated[float, Field(ge=0, le=1)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: "30" is not a number and true is not 1.0 -- a wrong type is an error, not a guess.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Lora(_Frozen):
@@ -155,7 +156,7 @@ class Chunking(_Frozen):
 class Project(_Frozen):
     """An ltxflow project file."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", title="ltxflow project",
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, title="ltxflow project",
                               json_schema_extra={"$id": "https://ltxflow.dev/schemas/project.schema.json"})
 
     version: Literal[1] = Field(description="format version; this ltxflow reads 1")

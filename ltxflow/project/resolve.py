@@ -15,7 +15,7 @@ from ltxflow.errors import Diagnostic, FieldPath, ProjectError
 from ltxflow.media.probe import AudioTrack
 from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
 from ltxflow.project.media import Media, check_media
-from ltxflow.project.model import SCENE_PARAM_NAMES, SIZE_MULTIPLE, SIZE_PRESETS, Scene
+from ltxflow.project.model import SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS, Scene
 from ltxflow.project.paths import PathRefused, media_ref
 from ltxflow.timeline import seconds_to_frame, timecode
 
@@ -120,13 +120,11 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
         errs.add(path, message)
     media, audio = found.media, found.audio
     output = _output_path(errs, loaded, allow_outside_paths)
-    errs.raise_if_any()  # scene timing needs the audio's length
-    assert audio is not None
-
-    total = seconds_to_frame(audio.duration, p.fps)
-    if total < 1:
+    # Without the audio's length the checks against the end of the song are skipped; the rest run.
+    total = seconds_to_frame(audio.duration, p.fps) if audio is not None else None
+    if total is not None and total < 1:
         errs.add(("audio",), f"the track is {float(audio.duration):.3f} s: shorter than one frame at the project fps")
-        errs.raise_if_any()
+        total = None
     spans = _scene_frames(errs, loaded, total)
     width, height = _size(errs, loaded, media)
     scenes = []
@@ -137,6 +135,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
     _check_ids(errs, p.scenes)
     _check_start_images(errs, scenes)
     errs.raise_if_any()
+    assert audio is not None and total is not None
     return ResolvedProject(
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
         total_frames=total, backend=backend or p.backend, seed=p.seed, max_frames=p.chunking.max_frames,
@@ -154,8 +153,9 @@ def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -
     return m.path
 
 
-def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int) -> list[tuple[int, int]]:
-    """Each scene's [start, end) on the frame grid; gaps, overlaps and order are reported."""
+def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int | None) -> list[tuple[int, int]]:
+    """Each scene's [start, end) on the frame grid; gaps, overlaps and order are reported.
+    `total` (the song's frames) is None when the audio could not be read."""
     p = loaded.project
     fps = p.fps
     tc = lambda f: timecode(f, fps)  # noqa: E731
@@ -172,7 +172,7 @@ def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int) -> list[t
             errs.add(("scenes", i), f"scene '{s.id}' needs an end (or the next scene a start)")
             end = start + 1
         else:
-            end = total
+            end = total if total is not None else start + 1
         if s.start is not None and i == 0 and start != 0:
             errs.add(("scenes", 0, "start"), f"the first scene starts at {tc(start)}: nothing covers 0:00.000-{tc(start)}")
         elif s.start is not None and i > 0 and start > prev_end:
@@ -186,10 +186,10 @@ def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int) -> list[t
             errs.add(where, f"{tc(end)} is before start {tc(start)}")
         elif end == start:
             errs.add(where, f"scene '{s.id}' is empty: start and end are both {tc(start)} on the frame grid")
-        if i == n - 1 and end < total:
+        if total is not None and i == n - 1 and end < total:
             errs.add(where, f"the last scene ends at {tc(end)} but the audio runs to {tc(total)}: "
                             "add a scene or drop this end to run to the end of the audio")
-        if end > total:
+        if total is not None and end > total:
             errs.add(where, f"{tc(end)} is past the end of the audio ({tc(total)})")
         spans.append((start, max(end, start)))
         prev_end = max(end, start)
@@ -203,15 +203,25 @@ def _size(errs: _Collector, loaded: LoadedProject, media: dict[FieldPath, Media]
     if res != "auto":
         w, h = res.split("x")
         return int(w), int(h)
-    for i in range(len(loaded.project.scenes)):
-        for base in (("scenes", i, "image"), ("defaults", "image")):
-            m = media.get(base)
-            if m is not None and m.size is None:
-                errs.add(("resolution",), f"auto takes the aspect ratio of the first keyframe, but {m.ref.ref} is "
-                                          "a URL that is not fetched while planning: set WxH")
-                return DEFAULT_SIZE
-            if m is not None and m.size is not None:
-                return auto_size(*m.size)
+    for i, scene in enumerate(loaded.project.scenes):
+        if scene.image is not None:
+            m = media.get(("scenes", i, "image"))
+        elif "image" not in scene.model_fields_set:  # `image: null` opts out of the default
+            m = media.get(("defaults", "image"))
+        else:
+            continue
+        if m is None:
+            continue
+        if m.size is None:
+            errs.add(("resolution",), f"auto takes the aspect ratio of the first keyframe, but {m.ref.ref} is "
+                                      "a URL that is not fetched while planning: set WxH")
+            return DEFAULT_SIZE
+        size = auto_size(*m.size)
+        lo, hi = SIZE_LIMITS
+        if not all(lo <= side <= hi for side in size):
+            errs.add(("resolution",), f"auto gives {size[0]}x{size[1]} from the aspect ratio of {m.ref.ref} "
+                                      f"({m.size[0]}x{m.size[1]}), outside {lo}..{hi}: set WxH")
+        return size
     return DEFAULT_SIZE
 
 
@@ -320,10 +330,12 @@ def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int
     for term in ENDPOINT_TERMS:
         if term not in values:
             continue
-        if term == "camera_scale" and "camera" not in values:
-            errs.add(origins[term], "camera_scale without a camera move")
-        elif term == "end_image_strength" and values.get("end_image") is None:
-            errs.add(origins[term], "end_image_strength without an end_image")
+        needs = {"camera_scale": "camera", "end_image_strength": "end_image"}.get(term)
+        if needs and values.get(needs) is None:
+            if origins[term][0] == "defaults":
+                del values[term]  # a default applies only to the scenes it is relevant to
+            else:
+                errs.add(origins[term], f"{term} without {'a camera move' if needs == 'camera' else 'an end_image'}")
         elif not ep.supports(term):
             unsupported(term, "camera move (camera LoRA)" if term == "camera" else term.replace("_", " "))
         else:
@@ -331,11 +343,11 @@ def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int
             if problem:
                 errs.add(origins[term], f"{problem} for {ep.id}{_inherited(origins, term, scene.id)}")
     _check_params(errs, ep, values["params"], origins, scene.id)
-    if len(errs.items) > before:
+    lora_media = [media.get(origins["loras"] + (j, "path")) for j in range(len(values.get("loras") or ()))]
+    if len(errs.items) > before or None in lora_media:  # a LoRA file that failed is reported already
         return None
-    loras = tuple(
-        ResolvedLora(media[origins["loras"] + (j, "path")], lora.scale, lora.transformer)
-        for j, lora in enumerate(values.get("loras") or ()))
+    loras = tuple(ResolvedLora(m, lora.scale, lora.transformer)
+                  for m, lora in zip(lora_media, values.get("loras") or ()))
     return ResolvedScene(
         index=i, id=scene.id, start_frame=span[0], end_frame=span[1], endpoint=ep,
         values={k: values[k] for k in ("prompt",) + ENDPOINT_TERMS if k in values},
@@ -371,7 +383,7 @@ def _check_params(errs: _Collector, ep: Endpoint, params: dict[str, Any], origin
 def _check_start_images(errs: _Collector, scenes: list[ResolvedScene]) -> None:
     """An image-to-video scene needs a keyframe or a previous scene to chain from."""
     for s in scenes:
-        if s.endpoint.start_image_required and s.image is None and s.index == 0:
+        if s.endpoint.start_image_required and s.image is None and s.index == 0 and "image" not in s.origins:
             errs.add(("scenes", s.index), f"scene '{s.id}' is image-to-video ({s.endpoint.id}) but has no start "
                                           "image and nothing to chain from: give it an image, or make it "
                                           "audio_driven (endpoints: "

@@ -12,6 +12,7 @@ from ltxflow.errors import Diagnostic, FieldPath, ProjectError
 
 # Project files arrive in pull requests: bound how much an alias bomb can expand.
 MAX_NODES = 200_000
+MAX_DEPTH = 64
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
@@ -60,6 +61,10 @@ class _Converter:
                 top, f"document too large (over {MAX_NODES} nodes after expanding aliases)")])
         if id(node) in self.stack:
             raise ProjectError([self.smap.diagnostic(path, "recursive YAML alias")])
+        if len(path) > MAX_DEPTH:
+            line, col = _mark(node)
+            field = path[:4]  # where it starts to nest; the full path would be hundreds of [0]
+            raise ProjectError([Diagnostic(self.smap.file, field, f"nested deeper than {MAX_DEPTH} levels", line, col)])
         self.smap.values.setdefault(path, _mark(node))
         if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
             line, col = _mark(node)
@@ -70,12 +75,11 @@ class _Converter:
             self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
             out: dict[Any, Any] = {}
             for knode, vnode in node.value:
-                key = self.loader.construct_object(knode, deep=True)
-                try:
-                    hash(key)
-                except TypeError:
+                key = self.loader.construct_object(knode, deep=True) if isinstance(knode, yaml.ScalarNode) else None
+                if not isinstance(key, str):
                     line, col = _mark(knode)
-                    self.errors.append(Diagnostic(self.smap.file, path, "a mapping key must be a plain value", line, col))
+                    shown = repr(key) if isinstance(knode, yaml.ScalarNode) else "a collection"
+                    self.errors.append(Diagnostic(self.smap.file, path, f"keys must be text, not {shown}", line, col))
                     continue
                 kpath = path + (key,)
                 if key in out:
@@ -106,6 +110,8 @@ def load_yaml(text: str, file: str | Path) -> tuple[Any, SourceMap]:
     try:
         try:
             node = loader.get_single_node()
+        except RecursionError:
+            raise ProjectError([Diagnostic(str(file), (), "YAML nested too deeply")]) from None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or str(exc)
