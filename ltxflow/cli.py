@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from ltxflow import __version__
 from ltxflow.errors import LtxflowError, ProjectError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+BACKEND_NAMES = ("preview", "fal", "local", "test")
 
 
 def _project_args(p: argparse.ArgumentParser) -> None:
@@ -32,14 +34,57 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="show the chunks a build would render", description=(
         "Split the project into LTX-2.3 chunks and show them: time ranges, frames, start images, "
-        "endpoints, seeds and costs."))
+        "endpoints, seeds, costs, and whether each is cached or must render."))
     _project_args(p)
     p.add_argument("--json", action="store_true", help="print the plan as stable JSON (see the README)")
-    p.add_argument("--backend", choices=("preview", "fal", "local"), help="override the project's backend")
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="override the project's backend")
+    p.add_argument("--explain", action="store_true", help="say why each chunk that must render must render")
+    p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
+                                                  "or LTXFLOW_CACHE_DIR)")
+
+    p = sub.add_parser("build", help="render the chunks that are not cached and stitch the video", description=(
+        "Render every chunk of the plan that is not cached, in dependency order and in parallel where "
+        "the plan allows, and stitch them onto the master track. Exit 0 built, 1 a chunk or the stitch "
+        "failed, 2 invalid project or arguments, 130 interrupted."))
+    _project_args(p)
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="override the project's backend")
+    p.add_argument("-j", "--jobs", type=_positive, default=4, help="chunks in flight at once (default 4)")
+    p.add_argument("--only", nargs="+", metavar="SCENE", default=(), help="render and stitch only these scenes")
+    p.add_argument("--range", dest="time_range", metavar="START-END",
+                   help="render the chunks overlapping this part of the timeline and stitch just it, "
+                        "e.g. 0:30-1:00")
+    p.add_argument("-o", "--output", type=Path, help="write the video here (default: the project's output; "
+                                                      "--only/--range add a suffix)")
+    p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
+                                                  "or LTXFLOW_CACHE_DIR)")
+    p.add_argument("--retries", type=int, default=3, help="retries of a transient backend error (default 3)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="text (a live display on a terminal) or json (one object per line, for CI)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only warnings, failures and errors")
+
+    p = sub.add_parser("cache", help="list or clean the chunk cache",
+                       description="Inspect (ls) or clean (gc) the content-addressed chunk cache.")
+    csub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    q = csub.add_parser("ls", help="list cache entries", description="List the entries of a chunk cache.")
+    q.add_argument("project", nargs="?", type=Path, help="use this project's cache (default: ./.ltxflow)")
+    q.add_argument("--cache-dir", type=Path, help="the cache folder")
+    q = csub.add_parser("gc", help="remove entries no project references", description=(
+        "Remove cache entries that no project under the given paths references (for any backend), "
+        "and work folders left by builds that died."))
+    q.add_argument("paths", nargs="+", type=Path, help="project files or folders holding them")
+    q.add_argument("--cache-dir", type=Path, help="the cache folder (default: beside the first project)")
+    q.add_argument("-n", "--dry-run", action="store_true", help="only say what would be removed")
 
     sub.add_parser("schema", help="print the project file's JSON Schema",
                    description="Print the JSON Schema of the project file format (for editors).")
     return parser
+
+
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def _plan(args: argparse.Namespace):
@@ -61,13 +106,71 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from ltxflow.execute.cache import Cache, default_cache_dir
+    from ltxflow.execute.chunkwork import variant_name
+    from ltxflow.execute.status import chunk_statuses, load_index
+    from ltxflow.media.encode import output_format
     from ltxflow.plan.view import plan_json, plan_table
 
     plan = _plan(args)
+    rp = plan.project
+    cache = Cache(default_cache_dir(rp.loaded.root, args.cache_dir))
+    container = rp.output.suffix.lstrip(".").lower()
+    fmt = output_format(container, rp.loaded.project.quality)
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt))
     if args.json:
-        print(json.dumps(plan_json(plan), indent=2))
+        print(json.dumps(plan_json(plan, statuses), indent=2))
     else:
-        print(plan_table(plan))
+        print(plan_table(plan, statuses, explain=args.explain))
+    return EXIT_OK
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from ltxflow.build import BuildOptions, build, parse_range
+    from ltxflow.progress import make_reporter
+
+    opts = BuildOptions(backend=args.backend, jobs=args.jobs, only=tuple(args.only),
+                        time_range=parse_range(args.time_range) if args.time_range else None,
+                        cache_dir=args.cache_dir, output=args.output, allow_outside_paths=args.allow_outside_paths,
+                        retries=args.retries)
+    reporter = make_reporter(args.log_format, args.quiet)
+    try:
+        result = build(args.project, opts, reporter)
+    finally:
+        reporter.close()
+    if result.output is None:
+        for node, outcome in result.outcomes.items():
+            if outcome.state != "ok":
+                print(f"ltxflow: {node}: {outcome.state}: {outcome.error}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.log_format != "json":
+        print(result.output)
+    return EXIT_OK
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from ltxflow.cachecmd import entry_size, gc, project_files
+    from ltxflow.execute.cache import Cache, default_cache_dir
+
+    if args.cache_command == "ls":
+        root = args.project.resolve().parent if args.project else Path.cwd()
+        cache = Cache(default_cache_dir(root, args.cache_dir))
+        total = 0
+        for e in cache.entries():
+            r, size = e.record, entry_size(e)
+            total += size
+            print(f"{e.key[:12]}  {r.get('project', '?'):<16} {r.get('chunk', '?'):<14} {r.get('backend', '?'):<8} "
+                  f"{r.get('created', '?'):<25} {size / 1e6:8.1f} MB  ${r.get('cost_usd', 0):.2f}")
+        print(f"{cache.root}: {total / 1e6:.1f} MB")
+        return EXIT_OK
+    first = next(project_files(args.paths), None)
+    root = first.resolve().parent if first else Path.cwd()
+    cache = Cache(default_cache_dir(root, args.cache_dir))
+    gone, stale, freed, skipped = gc(cache, args.paths, dry_run=args.dry_run)
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{cache.root}: {verb} {len(gone)} entries and {len(stale)} stale work folders ({freed / 1e6:.1f} MB)")
     return EXIT_OK
 
 
@@ -78,7 +181,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "schema": cmd_schema}
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "build": cmd_build, "cache": cmd_cache,
+            "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,17 +55,19 @@ class AudioTrack:
     def duration(self) -> Fraction:
         return Fraction(self.samples, self.sample_rate)
 
-    def span_digest(self, start: int, count: int) -> str:
-        """sha256 of samples [start, start+count), zero-padded past either end of the track."""
+    def span_pcm(self, start: int, count: int) -> bytes:
+        """Samples [start, start+count) as 16-bit interleaved PCM, zero-padded past either end."""
         width = 2 * self.channels
         before = min(count, max(0, -start))
         lo, hi = max(start, 0), min(start + count, self.samples)
         inside = max(0, hi - lo)
-        h = hashlib.sha256()
-        h.update(f"pcm_s16le:{self.sample_rate}:{self.channels}:{count}:".encode())
-        h.update(b"\0" * (before * width))
-        h.update(self.pcm[lo * width: lo * width + inside * width])
-        h.update(b"\0" * ((count - before - inside) * width))
+        return (b"\0" * (before * width) + self.pcm[lo * width: (lo + inside) * width]
+                + b"\0" * ((count - before - inside) * width))
+
+    def span_digest(self, start: int, count: int) -> str:
+        """sha256 of a span's samples (see span_pcm), with the format they are in."""
+        h = hashlib.sha256(f"pcm_s16le:{self.sample_rate}:{self.channels}:{count}:".encode())
+        h.update(self.span_pcm(start, count))
         return h.hexdigest()
 
 

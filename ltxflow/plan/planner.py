@@ -69,6 +69,7 @@ class Chunk:
     cost_usd: float
     hosted_cost_usd: float
     key: str
+    key_inputs: dict[str, Any]  # what `key` hashes: compared between builds to say what changed
 
     @property
     def kept_frames(self) -> int:
@@ -164,7 +165,7 @@ def build_plan(rp: ResolvedProject) -> Plan:
             audio = _audio_span(rp, cursor - sp.head, sp.generated) if ep.supports("audio") else None
             end_image = scene.end_image if last else None
             hosted = ep.cost(rp.width, rp.height, sp.generated)
-            key = content_key({
+            key_inputs = {
                 "backend": rp.backend,
                 "endpoint": ep.id,
                 "args": args,
@@ -173,13 +174,13 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 "audio": audio.digest if audio else None,
                 "loras": [{**lo.media.identity(), "scale": lo.scale, "transformer": lo.transformer}
                           for lo in scene.loras],
-            })  # which frames are kept is not in the key: a new keep re-normalizes, never re-renders
+            }  # which frames are kept is not in the key: a new keep re-normalizes, never re-renders
             chunk = Chunk(
                 id=f"{scene.id}.{i}", scene=scene.id, index=i, start_frame=cursor, end_frame=cursor + sp.kept,
                 generated_frames=sp.generated, head=sp.head, tail=sp.tail, start_image=start,
                 end_image=end_image, chains_from=start.chunk, endpoint=ep, seed=seed, args=args, audio=audio,
                 loras=scene.loras, cost_usd=0.0 if rp.backend in FREE_BACKENDS else hosted,
-                hosted_cost_usd=hosted, key=key)
+                hosted_cost_usd=hosted, key=content_key(key_inputs), key_inputs=key_inputs)
             graph.add_node(chunk.id, chunk=chunk)
             if chunk.chains_from:
                 graph.add_edge(chunk.chains_from, chunk.id)

@@ -25,7 +25,7 @@ def _start_image_json(s: StartImage) -> dict[str, Any]:
     return {"kind": "none"}
 
 
-def chunk_json(c: Chunk, plan: Plan) -> dict[str, Any]:
+def chunk_json(c: Chunk, plan: Plan, status: Any = None) -> dict[str, Any]:
     audio = None
     if c.audio:
         sr = c.audio.sample_rate
@@ -56,11 +56,15 @@ def chunk_json(c: Chunk, plan: Plan) -> dict[str, Any]:
         "hosted_cost_usd": c.hosted_cost_usd,
         "price_confirmed": c.endpoint.price_confirmed,
         "key": c.key,
+        **({"status": status.status, "reasons": list(status.reasons)} if status is not None else {}),
     }
 
 
-def plan_json(plan: Plan) -> dict[str, Any]:
+def plan_json(plan: Plan, statuses: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The plan as stable JSON; with `statuses`, each chunk says `cached` or `render` and why."""
     rp = plan.project
+    statuses = statuses or {}
+    now = [c for c in plan.chunks if c.id in statuses and statuses[c.id].status == "render"]
     return {
         "plan_version": PLAN_JSON_VERSION,
         "project": rp.name,
@@ -76,7 +80,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
              "chunks": [c.id for c in plan.chunks if c.scene == s.id]}
             for s in rp.scenes
         ],
-        "chunks": [chunk_json(c, plan) for c in plan.chunks],
+        "chunks": [chunk_json(c, plan, statuses.get(c.id)) for c in plan.chunks],
         "totals": {
             "frames": plan.total_frames,
             "duration_s": round(float(plan.duration), 6),
@@ -85,6 +89,8 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "cost_usd": plan.cost_usd,
             "hosted_cost_usd": plan.hosted_cost_usd,
             "longest_chain": plan.longest_chain,
+            **({"to_render": len(now), "cost_now_usd": round(sum(c.cost_usd for c in now), 6)}
+               if statuses else {}),
         },
     }
 
@@ -102,17 +108,19 @@ def _money(x: float) -> str:
     return f"${x:,.2f}" if x >= 0.01 or x == 0 else f"${x:.4f}"
 
 
-def plan_table(plan: Plan) -> str:
+def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool = False) -> str:
     rp = plan.project
     fps = rp.fps
-    head = ("scene", "chunk", "time", "gen/kept", "start image", "endpoint", "seed", "cost")
+    statuses = statuses or {}
+    head = ("scene", "chunk", "time", "gen/kept", "start image", "endpoint", "seed", "cost", "status")
     rows = []
     for c in plan.chunks:
+        st = statuses.get(c.id)
         rows.append((
             c.scene, c.id, f"{timecode(c.start_frame, fps)}-{timecode(c.end_frame, fps)}",
             f"{c.generated_frames}/{c.kept_frames}", _start_text(c.start_image),
             c.endpoint.id.removeprefix("fal-ai/") + ("" if c.endpoint.price_confirmed else "*"),
-            str(c.seed), _money(c.cost_usd),
+            str(c.seed), _money(c.cost_usd), st.status if st else "-",
         ))
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
     right = {3, 6, 7}
@@ -121,7 +129,17 @@ def plan_table(plan: Plan) -> str:
         return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
 
     out = [f"{rp.name}: {rp.width}x{rp.height} @ {fps_str(fps)} fps, backend {rp.backend}",
-           line(head), line(tuple("-" * w for w in widths)), *map(line, rows), ""]
+           line(head), line(tuple("-" * w for w in widths))]
+    for c, row in zip(plan.chunks, rows):
+        out.append(line(row))
+        st = statuses.get(c.id)
+        if explain and st is not None and st.reasons:
+            out.append(f"    {c.id}: {'; '.join(st.reasons)}")
+    out.append("")
+    now = [c for c in plan.chunks if c.id in statuses and statuses[c.id].status == "render"]
+    if statuses:
+        out.append(f"to render now: {len(now)} of {len(plan.chunks)} chunks, "
+                   f"{_money(sum(c.cost_usd for c in now))}")
     hosted = "" if rp.backend == "fal" else f" (on fal: {_money(plan.hosted_cost_usd)})"
     out.append(f"{len(plan.chunks)} chunks, {plan.total_frames} frames ({timecode(plan.total_frames, fps)}), "
                f"{sum(c.generated_frames for c in plan.chunks)} generated, longest chain {plan.longest_chain}; "

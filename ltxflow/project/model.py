@@ -171,6 +171,8 @@ class Project(_Frozen):
     endpoint: str | None = Field(None, description="explicit endpoint id for every scene that sets none")
     output: str | None = Field(None, description="output video; container from the extension "
                                                  "(.mp4 .webm .mov .gif); default out/<name>.mp4")
+    quality: Literal["low", "medium", "high", "maximum"] = Field(
+        "high", description="encoder quality preset of the output video")
     chunking: Chunking = Field(default_factory=Chunking)
     defaults: SceneParams = Field(default_factory=SceneParams)
     scenes: list[Scene] = Field(min_length=1)

@@ -1,0 +1,77 @@
+"""The backend seam: a fully resolved chunk request in, a clip file and a record out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class BackendError(Exception):
+    """A chunk could not be rendered. `transient` errors are retried with backoff."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class LoraFile:
+    path: Path | None  # a local .safetensors file, or None for a URL
+    url: str | None
+    scale: float
+    transformer: str
+
+
+@dataclass(frozen=True)
+class ChunkRequest:
+    """Everything a backend needs for one chunk, with media as local files (or URLs).
+
+    `args` is the request body in the endpoint's own field names, media fields excepted; the
+    other fields restate what a backend that does not speak the endpoint's dialect needs."""
+
+    chunk_id: str
+    scene_id: str
+    endpoint: str
+    mode: str  # "audio-to-video" | "image-to-video"
+    prompt: str
+    values: dict[str, Any]  # vocabulary terms (camera, camera_scale, image_strength, ...)
+    args: dict[str, Any]
+    seed: int
+    frames: int  # generated frames (8k+1)
+    width: int
+    height: int
+    fps: Fraction
+    timeline_frame: int  # the timeline frame of generated frame 0 (for burn-in timecodes)
+    start_image: Path | None = None
+    start_image_url: str | None = None
+    end_image: Path | None = None
+    end_image_url: str | None = None
+    audio: Path | None = None  # WAV of the exact span the generated frames cover
+    loras: tuple[LoraFile, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """The clip a backend wrote (inside the work folder it was given) and what to record of it."""
+
+    clip: Path
+    seed: int
+    cost_usd: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """One way of turning a ChunkRequest into a clip.
+
+    `render` writes only inside `workdir`, which the caller owns and discards on failure; it
+    raises BackendError (transient or not) for failures it understands. `max_concurrency` caps
+    how many chunks it renders at once, whatever --jobs says."""
+
+    name: str
+    max_concurrency: int
+
+    def render(self, request: ChunkRequest, workdir: Path) -> RenderResult: ...
+
+    def is_transient(self, error: BaseException) -> bool: ...

@@ -1,0 +1,172 @@
+"""The preview backend: a free, deterministic animatic that shows timing and continuity on a CPU.
+
+It starts from the chunk's start image (keyframe or chain frame) or a card made from the prompt,
+moves toward the end image, moves the camera as the scene says, pulses with the onsets of its
+audio span, and burns in the scene, chunk, timecode and prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import textwrap
+import wave
+from pathlib import Path
+
+from ltxflow.backends.base import BackendError, ChunkRequest, RenderResult
+from ltxflow.media.encode import FfmpegFailed, FrameWriter, encode_frames_args
+from ltxflow.media.ffmpeg import find_ffmpeg
+from ltxflow.timeline import timecode
+
+# Camera moves over one chunk at camera_scale 1: (zoom from, zoom to, pan x, pan y) with pans as
+# a fraction of the frame; the crop window moves, so a pan right shows what is to the right.
+CAMERA = {
+    "dolly_in": (1.0, 1.3, 0.0, 0.0),
+    "dolly_out": (1.3, 1.0, 0.0, 0.0),
+    "dolly_left": (1.15, 1.15, -0.12, 0.0),
+    "dolly_right": (1.15, 1.15, 0.12, 0.0),
+    "jib_up": (1.15, 1.15, 0.0, -0.12),
+    "jib_down": (1.15, 1.15, 0.0, 0.12),
+    "static": (1.0, 1.0, 0.0, 0.0),
+}
+RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p")
+
+
+class PreviewBackend:
+    name = "preview"
+
+    def __init__(self, max_concurrency: int | None = None):
+        self.max_concurrency = max_concurrency or max(1, os.cpu_count() or 1)
+
+    def is_transient(self, error: BaseException) -> bool:
+        return False
+
+    def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
+        out = workdir / "preview.mp4"
+        args = encode_frames_args(find_ffmpeg().path, request.width, request.height, request.fps, out, RAW_VIDEO)
+        try:
+            with FrameWriter(args, out, f"preview {request.chunk_id}") as writer:
+                for frame in animatic_frames(request):
+                    writer.write(frame)
+        except FfmpegFailed as exc:
+            raise BackendError(str(exc)) from exc
+        return RenderResult(out, request.seed, 0.0, {"renderer": "animatic"})
+
+
+def animatic_frames(request: ChunkRequest):
+    """The chunk's frames as packed RGB bytes (w x h x 3): exactly request.frames of them."""
+    import numpy as np
+    from PIL import Image
+
+    w, h, n = request.width, request.height, request.frames
+    start = _base_image(request, request.start_image, w, h)
+    end = _load(request.end_image, w, h) if request.end_image else None
+    zoom0, zoom1, pan_x, pan_y = CAMERA.get(request.values.get("camera") or "static", CAMERA["static"])
+    scale = float(request.values.get("camera_scale", 1.0))
+    zoom0, zoom1 = 1 + (zoom0 - 1) * scale, 1 + (zoom1 - 1) * scale
+    pulse = _pulse(request.audio, n, request.fps) if request.audio else np.zeros(n)
+    band = _caption_band(request, w)
+    for i in range(n):
+        p = i / (n - 1) if n > 1 else 0.0
+        zoom = zoom0 + (zoom1 - zoom0) * p
+        # The crop window (the picture zoomed by `zoom`) travels across the pan, kept inside the picture.
+        cw, ch = w / zoom, h / zoom
+        cx = w / 2 + _travel(pan_x * scale * w, w - cw) * (p - 0.5)
+        cy = h / 2 + _travel(pan_y * scale * h, h - ch) * (p - 0.5)
+        box = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
+        mixed = Image.blend(start, end, p ** 1.5) if end is not None else start
+        frame = mixed.resize((w, h), Image.BILINEAR, box=box) if box != (0, 0, w, h) else mixed.copy()
+        gain = 256 + int(64 * pulse[i])
+        if gain > 258:
+            frame = frame.point([min(255, (v * gain) >> 8) for v in range(256)] * 3)
+        _burn_in(frame, band, request, i)
+        yield frame.tobytes()
+
+
+def _travel(wanted: float, room: float) -> float:
+    """A pan of `wanted` pixels, limited to the `room` the zoomed crop window leaves."""
+    return max(-room, min(room, wanted))
+
+
+def _base_image(request: ChunkRequest, path: Path | None, w: int, h: int):
+    if path is not None:
+        return _load(path, w, h)
+    return _prompt_card(request, w, h)
+
+
+def _load(path: Path, w: int, h: int):
+    """An image scaled to cover w x h and centre-cropped."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            s = max(w / img.width, h / img.height)
+            img = img.resize((max(w, round(img.width * s)), max(h, round(img.height * s))), Image.LANCZOS)
+            x, y = (img.width - w) // 2, (img.height - h) // 2
+            return img.crop((x, y, x + w, y + h))
+    except OSError as exc:
+        raise BackendError(f"cannot read image {path.name}: {exc}") from exc
+
+
+def _prompt_card(request: ChunkRequest, w: int, h: int):
+    """A gradient card coloured by the prompt's hash, with the prompt written on it."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    d = hashlib.sha256(request.prompt.encode()).digest()
+    a, b = np.array(d[0:3], dtype=np.float32), np.array(d[3:6], dtype=np.float32) * 0.5
+    ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    img = Image.fromarray(np.broadcast_to(a * (1 - ramp) + b * ramp, (h, w, 3)).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    font = _font(max(12, h // 18))
+    text = "\n".join(textwrap.wrap(request.prompt, width=max(16, w // max(8, h // 30))))
+    draw.multiline_text((w // 12, h // 4), text, fill=(255, 255, 255), font=font, spacing=6)
+    return img
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
+
+
+def _caption_band(request: ChunkRequest, w: int):
+    """The static part of the burn-in, drawn once: scene, chunk and the start of the prompt."""
+    prompt = request.prompt if len(request.prompt) <= 70 else request.prompt[:67] + "..."
+    return f"{request.scene_id} | {request.chunk_id} | ", prompt
+
+
+def _burn_in(img, band, request: ChunkRequest, i: int) -> None:
+    from PIL import ImageDraw
+
+    w, h = img.size
+    size = max(10, h // 28)
+    font = _font(size)
+    draw = ImageDraw.Draw(img)
+    bar = size * 2 + 12
+    draw.rectangle((0, h - bar, w, h), fill=(0, 0, 0))
+    ids, prompt = band
+    draw.text((8, h - bar + 4), ids + timecode(request.timeline_frame + i, request.fps), fill=(255, 255, 0), font=font)
+    draw.text((8, h - bar + 6 + size), prompt, fill=(230, 230, 230), font=font)
+
+
+def _pulse(audio: Path, n: int, fps) -> "object":
+    """Per frame, 0..1: how strongly an onset (a rise in loudness) falls on it, decaying after."""
+    import numpy as np
+
+    with wave.open(str(audio)) as wf:
+        rate, ch = wf.getframerate(), wf.getnchannels()
+        pcm = np.frombuffer(wf.readframes(wf.getnframes()), dtype="<i2").astype(np.float32)
+    mono = pcm.reshape(-1, ch).mean(axis=1) / 32768.0 if ch > 1 else pcm / 32768.0
+    bounds = [round(i * rate / float(fps)) for i in range(n + 1)]
+    rms = np.array([np.sqrt(np.mean(mono[a:b] ** 2)) if b > a and a < len(mono) else 0.0
+                    for a, b in zip(bounds, bounds[1:])], dtype=np.float32)
+    rise = np.maximum(0.0, np.diff(rms, prepend=rms[:1]))
+    ref = max(float(np.percentile(rise, 99)) if rise.size else 0.0, 0.02)
+    out = np.zeros(n, dtype=np.float32)
+    level = 0.0
+    for i in range(n):
+        level = max(min(1.0, rise[i] / ref), level * 0.7)
+        out[i] = level
+    return out

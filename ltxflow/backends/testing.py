@@ -1,0 +1,76 @@
+"""A backend for tests and benchmarks: real small clips, a fixed latency, failures on demand.
+
+Configured by LTXFLOW_TEST_BACKEND, e.g. "sleep=0.5,fail=verse.1,transient=drop.0:2,jobs=8":
+sleep seconds per chunk; chunks that always fail; chunks that fail transiently N times first;
+how many chunks it renders at once. Its frames are flat colours keyed by chunk and frame index,
+so they are deterministic and cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+from ltxflow.backends.base import BackendError, ChunkRequest, RenderResult
+from ltxflow.media.encode import FfmpegFailed, FrameWriter, encode_frames_args
+from ltxflow.media.ffmpeg import find_ffmpeg
+
+RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p")
+
+
+class TestBackend:
+    __test__ = False  # not a pytest test class
+    name = "test"
+
+    def __init__(self, sleep: float = 0.0, fail: frozenset[str] = frozenset(),
+                 transient: dict[str, int] | None = None, max_concurrency: int = 64):
+        self.sleep, self.fail = sleep, fail
+        self.transient = dict(transient or {})
+        self.max_concurrency = max_concurrency
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "TestBackend":
+        env = os.environ if env is None else env
+        opts: dict[str, str] = {}
+        for part in filter(None, env.get("LTXFLOW_TEST_BACKEND", "").split(",")):
+            k, _, v = part.partition("=")
+            opts.setdefault(k.strip(), "")
+            opts[k.strip()] += ("+" if opts[k.strip()] else "") + v.strip()
+        transient = {}
+        for item in filter(None, opts.get("transient", "").split("+")):
+            chunk, _, n = item.partition(":")
+            transient[chunk] = int(n or 1)
+        return cls(sleep=float(opts.get("sleep") or 0), fail=frozenset(filter(None, opts.get("fail", "").split("+"))),
+                   transient=transient, max_concurrency=int(opts.get("jobs") or 64))
+
+    def is_transient(self, error: BaseException) -> bool:
+        return False
+
+    def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
+        with self._lock:
+            self.calls.append(request.chunk_id)
+            left = self.transient.get(request.chunk_id, 0)
+            if left:
+                self.transient[request.chunk_id] = left - 1
+        if self.sleep:
+            time.sleep(self.sleep)
+        if left:
+            raise BackendError(f"{request.chunk_id}: simulated transient failure", transient=True)
+        if request.chunk_id in self.fail:
+            raise BackendError(f"{request.chunk_id}: simulated failure")
+        out = workdir / "test.mp4"
+        args = encode_frames_args(find_ffmpeg().path, request.width, request.height, request.fps, out, RAW_VIDEO)
+        seed = hashlib.sha256(request.chunk_id.encode()).digest()
+        try:
+            with FrameWriter(args, out, f"test {request.chunk_id}") as writer:
+                for i in range(request.frames):
+                    colour = bytes(((seed[0] + 3 * i) % 256, seed[1], (seed[2] + i) % 256))
+                    writer.write(colour * (request.width * request.height))
+        except FfmpegFailed as exc:
+            raise BackendError(str(exc)) from exc
+        return RenderResult(out, request.seed, 0.0, {"renderer": "test"})

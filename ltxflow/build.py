@@ -1,0 +1,259 @@
+"""`ltxflow build`: plan, render what is not cached, stitch, report."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from ltxflow import __version__
+from ltxflow.backends import make_backend
+from ltxflow.errors import LtxflowError
+from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
+from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, variant_name
+from ltxflow.execute.executor import Cancelled, Outcome, run_dag
+from ltxflow.execute.status import chunk_statuses, load_index, save_index
+from ltxflow.media.encode import Format, Quality, output_format
+from ltxflow.media.stitch import stitch
+from ltxflow.plan.keys import content_key
+from ltxflow.plan.planner import Chunk, Plan, build_plan
+from ltxflow.progress import Reporter
+from ltxflow.project.resolve import open_project
+from ltxflow.timeline import seconds_to_frame, timecode
+
+
+class BuildArgumentError(LtxflowError):
+    exit_code = 2
+
+
+class Interrupted(LtxflowError):
+    exit_code = 130
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    backend: str | None = None
+    jobs: int = 4
+    only: tuple[str, ...] = ()
+    time_range: tuple[Fraction, Fraction] | None = None
+    cache_dir: Path | None = None
+    output: Path | None = None
+    allow_outside_paths: bool = False
+    retries: int = 3
+    backoff_s: float = 1.0
+
+
+@dataclass
+class BuildResult:
+    output: Path | None
+    outcomes: dict[str, Outcome]
+    seconds: float
+    cost_usd: float = 0.0
+    stitched: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.output is not None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a build renders (`needed`, in plan order) and what it stitches: timeline segments and
+    for each piece, the chunk and the frames of it that fall inside."""
+
+    needed: list[str]
+    pieces: list[tuple[str, int, int]]  # (chunk id, first timeline frame, end frame) in output order
+    segments: list[tuple[int, int]]
+    label: str | None  # names a partial output: None for the whole video
+
+
+def select(plan: Plan, only: tuple[str, ...], time_range: tuple[Fraction, Fraction] | None) -> Selection:
+    rp = plan.project
+    if only and time_range:
+        raise BuildArgumentError("use --only or --range, not both")
+    if only:
+        ids = [s.id for s in rp.scenes]
+        unknown = [s for s in only if s not in ids]
+        if unknown:
+            raise BuildArgumentError(f"--only: no scene {', '.join(unknown)} in {rp.file} (scenes: {', '.join(ids)})")
+        picked = [s for s in rp.scenes if s.id in only]
+        segments = _merge([(s.start_frame, s.end_frame) for s in picked])
+        label = "+".join(s.id for s in picked)
+    elif time_range:
+        a, b = (seconds_to_frame(t, rp.fps) for t in time_range)
+        a, b = max(0, a), min(rp.total_frames, b)
+        if b <= a:
+            raise BuildArgumentError(f"--range selects no frames of the {timecode(rp.total_frames, rp.fps)} video")
+        segments, label = [(a, b)], f"{_stamp(a, rp.fps)}-{_stamp(b, rp.fps)}"
+    else:
+        segments, label = [(0, rp.total_frames)], None
+    pieces = []
+    for c in plan.chunks:
+        for a, b in segments:
+            lo, hi = max(a, c.start_frame), min(b, c.end_frame)
+            if lo < hi:
+                pieces.append((c.id, lo, hi))
+    needed_set = set()
+    for cid, _, _ in pieces:
+        node: str | None = cid
+        while node and node not in needed_set:  # a chunk needs the chain it starts from
+            needed_set.add(node)
+            node = plan.chunk(node).chains_from
+    needed = [c.id for c in plan.chunks if c.id in needed_set]
+    return Selection(needed, pieces, segments, label)
+
+
+def _merge(segments: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for a, b in segments:
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def _stamp(frame: int, fps: Fraction) -> str:
+    return timecode(frame, fps).replace(":", "m").replace(".", "s")[:-1]
+
+
+def parse_range(text: str) -> tuple[Fraction, Fraction]:
+    """'0:30-1:00' or '30-60.5' -> (start, end) seconds."""
+    from ltxflow.timeline import parse_seconds
+
+    a, sep, b = text.partition("-")
+    try:
+        if not sep:
+            raise ValueError("expected START-END")
+        start, end = parse_seconds(a), parse_seconds(b)
+    except ValueError as exc:
+        raise BuildArgumentError(f"--range {text!r}: {exc} (e.g. 0:30-1:00)") from None
+    if end <= start:
+        raise BuildArgumentError(f"--range {text!r}: the end is not after the start")
+    return start, end
+
+
+def output_path(plan: Plan, sel: Selection, explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    out = plan.project.output
+    return out if sel.label is None else out.with_name(f"{out.stem}.{sel.label}{out.suffix}")
+
+
+def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildResult:
+    """Build a project: render every chunk the selection needs that is not cached, then stitch.
+    Raises ProjectError (invalid project), BuildArgumentError, Interrupted (Ctrl-C)."""
+    t0 = time.monotonic()
+    rp = open_project(project, backend=opts.backend, allow_outside_paths=opts.allow_outside_paths)
+    plan = build_plan(rp)
+    sel = select(plan, opts.only, opts.time_range)
+    out = output_path(plan, sel, opts.output)
+    container = out.suffix.lower().lstrip(".")
+    if container not in ("mp4", "webm", "mov", "gif"):
+        raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
+    fmt = output_format(container, rp.loaded.project.quality)
+    cache = Cache(default_cache_dir(rp.loaded.root, opts.cache_dir))
+    backend = make_backend(rp.backend)
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt))
+    to_render = [n for n in sel.needed if statuses[n].status == "render"]
+    reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
+                   chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
+                   output=str(out))
+    stop = threading.Event()
+    work = ChunkWork(plan, cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s, stop=stop,
+                     emit=reporter.event)
+
+    def run_one(node: str, done: dict[str, Outcome]) -> ChunkResult:
+        res = work(node, done)
+        if res.state == "rendered":
+            reporter.event("chunk_done", chunk=node, seconds=round(res.render_s + res.normalize_s, 3),
+                           render_s=round(res.render_s, 3), normalize_s=round(res.normalize_s, 3),
+                           cost_usd=res.cost_usd)
+        return res
+
+    def failed(node: str, exc: BaseException) -> str:
+        message = str(exc) or type(exc).__name__
+        reporter.event("chunk_failed", chunk=node, error=message)
+        return message
+
+    parents = {c.id: c.chains_from for c in plan.chunks}
+    try:
+        outcomes = run_dag(sel.needed, parents, run_one, opts.jobs, on_failure=failed, stop=stop,
+                           on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
+    except Cancelled as exc:
+        finished = sum(1 for o in exc.outcomes.values() if o.state == "ok")
+        reporter.event("build_done", interrupted=True, finished=finished, seconds=round(time.monotonic() - t0, 3),
+                       rendered=0, cached=finished, failed=0, skipped=0, cost_usd=0.0)
+        raise Interrupted(f"interrupted: {finished} chunks finished and are cached; run the build again to "
+                          "go on") from None
+    results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
+    counts = {
+        "rendered": sum(1 for r in results.values() if r.state == "rendered"),
+        "cached": sum(1 for r in results.values() if r.state == "cached"),
+        "failed": sum(1 for o in outcomes.values() if o.state == "failed"),
+        "skipped": sum(1 for o in outcomes.values() if o.state == "skipped"),
+    }
+    spent = round(sum(r.cost_usd for r in results.values() if r.state == "rendered"), 6)
+    save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
+    result = BuildResult(None, outcomes, 0.0, spent, counts=counts)
+    if counts["failed"] or counts["skipped"]:
+        result.seconds = time.monotonic() - t0
+        reporter.event("build_done", output=None, seconds=round(result.seconds, 3), cost_usd=spent, **counts,
+                       failures={n: o.error for n, o in outcomes.items() if o.state != "ok"})
+        return result
+    result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
+    result.output = out
+    result.seconds = time.monotonic() - t0
+    reporter.event("build_done", output=str(out), seconds=round(result.seconds, 3), cost_usd=spent, **counts)
+    return result
+
+
+def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: ChunkWork, cache: Cache,
+            fmt: Format, out: Path, reporter: Reporter) -> bool:
+    """Stitch the selection into `out` unless it is already up to date. True when it stitched."""
+    rp = plan.project
+    clips: list[Path] = []
+    ident: list[Any] = []
+    for cid, lo, hi in sel.pieces:
+        chunk, res = plan.chunk(cid), results[cid]
+        if (lo, hi) == (chunk.start_frame, chunk.end_frame):
+            clips.append(res.clip)
+        else:  # part of a chunk (--range): a variant holding just those frames
+            clips.append(work.part(res.entry, chunk, chunk.head + lo - chunk.start_frame, hi - lo))
+        ident.append([chunk.key, clips[-1].name])
+    signature = content_key({"clips": ident, "segments": sel.segments, "audio": rp.audio.digest,
+                             "format": [fmt.container, fmt.quality], "fps": rp.fps, "ltxflow": __version__})
+    stamp = cache.root / "outputs" / f"{content_key(str(out.resolve()))[:24]}.json"
+    if _up_to_date(out, stamp, signature):
+        reporter.event("stitch_done", output=str(out), skipped=True, frames=sum(b - a for a, b in sel.segments),
+                       seconds=0.0)
+        return False
+    scratch = cache.work_dir("stitch")
+    try:
+        report = stitch(clips, sel.segments, rp.audio, rp.fps, fmt, out, cache.root / "audio", scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    st = out.stat()
+    write_json_atomic(stamp, {"output": str(out.resolve()), "signature": signature, "size": st.st_size,
+                              "mtime_ns": st.st_mtime_ns})
+    reporter.event("stitch_done", output=str(out), skipped=False, frames=report.frames,
+                   audio_samples=report.audio_samples, audio_cached=report.audio_cached,
+                   seconds=round(report.seconds, 3))
+    return True
+
+
+def _up_to_date(out: Path, stamp: Path, signature: str) -> bool:
+    import json
+
+    try:
+        data = json.loads(stamp.read_text())
+        st = out.stat()
+    except (OSError, ValueError):
+        return False
+    return (data.get("signature") == signature and data.get("size") == st.st_size
+            and data.get("mtime_ns") == st.st_mtime_ns)

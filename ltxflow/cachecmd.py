@@ -1,0 +1,70 @@
+"""`ltxflow cache ls` and `ltxflow cache gc`: what the chunk store holds, and removing what no project uses."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+from ltxflow.errors import LtxflowError, ProjectError
+from ltxflow.execute.cache import Cache, Entry
+
+
+def project_files(paths: list[Path]) -> Iterator[Path]:
+    """Project files under `paths` (files are taken as given; folders searched for *.yaml/*.yml)."""
+    for p in paths:
+        if p.is_file():
+            yield p
+        elif p.is_dir():
+            for f in sorted(p.rglob("*.y*ml")):
+                if ".ltxflow" not in f.parts and f.suffix in (".yaml", ".yml"):
+                    yield f
+
+
+def referenced_keys(paths: list[Path]) -> tuple[set[str], list[Path], list[str]]:
+    """Chunk keys of every project under `paths`, for every backend (a project built with
+    --backend fal keeps its paid entries). Returns (keys, projects read, files skipped with why)."""
+    from ltxflow.plan.planner import build_plan
+    from ltxflow.project.resolve import open_project
+
+    keys: set[str] = set()
+    read, skipped = [], []
+    for f in project_files(paths):
+        try:
+            rp = open_project(f)
+        except ProjectError as exc:
+            skipped.append(f"{f}: {exc.diagnostics[0].message if exc.diagnostics else 'invalid'}")
+            continue
+        read.append(f)
+        for backend in ("preview", "fal", "local"):
+            keys |= {c.key for c in build_plan(dataclasses.replace(rp, backend=backend)).chunks}
+    return keys, read, skipped
+
+
+def entry_size(entry: Entry) -> int:
+    return sum(p.stat().st_size for p in entry.dir.iterdir() if p.is_file())
+
+
+def gc(cache: Cache, paths: list[Path], dry_run: bool = False) -> tuple[list[Entry], list[Path], int, list[str]]:
+    """Remove entries no project under `paths` references, and stale work folders.
+    Returns (entries removed, temp folders removed, bytes freed, project files skipped)."""
+    keys, read, skipped = referenced_keys(paths)
+    if not read:
+        raise LtxflowError("cache gc: no valid project under " + ", ".join(map(str, paths))
+                           + "; refusing to remove every entry")
+    gone = [e for e in cache.entries() if e.key not in keys]
+    stale = cache.stale_tmp()
+    freed = sum(entry_size(e) for e in gone) + sum(_tree_size(p) for p in stale)
+    if not dry_run:
+        for e in gone:
+            cache.remove(e.key)
+        for p in stale:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return gone, stale, freed, skipped
+
+
+def _tree_size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())

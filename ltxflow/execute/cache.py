@@ -1,0 +1,194 @@
+"""The content-addressed store of rendered chunks under .ltxflow/ (or --cache-dir, LTXFLOW_CACHE_DIR).
+
+Layout (every write is a temp file or folder renamed into place, so a crash or SIGKILL never
+leaves anything that looks finished):
+
+    chunks/<key[:2]>/<key>/record.json     what made it: key inputs, seed, backend, cost, timings
+                           raw.<ext>       the clip as the backend produced it
+                           clip.<variant>  normalized clips: <head>-<kept>-<format tag>.<ext>
+                           frame<N>.png    raw frame N, the chain image a following chunk starts from
+    audio/                 span WAVs for backends, encoded master audio for stitching
+    index/<project>.json   the last build's chunk keys and key inputs (for `plan --explain`)
+    outputs/<hash>.json    signatures of stitched outputs (to skip an up-to-date stitch)
+    tmp/                   work folders: <name>-<pid>-<random>; `cache gc` removes stale ones
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ltxflow.media.frames import video_info
+from ltxflow.media.probe import MediaError, file_digest
+
+RECORD = "record.json"
+CACHE_DIR_NAME = ".ltxflow"
+
+
+def default_cache_dir(project_root: Path, explicit: Path | None = None, env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if explicit is not None:
+        return explicit
+    if env.get("LTXFLOW_CACHE_DIR"):
+        return Path(env["LTXFLOW_CACHE_DIR"])
+    return project_root / CACHE_DIR_NAME
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A finished cache entry (its folder was renamed into place with a valid record)."""
+
+    key: str
+    dir: Path
+    record: dict[str, Any]
+
+    @property
+    def raw(self) -> Path:
+        return self.dir / self.record["raw"]
+
+    def clip(self, variant: str) -> Path:
+        return self.dir / f"clip.{variant}"
+
+    def frame(self, index: int) -> Path:
+        return self.dir / f"frame{index}.png"
+
+    def frame_digest(self, index: int) -> str | None:
+        return self.record.get("frames", {}).get(str(index))
+
+
+class Cache:
+    def __init__(self, root: Path):
+        self.root = root
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / "chunks" / key[:2] / key
+
+    def lookup(self, key: str) -> tuple[Entry | None, str | None]:
+        """(entry, None) when a finished entry exists; (None, problem) when one exists but is
+        unusable; (None, None) when there is none."""
+        d = self.entry_dir(key)
+        if not d.exists():
+            return None, None
+        try:
+            record = json.loads((d / RECORD).read_text())
+        except (OSError, ValueError) as exc:
+            return None, f"unreadable record ({type(exc).__name__})"
+        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("raw"), str):
+            return None, "record does not match its key"
+        if not (d / record["raw"]).is_file():
+            return None, "its clip is missing"
+        return Entry(key, d, record), None
+
+    def verify_clip(self, path: Path, frames: int, width: int, height: int) -> str | None:
+        """None when `path` is a readable clip of exactly `frames` frames at width x height."""
+        if not path.is_file():
+            return "missing"
+        try:
+            info = video_info(path)
+        except MediaError as exc:
+            return str(exc)
+        if info.frames != frames or (info.width, info.height) != (width, height):
+            return f"{info.frames} frames at {info.width}x{info.height}, expected {frames} at {width}x{height}"
+        return None
+
+    def work_dir(self, name: str) -> Path:
+        """A fresh private folder under tmp/ for one render; the caller commits or removes it."""
+        d = self.tmp / f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        d.mkdir(parents=True)
+        return d
+
+    def commit(self, work: Path, key: str, record: dict[str, Any]) -> Entry:
+        """Write the record into `work` and rename the folder into place as the entry for `key`.
+        A previous (unusable) entry is moved aside first and deleted."""
+        record = {**record, "key": key}
+        write_json_atomic(work / RECORD, record)
+        final = self.entry_dir(key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            trash = self.tmp / f"trash-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(work, final)
+        return Entry(key, final, record)
+
+    def update_record(self, entry: Entry, **changes: Any) -> Entry:
+        record = {**entry.record, **changes}
+        write_json_atomic(entry.dir / RECORD, record)
+        return Entry(entry.key, entry.dir, record)
+
+    def add_file(self, entry: Entry, name: str, produce) -> Path:
+        """Make a file inside an existing entry: `produce(tmp_path)` writes it, then it is renamed."""
+        target = entry.dir / name
+        tmp = entry.dir / f".{os.getpid()}.{uuid.uuid4().hex[:8]}.{name}"
+        try:
+            produce(tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
+
+    def entries(self) -> Iterator[Entry]:
+        for d in sorted((self.root / "chunks").glob("*/*")):
+            entry, _ = self.lookup(d.name)
+            if entry is not None:
+                yield entry
+
+    def remove(self, key: str) -> None:
+        shutil.rmtree(self.entry_dir(key), ignore_errors=True)
+
+    def stale_tmp(self, older_than_s: float = 3600) -> list[Path]:
+        """Work folders whose process is gone, or that are older than `older_than_s`."""
+        out = []
+        if not self.tmp.exists():
+            return out
+        now = time.time()
+        for p in self.tmp.iterdir():
+            pid = _pid_of(p.name)
+            alive = pid is not None and _alive(pid)
+            if not alive or now - p.stat().st_mtime > older_than_s:
+                out.append(p)
+        return out
+
+
+def _pid_of(name: str) -> int | None:
+    parts = name.rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def png_digest(path: Path) -> str:
+    return file_digest(path)
+
+
+def project_id(project_file: Path) -> str:
+    """Names a project's index file: its resolved path, hashed."""
+    return hashlib.sha256(str(project_file.resolve()).encode()).hexdigest()[:16]

@@ -1,0 +1,90 @@
+"""Runs work over a DAG with a worker pool: each node starts as soon as the node it depends on is
+done; a failure stops only what depends on it; Ctrl-C cancels what has not started."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable, Generic, Literal, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    node: str
+    state: Literal["ok", "failed", "skipped"]
+    value: T | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+class Cancelled(Exception):
+    """The run was interrupted; `outcomes` holds what finished before."""
+
+    def __init__(self, outcomes: dict[str, Outcome]):
+        super().__init__("interrupted")
+        self.outcomes = outcomes
+
+
+def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str, dict[str, Outcome]], T],
+            jobs: int, *, on_failure: Callable[[str, BaseException], str] = lambda n, e: str(e),
+            on_skip: Callable[[str, str], None] = lambda n, why: None,
+            stop: threading.Event | None = None) -> dict[str, Outcome]:
+    """Run `work(node, outcomes_so_far)` for every node of `order` (a topological order), each
+    after its parent (None: no parent) succeeded, at most `jobs` at once.
+
+    A node whose parent failed or was skipped is skipped, with the reason. `on_failure` turns an
+    exception into the message recorded for it. KeyboardInterrupt cancels every node not yet
+    started, sets `stop` (so running work can give up), waits for running nodes to end, and
+    raises Cancelled with the outcomes so far."""
+    stop = stop or threading.Event()
+    outcomes: dict[str, Outcome] = {}
+    children: dict[str, list[str]] = {n: [] for n in order}
+    waiting = {n for n in order if parent.get(n) in children}
+    for n in order:
+        p = parent.get(n)
+        if p in children:
+            children[p].append(n)
+    ready = [n for n in order if n not in waiting]
+    rank = {n: i for i, n in enumerate(order)}
+    running: dict[Future, tuple[str, float]] = {}
+
+    def skip_below(node: str, why: str) -> None:
+        for child in children[node]:
+            waiting.discard(child)
+            outcomes[child] = Outcome(child, "skipped", error=why)
+            on_skip(child, why)
+            skip_below(child, f"depends on {node}, which was skipped")
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="ltxflow") as pool:
+        try:
+            while ready or running:
+                while ready and len(running) < jobs:
+                    ready.sort(key=rank.__getitem__)  # keep timeline order among what is ready
+                    node = ready.pop(0)
+                    running[pool.submit(work, node, outcomes)] = (node, time.monotonic())
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    node, t0 = running.pop(fut)
+                    seconds = time.monotonic() - t0
+                    exc = fut.exception()
+                    if exc is None:
+                        outcomes[node] = Outcome(node, "ok", fut.result(), seconds=seconds)
+                        for child in children[node]:
+                            waiting.discard(child)
+                            ready.append(child)
+                    else:
+                        if isinstance(exc, KeyboardInterrupt):
+                            raise exc
+                        outcomes[node] = Outcome(node, "failed", error=on_failure(node, exc), seconds=seconds)
+                        skip_below(node, f"depends on {node}, which failed")
+        except KeyboardInterrupt:
+            stop.set()
+            for fut in running:
+                fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise Cancelled(outcomes) from None
+    return outcomes

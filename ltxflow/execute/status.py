@@ -1,0 +1,105 @@
+"""Which chunks a build would render, and why: the up-to-date check, with reasons."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ltxflow.execute.cache import Cache, project_id, write_json_atomic
+from ltxflow.plan.planner import Chunk, Plan
+
+# What a changed key input means to a person.
+_INPUT_NAMES = {
+    "backend": "the backend changed", "endpoint": "the endpoint changed", "audio": "its audio span changed",
+    "end_image": "its end image changed", "loras": "its LoRAs changed",
+}
+
+
+@dataclass(frozen=True)
+class ChunkStatus:
+    status: Literal["cached", "render"]
+    reasons: tuple[str, ...] = ()
+
+
+def index_path(cache: Cache, project_file: Path) -> Path:
+    return cache.root / "index" / f"{project_id(project_file)}.json"
+
+
+def load_index(cache: Cache, project_file: Path) -> dict[str, Any]:
+    """The chunk keys and key inputs of the project's last build ({} when none or unreadable)."""
+    try:
+        data = json.loads(index_path(cache, project_file).read_text())
+        return data.get("chunks", {}) if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_index(cache: Cache, project_file: Path, chunks: list[Chunk]) -> None:
+    old = load_index(cache, project_file)
+    old.update({c.id: {"key": c.key, "inputs": c.key_inputs} for c in chunks})
+    write_json_atomic(index_path(cache, project_file), {"project": str(project_file.resolve()), "chunks": old})
+
+
+def changed_inputs(before: Any, after: Any, path: str = "") -> list[str]:
+    """Dotted paths of the leaves that differ between two key-input trees."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for k in sorted(set(before) | set(after), key=str):
+            out += changed_inputs(before.get(k), after.get(k), f"{path}.{k}" if path else str(k))
+        return out
+    return [] if before == after else [path]
+
+
+def _describe(chunk: Chunk, paths: list[str]) -> list[str]:
+    term_of = {field: term for term, field in chunk.endpoint.vocab.items()}
+    out: list[str] = []
+    for p in paths:
+        head, _, rest = p.partition(".")
+        if head == "args":
+            name = rest.split(".")[0]
+            text = f"{term_of.get(name, name)} changed"
+        elif head == "start_image":
+            text = ("the chunk it chains from changed" if rest.startswith(("chain", "frame"))
+                    else "its start keyframe changed")
+        else:
+            text = _INPUT_NAMES.get(head, f"{head} changed")
+        if text not in out:
+            out.append(text)
+    return out
+
+
+def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant) -> dict[str, ChunkStatus]:
+    """cached or render for every chunk of the plan, in plan order, with the reasons to render.
+
+    `previous` is the last build's index; `variant(chunk)` names the clip variant a build uses."""
+    rp = plan.project
+    out: dict[str, ChunkStatus] = {}
+    for c in plan.chunks:
+        entry, problem = cache.lookup(c.key)
+        if entry is None:
+            if problem:
+                reasons = [f"its cache entry is corrupt ({problem})"]
+            elif c.id not in previous:
+                reasons = ["new"]
+            elif previous[c.id].get("key") == c.key:
+                reasons = ["its cache entry is gone"]
+            else:
+                reasons = _describe(c, changed_inputs(previous[c.id].get("inputs"), c.key_inputs)) or ["changed"]
+            out[c.id] = ChunkStatus("render", tuple(reasons))
+            continue
+        if c.chains_from:
+            if out[c.chains_from].status == "render":
+                out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) must render",))
+                continue
+            source, _ = cache.lookup(plan.chunk(c.chains_from).key)
+            want = source.frame_digest(c.start_image.frame) if source else None
+            if want is None or entry.record.get("chain_digest") != want:
+                out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) changed",))
+                continue
+        notes: tuple[str, ...] = ()
+        if cache.verify_clip(entry.clip(variant(c)), c.kept_frames, rp.width, rp.height) is not None:
+            notes = ("its clip is normalized again from the cached raw clip",)
+        out[c.id] = ChunkStatus("cached", notes)
+    return out

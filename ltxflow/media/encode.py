@@ -1,0 +1,182 @@
+"""ffmpeg command lines, built by pure functions (tests compare lists), and the one place they run."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal, Sequence
+
+from ltxflow.errors import LtxflowError
+from ltxflow.timeline import fps_str
+
+Quality = Literal["low", "medium", "high", "maximum"]
+QUALITIES: tuple[Quality, ...] = ("low", "medium", "high", "maximum")
+
+
+class FfmpegFailed(LtxflowError):
+    """An ffmpeg run failed; the message carries the end of its error output."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one output container is encoded at one quality: the normalized clips use `video`,
+    the stitched file stream-copies them (except gif, which is encoded from them once)."""
+
+    container: Literal["mp4", "webm", "mov", "gif"]
+    quality: Quality
+    clip_ext: str  # extension of the normalized clips
+    video: tuple[str, ...]
+    audio: tuple[str, ...]  # empty: no audio track
+    audio_ext: str
+
+    @property
+    def tag(self) -> str:
+        """Names the normalized clip variant: codec family and quality."""
+        return f"{self.clip_ext}-{self.quality}"
+
+
+_X264 = {"low": ("veryfast", "28"), "medium": ("veryfast", "23"), "high": ("medium", "19"), "maximum": ("slow", "15")}
+_VP9 = {"low": ("8", "40"), "medium": ("5", "34"), "high": ("3", "30"), "maximum": ("2", "24")}
+_AAC = {"low": "128k", "medium": "160k", "high": "192k", "maximum": "256k"}
+_OPUS = {"low": "96k", "medium": "128k", "high": "160k", "maximum": "192k"}
+
+
+def output_format(container: str, quality: Quality) -> Format:
+    """The encoder settings for an output container (mp4, webm, mov, gif) at a quality preset."""
+    if container in ("mp4", "gif"):
+        preset, crf = _X264[quality]
+        video = ("-c:v", "libx264", "-preset", preset, "-crf", crf, "-profile:v", "high", "-pix_fmt", "yuv420p")
+        audio = ("-c:a", "aac", "-b:a", _AAC[quality]) if container == "mp4" else ()
+        return Format(container, quality, "mp4", video, audio, "m4a")  # type: ignore[arg-type]
+    if container == "webm":
+        cpu, crf = _VP9[quality]
+        video = ("-c:v", "libvpx-vp9", "-b:v", "0", "-crf", crf, "-deadline", "good", "-cpu-used", cpu,
+                 "-row-mt", "1", "-pix_fmt", "yuv420p")
+        return Format("webm", quality, "webm", video, ("-c:a", "libopus", "-b:a", _OPUS[quality]), "opus")
+    if container == "mov":
+        video = ("-c:v", "prores_ks", "-profile:v", "4", "-pix_fmt", "yuva444p10le", "-vendor", "apl0")
+        return Format("mov", quality, "mov", video, ("-c:a", "pcm_s16le"), "wav")
+    raise ValueError(f"unknown container {container!r}")
+
+
+def timescale(fps: Fraction) -> int:
+    """An MP4 track timescale on which every frame lasts a whole number of ticks (about 10 kHz)."""
+    return fps.numerator * max(1, math.ceil(10_000 / fps.numerator))
+
+
+def _base(ffmpeg: str) -> list[str]:
+    return [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+
+
+def encode_frames_args(ffmpeg: str, width: int, height: int, fps: Fraction, out: Path,
+                       video: Sequence[str]) -> list[str]:
+    """Encode raw RGB frames read from stdin into `out`, one output frame per input frame."""
+    args = _base(ffmpeg)
+    args[args.index("-nostdin")] = "-nostats"  # stdin carries the frames
+    args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", fps_str(fps),
+             "-i", "pipe:0", "-an", *video, "-fps_mode", "passthrough"]
+    if out.suffix in (".mp4", ".mov"):
+        args += ["-video_track_timescale", str(timescale(fps))]
+    if out.suffix == ".mp4":
+        args += ["-movflags", "+faststart"]
+    return args + [str(out)]
+
+
+def encode_audio_args(ffmpeg: str, wav: Path, out: Path, audio: Sequence[str]) -> list[str]:
+    """Encode the master track's span (a WAV) once, for muxing by stream copy."""
+    return _base(ffmpeg) + ["-i", str(wav), "-vn", *audio, str(out)]
+
+
+def concat_list(clips: Sequence[Path]) -> str:
+    """The concat demuxer's list file for `clips`."""
+    lines = ["ffconcat version 1.0"]
+    for c in clips:
+        escaped = str(c.resolve()).replace("'", "'\\''")
+        lines.append(f"file '{escaped}'")
+    return "\n".join(lines) + "\n"
+
+
+def stitch_args(ffmpeg: str, listing: Path, audio: Path | None, out: Path, fps: Fraction,
+                fmt: Format) -> list[str]:
+    """Concatenate normalized clips by stream copy and mux the encoded master audio beside them."""
+    args = _base(ffmpeg) + ["-f", "concat", "-safe", "0", "-i", str(listing)]
+    if audio is not None:
+        args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0"]
+    else:
+        args += ["-map", "0:v:0"]
+    args += ["-c", "copy"]
+    if out.suffix in (".mp4", ".mov"):
+        args += ["-video_track_timescale", str(timescale(fps))]
+    if out.suffix == ".mp4":
+        args += ["-movflags", "+faststart"]
+    return args + [str(out)]
+
+
+def gif_args(ffmpeg: str, listing: Path, out: Path, width: int) -> list[str]:
+    """Encode the concatenated clips as a GIF with a palette made from them (no audio)."""
+    graph = (f"scale={width}:-1:flags=lanczos,split[a][b];[a]palettegen=stats_mode=diff[p];"
+             "[b][p]paletteuse=dither=bayer:bayer_scale=3")
+    return _base(ffmpeg) + ["-f", "concat", "-safe", "0", "-i", str(listing), "-filter_complex", graph,
+                            "-fps_mode", "passthrough", str(out)]
+
+
+def run(args: Sequence[str], *, what: str, stdin: int | None = None, timeout: float | None = None) -> None:
+    """Run one ffmpeg command; raise FfmpegFailed naming `what` with the end of its error output."""
+    try:
+        proc = subprocess.run(list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                              capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise FfmpegFailed(f"{what}: ffmpeg ran past {timeout} s") from None
+    if proc.returncode != 0:
+        raise FfmpegFailed(f"{what}: ffmpeg exited {proc.returncode}: {_tail(proc.stderr)}")
+
+
+def _tail(stderr: bytes, lines: int = 6) -> str:
+    text = stderr.decode("utf-8", "replace").strip().splitlines()
+    return " | ".join(text[-lines:]) or "(no error output)"
+
+
+class FrameWriter:
+    """Streams RGB frames (numpy uint8 HxWx3) into an ffmpeg encoder; use as a context manager.
+
+    The output file is complete only when the block exits without error; on error the ffmpeg
+    process is killed and the partial file removed."""
+
+    def __init__(self, args: Sequence[str], out: Path, what: str):
+        self.args, self.out, self.what = list(args), out, what
+        self.proc: subprocess.Popen | None = None
+        self.frames = 0
+
+    def __enter__(self) -> "FrameWriter":
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        return self
+
+    def write(self, frame) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(memoryview(frame).cast("B"))
+        except BrokenPipeError:
+            err = self.proc.stderr.read() if self.proc.stderr else b""
+            raise FfmpegFailed(f"{self.what}: ffmpeg stopped reading frames: {_tail(err)}") from None
+        self.frames += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.proc is not None
+        if exc_type is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.out.unlink(missing_ok=True)
+            return
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        err = self.proc.stderr.read()
+        if self.proc.wait() != 0:
+            self.out.unlink(missing_ok=True)
+            raise FfmpegFailed(f"{self.what}: ffmpeg exited {self.proc.returncode}: {_tail(err)}")

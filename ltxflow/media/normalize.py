@@ -1,0 +1,81 @@
+"""Normalize a generated clip once, as it enters the cache: keep the planned frames, conform them
+to the project's size, pixel format and rate, and keep the last one as the next chunk's chain image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from ltxflow.media.encode import Format, FrameWriter, encode_frames_args
+from ltxflow.media.ffmpeg import find_ffmpeg
+from ltxflow.media.frames import decode_rgb, video_info
+from ltxflow.media.probe import MediaError
+
+
+@dataclass
+class NormalizeReport:
+    """What the raw clip was, and how it deviated from its request."""
+
+    raw_frames: int = 0
+    raw_size: tuple[int, int] = (0, 0)
+    deviations: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {"raw_frames": self.raw_frames, "raw_size": list(self.raw_size), "deviations": self.deviations}
+
+
+def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, kept: int, generated: int,
+                   width: int, height: int, fps: Fraction, fmt: Format) -> NormalizeReport:
+    """Write frames [head, head + kept) of `raw` to `out` as the project's clip format.
+
+    Frames are taken by index, whatever the clip's timestamps or rate say. A clip with fewer
+    frames than requested holds its last frame; extra frames are dropped; another size is scaled
+    to cover and centre-cropped. Each deviation is reported. The last kept frame is written to
+    `chain_png` as an exact PNG when given. Raises MediaError for an undecodable clip."""
+    from PIL import Image
+
+    report = NormalizeReport()
+    args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video)
+    last = None
+    with FrameWriter(args, out, f"normalize {raw.name}") as writer:
+        for i, frame in enumerate(decode_rgb(raw)):
+            report.raw_frames = i + 1
+            if i == 0:
+                report.raw_size = (frame.shape[1], frame.shape[0])
+            if head <= i < head + kept:
+                last = _conform(frame, width, height)
+                writer.write(last)
+        if report.raw_frames == 0:
+            raise MediaError(f"{raw.name}: no frames")
+        # A short clip holds its last frame to the planned length (also when it ended before `head`).
+        for _ in range(head + kept - max(head, min(report.raw_frames, head + kept))):
+            if last is None:
+                last = _conform(frame, width, height)
+            writer.write(last)
+    if report.raw_frames != generated:
+        report.deviations.append(f"frames: asked for {generated}, got {report.raw_frames}")
+    if report.raw_size != (width, height):
+        report.deviations.append(f"size: asked for {width}x{height}, got {report.raw_size[0]}x{report.raw_size[1]}")
+    info = video_info(out)
+    if info.frames != kept or (info.width, info.height) != (width, height):
+        raise MediaError(f"{out.name}: normalized clip has {info.frames} frames at {info.width}x{info.height}, "
+                         f"expected {kept} at {width}x{height}")
+    if chain_png is not None:
+        Image.fromarray(last).save(chain_png, compress_level=1)
+    return report
+
+
+def _conform(frame, width: int, height: int):
+    """A frame at exactly width x height: scaled to cover, centre-cropped."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = frame.shape[:2]
+    if (w, h) == (width, height):
+        return frame
+    s = max(width / w, height / h)
+    img = Image.fromarray(frame).resize((max(width, round(w * s)), max(height, round(h * s))), Image.LANCZOS)
+    x, y = (img.width - width) // 2, (img.height - height) // 2
+    return np.asarray(img.crop((x, y, x + width, y + height)))

@@ -1,0 +1,103 @@
+"""Stitching: normalized clips joined by stream copy, with the master track's span muxed beside them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+import wave
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from ltxflow.media.encode import Format, FfmpegFailed, concat_list, encode_audio_args, gif_args, run, stitch_args
+from ltxflow.media.ffmpeg import find_ffmpeg
+from ltxflow.media.frames import video_info
+from ltxflow.media.probe import AudioTrack
+from ltxflow.timeline import frame_to_sample
+
+
+@dataclass(frozen=True)
+class StitchReport:
+    output: Path
+    frames: int
+    audio_samples: int
+    seconds: float
+    audio_cached: bool
+
+
+def segment_samples(segments: list[tuple[int, int]], fps: Fraction, rate: int) -> list[tuple[int, int]]:
+    """Timeline frame segments [start, end) -> (first sample, sample count) spans of the master."""
+    out = []
+    for start, end in segments:
+        a, b = frame_to_sample(start, fps, rate), frame_to_sample(end, fps, rate)
+        out.append((a, b - a))
+    return out
+
+
+def master_audio(track: AudioTrack, segments: list[tuple[int, int]], fps: Fraction, fmt: Format,
+                 audio_dir: Path) -> tuple[Path, int, bool]:
+    """The master track's samples for `segments`, encoded once for `fmt` and kept in `audio_dir`.
+    Returns (file, samples, whether it was already there)."""
+    spans = segment_samples(segments, fps, track.sample_rate)
+    tag = hashlib.sha256(f"{track.digest}|{spans}|{fmt.audio}".encode()).hexdigest()[:32]
+    target = audio_dir / f"master-{tag}.{fmt.audio_ext}"
+    samples = sum(n for _, n in spans)
+    if target.is_file():
+        return target, samples, True
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    stamp = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    wav = audio_dir / f".master-{tag}.{stamp}.wav"
+    tmp = audio_dir / f".master-{tag}.{stamp}.{fmt.audio_ext}"
+    try:
+        with wave.open(str(wav), "wb") as w:
+            w.setnchannels(track.channels)
+            w.setsampwidth(2)
+            w.setframerate(track.sample_rate)
+            for start, count in spans:
+                w.writeframes(track.span_pcm(start, count))
+        if fmt.audio_ext == "wav":
+            wav.replace(tmp)
+        else:
+            run(encode_audio_args(find_ffmpeg().path, wav, tmp, fmt.audio), what="encoding the master audio")
+        tmp.replace(target)
+    finally:
+        wav.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+    return target, samples, False
+
+
+def stitch(clips: list[Path], segments: list[tuple[int, int]], track: AudioTrack, fps: Fraction, fmt: Format,
+           out: Path, audio_dir: Path, work: Path) -> StitchReport:
+    """Join `clips` (normalized, one per timeline segment piece, in order) into `out`.
+
+    The video is stream-copied (gif: encoded from the clips once); the audio is the master
+    track's span for `segments`. The result is checked for its frame count and renamed into
+    place, so `out` is either the previous file or a complete new one."""
+    t0 = time.monotonic()
+    expected = sum(b - a for a, b in segments)
+    ffmpeg = find_ffmpeg().path
+    listing = work / "clips.ffconcat"
+    listing.write_text(concat_list(clips))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}{out.suffix}")
+    audio, samples, cached = None, 0, False
+    try:
+        if fmt.container == "gif":
+            run(gif_args(ffmpeg, listing, tmp, min(640, _width(clips[0]))), what=f"writing {out.name}")
+        else:
+            if fmt.audio:
+                audio, samples, cached = master_audio(track, segments, fps, fmt, audio_dir)
+            run(stitch_args(ffmpeg, listing, audio, tmp, fps, fmt), what=f"stitching {out.name}")
+        frames = video_info(tmp).frames
+        if frames != expected:
+            raise FfmpegFailed(f"stitching {out.name}: wrote {frames} frames, expected {expected}")
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return StitchReport(out, expected, samples, time.monotonic() - t0, cached)
+
+
+def _width(clip: Path) -> int:
+    return video_info(clip).width

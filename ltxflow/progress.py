@@ -1,0 +1,162 @@
+"""Build progress through one injected reporter: a live display for people, JSON lines for CI."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from typing import Any, Protocol, TextIO
+
+# Events (see the README): build_started, chunk_cached, chunk_started, chunk_retry, chunk_done,
+# chunk_failed, chunk_skipped, warning, stitch_done, build_done.
+
+
+class Reporter(Protocol):
+    def event(self, name: str, **fields: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonReporter:
+    """One JSON object per line, each with `event` and `t` (seconds since the build started)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self.stream = stream or sys.stdout
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+
+    def event(self, name: str, **fields: Any) -> None:
+        line = json.dumps({"event": name, "t": round(time.monotonic() - self.t0, 3), **fields}, default=str)
+        with self.lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class TextReporter:
+    """Plain lines for logs and terminals; `quiet` keeps only warnings, failures and the result."""
+
+    LOUD = {"warning", "chunk_failed", "chunk_skipped", "build_done"}
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+        self.counts = {"done": 0, "cached": 0, "failed": 0}
+        self.total = 0
+
+    def event(self, name: str, **f: Any) -> None:
+        if self.quiet and name not in self.LOUD:
+            return
+        line = self._line(name, f)
+        if line:
+            with self.lock:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def _line(self, name: str, f: dict[str, Any]) -> str | None:
+        el = f"[{time.monotonic() - self.t0:6.1f}s]"
+        if name == "build_started":
+            self.total = f["chunks"]
+            return (f"{el} building {f['project']}: {f['chunks']} chunks, {f['to_render']} to render, "
+                    f"{f['cached']} cached (backend {f['backend']}, {f['jobs']} jobs)")
+        if name == "chunk_cached":
+            self.counts["cached"] += 1
+            return None
+        if name == "chunk_started":
+            return f"{el} rendering {f['chunk']}"
+        if name == "chunk_done":
+            self.counts["done"] += 1
+            n = self.counts["done"] + self.counts["cached"]
+            return f"{el} done {f['chunk']} in {f['seconds']:.1f}s ({n}/{self.total}){self._eta(n)}"
+        if name == "chunk_retry":
+            return f"{el} retrying {f['chunk']} in {f['delay_s']}s (attempt {f['attempt']}): {f['error']}"
+        if name == "chunk_failed":
+            self.counts["failed"] += 1
+            return f"{el} FAILED {f['chunk']}: {f['error']}"
+        if name == "chunk_skipped":
+            return f"{el} skipped {f['chunk']}: {f['reason']}"
+        if name == "warning":
+            return f"{el} warning: {f['message']}"
+        if name == "stitch_done":
+            if f.get("skipped"):
+                return f"{el} {f['output']} is up to date"
+            return f"{el} stitched {f['output']}: {f['frames']} frames in {f['seconds']:.2f}s"
+        if name == "build_done":
+            return None if self.quiet and not f.get("failed") else self._summary(f)
+        return None
+
+    def _eta(self, n: int) -> str:
+        rendered = self.counts["done"]
+        left = self.total - n
+        if not rendered or not left:
+            return ""
+        per = (time.monotonic() - self.t0) / rendered
+        return f", about {per * left:.0f}s left"
+
+    def _summary(self, f: dict[str, Any]) -> str:
+        parts = [f"{f['rendered']} rendered", f"{f['cached']} cached"]
+        if f.get("failed"):
+            parts.append(f"{f['failed']} failed")
+        if f.get("skipped"):
+            parts.append(f"{f['skipped']} skipped")
+        head = "build failed" if f.get("failed") else "built"
+        where = f": {f['output']}" if f.get("output") and not f.get("failed") else ""
+        return f"{head}{where} ({', '.join(parts)}; ${f.get('cost_usd', 0):.2f} spent; {f['seconds']:.1f}s)"
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter(TextReporter):
+    """A live progress bar with the chunk counts, for a terminal; log lines print above it."""
+
+    def __init__(self, stream: TextIO | None = None):
+        super().__init__(stream)
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.console = Console(file=self.stream)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=self.console, transient=True)
+        self.task = None
+        self.rendering = 0
+
+    def event(self, name: str, **f: Any) -> None:
+        with self.lock:
+            line = self._line(name, f)
+            if name == "build_started":
+                self.progress.start()
+                self.task = self.progress.add_task(f"{f['project']}", total=f["chunks"], status="")
+            if name == "chunk_started":
+                self.rendering += 1
+            if name in ("chunk_done", "chunk_failed"):
+                self.rendering -= 1
+            if self.task is not None and name in ("chunk_cached", "chunk_done", "chunk_failed", "chunk_skipped"):
+                self.progress.advance(self.task)
+            if self.task is not None:
+                c = self.counts
+                self.progress.update(self.task, status=f"{c['cached']} cached, {self.rendering} rendering, "
+                                                       f"{c['done']} done, {c['failed']} failed")
+            if line and name not in ("chunk_started", "chunk_done"):
+                self.console.print(line, markup=False, highlight=False)
+            if name == "build_done":
+                self.progress.stop()
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_reporter(log_format: str, quiet: bool, stream: TextIO | None = None) -> Reporter:
+    if log_format == "json":
+        return JsonReporter(stream or sys.stdout)
+    err = stream or sys.stderr
+    if not quiet and err.isatty():
+        return RichReporter(err)
+    return TextReporter(err, quiet=quiet)
