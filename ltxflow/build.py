@@ -119,7 +119,9 @@ def _merge(segments: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _stamp(frame: int, fps: Fraction) -> str:
-    return timecode(frame, fps).replace(":", "m").replace(".", "s")[:-1]
+    """A frame's time for a file name: seconds to the millisecond, no trailing zeros ("1.5s")."""
+    ms = round(Fraction(frame * 1000) / fps)
+    return f"{ms // 1000}.{ms % 1000:03d}".rstrip("0").rstrip(".") + "s"
 
 
 def parse_range(text: str) -> tuple[Fraction, Fraction]:

@@ -35,6 +35,26 @@ def write_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1, 
     return path
 
 
+def write_music(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """A non-periodic test signal (chirps and beats on a drifting tone), so that a cross-correlation
+    has one clear peak; exactly round(seconds * rate) mono samples."""
+    import numpy as np
+
+    n = round(seconds * rate)
+    t = np.arange(n) / rate
+    tone = np.sin(2 * np.pi * (180 * t + 40 * t ** 2 / max(seconds, 1)))
+    beats = np.exp(-((t * 2) % 1) * 12) * np.sin(2 * np.pi * 90 * t)
+    wobble = 0.4 * np.sin(2 * np.pi * (600 + 300 * np.sin(2 * np.pi * 0.37 * t)) * t)
+    signal = 0.35 * tone + 0.4 * beats + 0.15 * wobble
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((signal / np.abs(signal).max() * 0.8 * 32767).astype("<i2").tobytes())
+    return path
+
+
 def write_png(path: Path, size: tuple[int, int] = (64, 36), color: tuple[int, int, int] = (200, 40, 90)) -> Path:
     from PIL import Image
 
@@ -72,6 +92,21 @@ class ProjectDir:
         path = self.root / name
         path.write_text(textwrap.dedent(text).lstrip("\n"))
         return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Tests never read or write a developer's .ltxflow cache: one empty cache for the session
+    unless a test sets its own (subprocesses inherit it)."""
+    import os
+
+    old = os.environ.get("LTXFLOW_CACHE_DIR")
+    os.environ["LTXFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
+    yield
+    if old is None:
+        os.environ.pop("LTXFLOW_CACHE_DIR", None)
+    else:
+        os.environ["LTXFLOW_CACHE_DIR"] = old
 
 
 @pytest.fixture

@@ -32,9 +32,12 @@ def test_plan_table():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == "neon-nights: 1280x704 @ 24 fps, backend fal"
-    assert lines[1].split() == ["scene", "chunk", "time", "gen/kept", "start", "image", "endpoint", "seed", "cost"]
+    assert lines[1].split() == ["scene", "chunk", "time", "gen/kept", "start", "image", "endpoint", "seed", "cost",
+                                "status"]
     verse0 = next(ln for ln in lines if ln.split()[:2] == ["verse", "verse.0"])
     assert "0:08.000-0:19.000" in verse0 and "265/264" in verse0 and "chain intro.0" in verse0
+    assert verse0.split()[-1] == "render"  # nothing is cached in this test's cache
+    assert "to render now: 5 of 5 chunks, $1.94" in lines
     assert lines[-1].startswith("5 chunks, 960 frames (0:40.000), 965 generated, longest chain 4; cost $1.94")
 
 
@@ -45,13 +48,15 @@ def test_plan_json_is_stable_and_complete():
     assert run("plan", "projects/demo/demo.yaml", "--json").stdout == r.stdout
     assert (plan["fps"], plan["fps_rational"], plan["width"], plan["height"]) == (24.0, "24", 1280, 704)
     assert plan["totals"] == {"frames": 960, "duration_s": 40.0, "chunks": 5, "generated_frames": 965,
-                              "cost_usd": 0.0, "hosted_cost_usd": 1.939404, "longest_chain": 4}
+                              "cost_usd": 0.0, "hosted_cost_usd": 1.939404, "longest_chain": 4,
+                              "to_render": 5, "cost_now_usd": 0.0}
     required = {"id", "scene", "start_frame", "end_frame", "generated_frames", "start_image", "chains_from",
                 "endpoint", "seed", "cost_usd", "key"}
     for c in plan["chunks"]:
         assert required <= set(c)
         assert c["start_image"]["kind"] in ("keyframe", "chain", "none")
         assert len(c["key"]) == 64
+        assert c["status"] == "render" and c["reasons"] == ["new"]
     assert [c["end_frame"] - c["start_frame"] for c in plan["chunks"]] == [192, 264, 264, 144, 96]
     assert plan["chunks"][1]["start_image"] == {"kind": "chain", "chunk": "intro.0", "frame": 191}
     assert plan["chunks"][0]["start_image"]["ref"] == "keyframes/intro.png"
@@ -64,7 +69,8 @@ def test_schema_command_matches_the_committed_file():
     assert r.stdout == (REPO / "schemas" / "project.schema.json").read_text(), "run `make schema`"
 
 
-@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["schema"]])
+@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["build"], ["cache"], ["cache", "ls"],
+                                     ["cache", "gc"], ["schema"]])
 def test_help_everywhere(command):
     r = run(*command, "--help")
     assert r.returncode == 0 and "usage: ltxflow" in r.stdout

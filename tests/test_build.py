@@ -1,0 +1,301 @@
+"""`ltxflow build` end to end, through the real CLI, on generated media."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_music, write_png
+
+LTXFLOW = Path(sys.executable).parent / "ltxflow"
+
+
+def make_project(root: Path, fps: str = "24", seconds: float = 6.0, extra: str = "", output: str = "out/video.mp4",
+                 scenes: str | None = None) -> Path:
+    write_music(root / "media" / "song.wav", seconds)
+    write_png(root / "keyframes" / "a.png", (96, 48), (220, 60, 90))
+    write_png(root / "keyframes" / "b.png", (96, 48), (40, 160, 220))
+    scenes = scenes or """
+  - id: intro
+    end: 2
+    prompt: "an opening card"
+    image: keyframes/a.png
+  - id: verse
+    end: 4.5
+    prompt: "the verse, chained from the intro"
+    camera: dolly_in
+    model: ltx-2.3-22b-distilled
+  - id: outro
+    prompt: "a second keyframe starts an independent chain"
+    image: keyframes/b.png
+"""
+    path = root / "song.yaml"
+    path.write_text(f"""version: 1
+audio: media/song.wav
+fps: "{fps}"
+resolution: 128x64
+output: {output}
+quality: low
+chunking: {{max_frames: 25}}
+{extra}
+scenes:{scenes}""")
+    return path
+
+
+def ltx(*args: str, cwd: Path, env: dict[str, str] | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the CLI with a cache of this test's own (content addressing would otherwise reuse
+    chunks another test rendered from the same generated media)."""
+    r = subprocess.run([str(LTXFLOW), *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                       env={**os.environ, "LTXFLOW_CACHE_DIR": str(cwd / "cache"), **(env or {})})
+    if check and r.returncode != 0:
+        raise AssertionError(f"ltxflow {' '.join(args)} exited {r.returncode}:\n{r.stderr}")
+    return r
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def names(evs: list[dict], event: str) -> list[str]:
+    return sorted(e["chunk"] for e in evs if e["event"] == event)
+
+
+def build_json(project: Path, *extra: str, env: dict[str, str] | None = None, check: bool = True):
+    r = ltx("build", str(project), "--log-format", "json", *extra, cwd=project.parent, env=env, check=check)
+    return r, events(r.stdout)
+
+
+def media(path: Path):
+    """(video frames, (mono audio as float, rate) or None). Frames by demuxing with PyAV; audio
+    decoded by the ffmpeg CLI, which applies the MP4 edit list (PyAV keeps AAC's end padding)."""
+    import av
+
+    from ltxflow.media.ffmpeg import find_ffmpeg
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = sum(1 for p in c.demux(v) if p.size)
+    with av.open(str(path)) as c:
+        if not c.streams.audio:
+            return frames, None
+        rate = c.streams.audio[0].sample_rate
+    raw = subprocess.run([find_ffmpeg().path, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+                          "-f", "s16le", "-"], capture_output=True, check=True).stdout
+    return frames, (np.frombuffer(raw, dtype="<i2").astype(np.float64) / 32768, rate)
+
+
+def master(project: Path) -> np.ndarray:
+    with wave.open(str(project.parent / "media" / "song.wav")) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64) / 32768
+
+
+@pytest.mark.parametrize("fps", ["24", "25", "24000/1001"])
+def test_exact_frames_and_audio(tmp_path, fps):
+    project = make_project(tmp_path, fps)
+    r, evs = build_json(project)
+    out = tmp_path / "out" / "video.mp4"
+    frames, (audio, rate) = media(out)
+    expected = round(Fraction(6) * Fraction(fps))
+    assert frames == expected
+    assert rate == 16000
+    # The audio is the master track's span of the video, sample-accurate (at 24000/1001 the 144
+    # frames last 6.006 s: the 6 s song plus zero padding), with a correlation peak at lag 0.
+    ref = master(project)
+    assert len(audio) == round(frames * Fraction(rate) / Fraction(fps))
+    assert abs(len(audio) / rate - frames / Fraction(fps)) <= 1 / Fraction(fps)
+    assert np.abs(audio[len(ref):]).max(initial=0) < 0.01  # silence, give or take AAC noise
+    audio = audio[: len(ref)]
+    corr = np.fft.irfft(np.fft.rfft(audio, 2 * len(ref)) * np.conj(np.fft.rfft(ref, 2 * len(ref))))
+    lag = int(np.argmax(corr))
+    assert lag == 0, f"audio is {lag} samples off"
+    assert np.corrcoef(audio, ref)[0, 1] >= 0.99
+    done = [e for e in evs if e["event"] == "build_done"][0]
+    assert done["rendered"] == len(names(evs, "chunk_done")) > 3 and done["failed"] == 0
+
+
+def test_second_build_renders_nothing_and_prompt_change_renders_exactly_its_chain(tmp_path):
+    project = make_project(tmp_path)
+    _, first = build_json(project)
+    all_chunks = names(first, "chunk_done")
+    assert {c.split(".")[0] for c in all_chunks} == {"intro", "verse", "outro"}
+    out = tmp_path / "out" / "video.mp4"
+    mtime = out.stat().st_mtime_ns
+
+    _, second = build_json(project)
+    assert names(second, "chunk_started") == [] and names(second, "chunk_cached") == all_chunks
+    stitch = [e for e in second if e["event"] == "stitch_done"][0]
+    assert stitch["skipped"] is True and out.stat().st_mtime_ns == mtime
+
+    plan = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, check=True).stdout)
+    assert {c["status"] for c in plan["chunks"]} == {"cached"}
+
+    project.write_text(project.read_text().replace("the verse, chained", "the verse, rewritten and chained"))
+    plan = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, check=True).stdout)
+    to_render = sorted(c["id"] for c in plan["chunks"] if c["status"] == "render")
+    verse = sorted(c for c in all_chunks if c.startswith("verse"))
+    assert to_render == verse  # outro starts from its own keyframe and intro is before the change
+    reasons = {c["id"]: c["reasons"] for c in plan["chunks"]}
+    assert reasons[verse[0]] == ["prompt changed"]
+    _, third = build_json(project)
+    assert names(third, "chunk_started") == verse
+    assert media(out)[0] == 144
+
+
+def test_failing_chunk_leaves_independent_scenes_rendered(tmp_path):
+    project = make_project(tmp_path)
+    plan = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, check=True).stdout)
+    verse = [c["id"] for c in plan["chunks"] if c["scene"] == "verse"]
+    r, evs = build_json(project, "--backend", "test", env={"LTXFLOW_TEST_BACKEND": f"fail={verse[0]}"}, check=False)
+    assert r.returncode == 1
+    assert names(evs, "chunk_failed") == [verse[0]]
+    assert names(evs, "chunk_skipped") == sorted(verse[1:])
+    rendered = names(evs, "chunk_done")
+    assert any(c.startswith("outro") for c in rendered) and any(c.startswith("intro") for c in rendered)
+    assert f"{verse[0]}: failed: {verse[0]}: simulated failure" in r.stderr
+    assert not (tmp_path / "out" / "video.mp4").exists()
+    # Fixed, the next build renders only what failed or was skipped.
+    _, again = build_json(project, "--backend", "test")
+    assert names(again, "chunk_started") == sorted(verse)
+
+
+def test_sigkill_mid_render_then_rerun_reuses_finished_chunks(tmp_path):
+    project = make_project(tmp_path)
+    env = {**os.environ, "LTXFLOW_TEST_BACKEND": "sleep=0.4", "LTXFLOW_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([str(LTXFLOW), "build", str(project), "--backend", "test", "--log-format", "json",
+                             "-j", "1"], stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    done = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        ev = json.loads(line)
+        if ev["event"] == "chunk_done":
+            done.append(ev["chunk"])
+        if len(done) == 2 and ev["event"] == "chunk_started":
+            time.sleep(0.1)  # inside the third render
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    _, evs = build_json(project, "--backend", "test", env={"LTXFLOW_TEST_BACKEND": ""})
+    assert set(done) <= set(names(evs, "chunk_cached"))
+    assert not set(done) & set(names(evs, "chunk_started"))
+    assert media(tmp_path / "out" / "video.mp4")[0] == 144
+
+
+def test_sigint_stops_cleanly(tmp_path):
+    project = make_project(tmp_path)
+    env = {**os.environ, "LTXFLOW_TEST_BACKEND": "sleep=0.3", "LTXFLOW_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([str(LTXFLOW), "build", str(project), "--backend", "test", "--log-format", "json",
+                             "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "chunk_done":
+            proc.send_signal(signal.SIGINT)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted" in proc.stderr.read()
+    _, evs = build_json(project, "--backend", "test", env={"LTXFLOW_TEST_BACKEND": ""})
+    assert len(names(evs, "chunk_cached")) >= 1
+
+
+def test_corrupt_cache_files_are_detected(tmp_path):
+    project = make_project(tmp_path)
+    cache = tmp_path / "cache"
+    env = {"LTXFLOW_CACHE_DIR": str(cache)}
+    _, first = build_json(project, env=env)
+    entries = sorted((cache / "chunks").glob("*/*"))
+    by_chunk = {json.loads((e / "record.json").read_text())["chunk"]: e for e in entries}
+    outro = sorted(c for c in by_chunk if c.startswith("outro"))[-1]
+    intro = sorted(c for c in by_chunk if c.startswith("intro"))[0]
+    # A truncated normalized clip: detected, and made again from the cached raw clip.
+    clip = next(by_chunk[outro].glob("clip.*"))
+    clip.write_bytes(clip.read_bytes()[:500])
+    # A corrupt record and raw clip: the entry is unusable and the chunk renders again.
+    (by_chunk[intro] / "record.json").write_text("{not json")
+    _, evs = build_json(project, env=env)
+    warnings = " ".join(e["message"] for e in evs if e["event"] == "warning")
+    assert outro in warnings and intro in warnings
+    assert intro in names(evs, "chunk_started") and outro not in names(evs, "chunk_started")
+    assert media(tmp_path / "out" / "video.mp4")[0] == 144
+
+
+def test_only_and_range(tmp_path):
+    project = make_project(tmp_path)
+    _, evs = build_json(project, "--only", "verse")
+    # verse chains from intro, so intro renders too; only verse is stitched.
+    assert {c.split(".")[0] for c in names(evs, "chunk_done")} == {"intro", "verse"}
+    frames, (audio, rate) = media(tmp_path / "out" / "video.verse.mp4")
+    assert frames == 60  # 2 s .. 4.5 s at 24 fps
+    ref = master(project)[2 * 16000: 4 * 16000 + 8000]
+    assert len(audio) == len(ref) and np.corrcoef(audio, ref)[0, 1] >= 0.99
+
+    _, evs = build_json(project, "--range", "0:01.5-0:03")
+    out = tmp_path / "out" / "video.1.5s-3s.mp4"
+    assert media(out)[0] == 36
+    assert names(evs, "chunk_started") == []  # everything it needs is cached already
+
+
+@pytest.mark.parametrize("ext", ["webm", "mov", "gif"])
+def test_containers(tmp_path, ext):
+    project = make_project(tmp_path, seconds=3.0, output=f"out/video.{ext}", scenes="""
+  - id: only
+    prompt: "one scene"
+    image: keyframes/a.png
+""")
+    build_json(project)
+    frames, audio = media(tmp_path / "out" / f"video.{ext}")
+    assert frames == 72
+    assert (audio is None) == (ext == "gif")
+    if audio is not None:
+        assert abs(len(audio[0]) / audio[1] - 3.0) <= 1 / 24
+
+
+def test_transient_errors_are_retried(tmp_path):
+    from ltxflow.backends import BACKENDS
+    from ltxflow.backends.testing import TestBackend
+    from ltxflow.build import BuildOptions, build
+    from ltxflow.progress import JsonReporter
+    import io
+
+    project = make_project(tmp_path)
+    backend = TestBackend(transient={"outro.0": 2})
+    BACKENDS["flaky"] = lambda: backend
+    try:
+        stream = io.StringIO()
+        result = build(project, BuildOptions(backend="flaky", backoff_s=0.01, cache_dir=tmp_path / "c"),
+                       JsonReporter(stream))
+    finally:
+        del BACKENDS["flaky"]
+    assert result.ok
+    retries = [e for e in events(stream.getvalue()) if e["event"] == "chunk_retry"]
+    assert [(e["chunk"], e["attempt"]) for e in retries] == [("outro.0", 1), ("outro.0", 2)]
+    assert backend.calls.count("outro.0") == 3
+
+
+def test_cache_ls_and_gc(tmp_path):
+    project = make_project(tmp_path)
+    cache = tmp_path / "cache"
+    env = {"LTXFLOW_CACHE_DIR": str(cache)}
+    build_json(project, env=env)
+    ls = ltx("cache", "ls", "--cache-dir", str(cache), cwd=tmp_path, check=True).stdout
+    n_entries = len(ls.strip().splitlines()) - 1
+    assert n_entries >= 4 and "outro" in ls
+    stale = cache / "tmp" / "abc-999999-deadbeef"
+    stale.mkdir(parents=True)
+    # Drop the outro scene: its entries are no longer referenced.
+    project.write_text(project.read_text().split("  - id: outro")[0].replace("end: 4.5", ""))
+    r = ltx("cache", "gc", str(tmp_path), "--cache-dir", str(cache), cwd=tmp_path, check=True)
+    assert "stale work folders" in r.stdout
+    left = ltx("cache", "ls", "--cache-dir", str(cache), cwd=tmp_path, check=True).stdout
+    assert "outro" not in left and "intro" in left and not stale.exists()
