@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO   := projects/demo/demo.yaml
 
-.PHONY: demo test install schema clean
+.PHONY: demo test bench install schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ltxflow needs Python >= 3.11")'
@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ltxflow validate $(DEMO)
 	$(BIN)/ltxflow plan $(DEMO)
-	$(BIN)/ltxflow plan $(DEMO) --backend fal
+	$(BIN)/ltxflow build $(DEMO)
+	@echo "the demo video: projects/demo/out/neon-nights.mp4"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
