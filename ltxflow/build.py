@@ -151,7 +151,9 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     """Build a project: render every chunk the selection needs that is not cached, then stitch.
     Raises ProjectError (invalid project), BuildArgumentError, Interrupted (Ctrl-C)."""
     t0 = time.monotonic()
-    rp = open_project(project, backend=opts.backend, allow_outside_paths=opts.allow_outside_paths)
+    cache = Cache(default_cache_dir(Path(project).parent, opts.cache_dir))
+    rp = open_project(project, backend=opts.backend, allow_outside_paths=opts.allow_outside_paths,
+                      audio_store=cache.decoded_audio)
     plan = build_plan(rp)
     sel = select(plan, opts.only, opts.time_range)
     out = output_path(plan, sel, opts.output)
@@ -159,7 +161,6 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     if container not in ("mp4", "webm", "mov", "gif"):
         raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
     fmt = output_format(container, rp.loaded.project.quality)
-    cache = Cache(default_cache_dir(rp.loaded.root, opts.cache_dir))
     backend = make_backend(rp.backend)
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt))
     to_render = [n for n in sel.needed if statuses[n].status == "render"]

@@ -87,12 +87,12 @@ def _positive(text: str) -> int:
     return n
 
 
-def _plan(args: argparse.Namespace):
+def _plan(args: argparse.Namespace, audio_store: Path | None = None):
     from ltxflow.plan.planner import build_plan
     from ltxflow.project.resolve import open_project
 
     return build_plan(open_project(args.project, backend=getattr(args, "backend", None),
-                                   allow_outside_paths=args.allow_outside_paths))
+                                   allow_outside_paths=args.allow_outside_paths, audio_store=audio_store))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -112,9 +112,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.media.encode import output_format
     from ltxflow.plan.view import plan_json, plan_table
 
-    plan = _plan(args)
+    cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
+    plan = _plan(args, cache.decoded_audio)
     rp = plan.project
-    cache = Cache(default_cache_dir(rp.loaded.root, args.cache_dir))
     container = rp.output.suffix.lstrip(".").lower()
     fmt = output_format(container, rp.loaded.project.quality)
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt))

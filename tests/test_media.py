@@ -36,7 +36,21 @@ def test_audio_length_to_the_sample(songs, ext):
     assert (track.sample_rate, track.channels) == (44100, 2)
     # Priming and padding of mp3/aac are removed: every format decodes to the source's 132300 samples.
     assert track.samples == 132300
-    assert len(track.pcm) == track.samples * 4
+    assert track.pcm_file.stat().st_size == track.samples * 4
+
+
+def test_decoded_audio_is_kept_in_a_store_and_reused(songs, tmp_path):
+    from ltxflow.media.probe import keep_audio
+
+    store = tmp_path / "store"
+    first = probe_audio(songs["mp3"], store)
+    assert first.pcm_file.parent != store  # nothing is written until the caller keeps it
+    kept = keep_audio(first, store)
+    again = probe_audio(songs["mp3"], store)
+    assert again.pcm_file == kept.pcm_file and again.facts() == first.facts()
+    assert again.span_pcm(1000, 500) == first.span_pcm(1000, 500)
+    kept.pcm_file.write_bytes(b"short")  # a damaged store entry is ignored, not trusted
+    assert probe_audio(songs["mp3"], store).pcm_file.parent != store
 
 
 def test_span_digest_covers_samples_and_padding(songs):

@@ -78,6 +78,11 @@ class Cache:
     def tmp(self) -> Path:
         return self.root / "tmp"
 
+    @property
+    def decoded_audio(self) -> Path:
+        """Songs decoded to PCM, by the song file's digest (see probe.keep_audio)."""
+        return self.root / "audio" / "decoded"
+
     def entry_dir(self, key: str) -> Path:
         return self.root / "chunks" / key[:2] / key
 

@@ -7,10 +7,16 @@ Pillow. Every probe raises MediaError with a message fit for a user.
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import functools
 import hashlib
 import json
+import os
+import shutil
 import struct
+import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -41,7 +47,8 @@ def file_digest(path: Path) -> str:
 
 @dataclass(frozen=True)
 class AudioTrack:
-    """A decoded master track: canonical 16-bit interleaved PCM at the file's own rate."""
+    """A decoded master track: canonical 16-bit interleaved PCM at the file's own rate, kept in a
+    file (`pcm_file`) and read by span, so memory does not grow with the song's length."""
 
     path: Path
     digest: str
@@ -49,11 +56,15 @@ class AudioTrack:
     sample_rate: int
     channels: int
     samples: int
-    pcm: bytes = field(repr=False)
+    pcm_file: Path = field(repr=False)
 
     @property
     def duration(self) -> Fraction:
         return Fraction(self.samples, self.sample_rate)
+
+    def facts(self) -> dict[str, object]:
+        return {"digest": self.digest, "codec": self.codec, "sample_rate": self.sample_rate,
+                "channels": self.channels, "samples": self.samples}
 
     def span_pcm(self, start: int, count: int) -> bytes:
         """Samples [start, start+count) as 16-bit interleaved PCM, zero-padded past either end."""
@@ -61,8 +72,12 @@ class AudioTrack:
         before = min(count, max(0, -start))
         lo, hi = max(start, 0), min(start + count, self.samples)
         inside = max(0, hi - lo)
-        return (b"\0" * (before * width) + self.pcm[lo * width: (lo + inside) * width]
-                + b"\0" * ((count - before - inside) * width))
+        with open(self.pcm_file, "rb") as f:
+            f.seek(lo * width)
+            body = f.read(inside * width)
+        if len(body) != inside * width:
+            raise MediaError(f"{self.pcm_file.name}: decoded audio is shorter than recorded")
+        return b"\0" * (before * width) + body + b"\0" * ((count - before - inside) * width)
 
     def span_digest(self, start: int, count: int) -> str:
         """sha256 of a span's samples (see span_pcm), with the format they are in."""
@@ -71,15 +86,28 @@ class AudioTrack:
         return h.hexdigest()
 
 
+_TEMP_PCM: list[Path] = []
+
+
+@atexit.register
+def _remove_temp_pcm() -> None:
+    for p in _TEMP_PCM:
+        p.unlink(missing_ok=True)
+
+
 @functools.lru_cache(maxsize=8)
 def _decode_audio(path: Path, digest: str) -> AudioTrack:
+    """Decode to a temporary PCM file (removed at exit), streaming: nothing is held in memory."""
     import av  # the FFmpeg libraries; only loaded when a track is probed
 
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise MediaError(f"{path.name}: cannot open as audio ({_reason(exc)})") from None
-    with container:
+    fd, name = tempfile.mkstemp(prefix=f"ltxflow-{digest[:12]}-", suffix=".s16")
+    pcm_file = Path(name)
+    _TEMP_PCM.append(pcm_file)
+    with container, os.fdopen(fd, "wb") as out:
         streams = container.streams.audio
         if not streams:
             raise MediaError(f"{path.name}: has no audio stream")
@@ -90,25 +118,24 @@ def _decode_audio(path: Path, digest: str) -> AudioTrack:
         if not rate or not channels:
             raise MediaError(f"{path.name}: audio stream has no sample rate or channels")
         resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
-        chunks: list[bytes] = []
+        width = 2 * channels
         try:
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(bytes(out.planes[0])[: out.samples * 2 * channels])
-            for out in resampler.resample(None):
-                chunks.append(bytes(out.planes[0])[: out.samples * 2 * channels])
+                for piece in resampler.resample(frame):
+                    out.write(memoryview(piece.planes[0])[: piece.samples * width])
+            for piece in resampler.resample(None):
+                out.write(memoryview(piece.planes[0])[: piece.samples * width])
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path.name}: audio cannot be decoded ({_reason(exc)})") from None
         codec = stream.codec_context.name
         declared = _declared_samples(container, stream, rate)
-    pcm = b"".join(chunks)
-    samples = len(pcm) // (2 * channels)
-    if declared is not None and declared < samples:
-        samples = declared  # AAC end padding that the MP4 edit list declares but PyAV does not trim
-        pcm = pcm[: samples * 2 * channels]
+        samples = out.tell() // width
+        if declared is not None and declared < samples:
+            samples = declared  # AAC end padding that the MP4 edit list declares but PyAV does not trim
+            out.truncate(samples * width)
     if samples == 0:
         raise MediaError(f"{path.name}: audio stream decodes to no samples")
-    return AudioTrack(path, digest, codec, rate, channels, samples, pcm)
+    return AudioTrack(path, digest, codec, rate, channels, samples, pcm_file)
 
 
 def _declared_samples(container, stream, rate: int) -> int | None:
@@ -120,11 +147,45 @@ def _declared_samples(container, stream, rate: int) -> int | None:
     return round(stream.duration * stream.time_base * rate)
 
 
-def probe_audio(path: Path) -> AudioTrack:
-    """Decode a master track (wav, mp3, flac, ogg, m4a). Raises MediaError."""
+def probe_audio(path: Path, store: Path | None = None) -> AudioTrack:
+    """Decode a master track (wav, mp3, flac, ogg, m4a). Raises MediaError.
+
+    `store`: a folder of tracks decoded before (see keep_audio), looked up by the file's digest,
+    so a song is decoded once, not on every plan."""
     path = Path(path)
     _check_file(path, AUDIO_EXTENSIONS, "audio")
-    return _decode_audio(path, file_digest(path))
+    digest = file_digest(path)
+    if store is not None:
+        kept = _kept_track(path, digest, store)
+        if kept is not None:
+            return kept
+    return _decode_audio(path, digest)
+
+
+def _kept_track(path: Path, digest: str, store: Path) -> AudioTrack | None:
+    try:
+        facts = json.loads((store / f"{digest}.json").read_text())
+        pcm = store / f"{digest}.s16"
+        if facts.get("digest") != digest or pcm.stat().st_size != facts["samples"] * 2 * facts["channels"]:
+            return None
+        return AudioTrack(path, digest, facts["codec"], facts["sample_rate"], facts["channels"], facts["samples"], pcm)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def keep_audio(track: AudioTrack, store: Path) -> AudioTrack:
+    """Keep a decoded track in `store` for later runs (once its project validated); returns the
+    track reading from there."""
+    if track.pcm_file.parent == store:
+        return track
+    store.mkdir(parents=True, exist_ok=True)
+    stamp = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    tmp, tmp_facts = store / f".{track.digest}.{stamp}.s16", store / f".{track.digest}.{stamp}.json"
+    shutil.copyfile(track.pcm_file, tmp)
+    os.replace(tmp, store / f"{track.digest}.s16")
+    tmp_facts.write_text(json.dumps(track.facts()))
+    os.replace(tmp_facts, store / f"{track.digest}.json")
+    return dataclasses.replace(track, pcm_file=store / f"{track.digest}.s16")
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,9 @@ def references(data: Any) -> Iterator[tuple[FieldPath, str, Kind]]:
                 yield base + ("loras", j, "path"), lora["path"], "lora"
 
 
-def check_media(data: Any, root: Path, allow_outside: bool = False) -> MediaCheck:
-    """Confine and probe every media reference; a file's problems are collected, not raised."""
+def check_media(data: Any, root: Path, allow_outside: bool = False, audio_store: Path | None = None) -> MediaCheck:
+    """Confine and probe every media reference; a file's problems are collected, not raised.
+    `audio_store` holds songs decoded by earlier runs (read here, written only by the caller)."""
     out = MediaCheck()
     for path, ref, kind in references(data):
         try:
@@ -71,7 +72,7 @@ def check_media(data: Any, root: Path, allow_outside: bool = False) -> MediaChec
                 continue
             assert mref.path is not None
             if kind == "audio":
-                out.audio = probe_audio(mref.path)
+                out.audio = probe_audio(mref.path, audio_store)
             elif kind == "image":
                 info = probe_image(mref.path)
                 out.media[path] = Media(mref, info.digest, (info.width, info.height))

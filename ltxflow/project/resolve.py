@@ -12,7 +12,7 @@ from typing import Any
 
 from ltxflow.endpoints import MANAGED_FIELDS, MANAGED_TERMS, Catalog, Endpoint, Mode, catalog
 from ltxflow.errors import Diagnostic, FieldPath, ProjectError
-from ltxflow.media.probe import AudioTrack
+from ltxflow.media.probe import AudioTrack, keep_audio
 from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
 from ltxflow.project.media import Media, check_media
 from ltxflow.project.model import SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS, Scene
@@ -94,28 +94,32 @@ class _Collector:
             raise ProjectError(self.items)
 
 
-def open_project(path: str | Path, *, backend: str | None = None,
-                 allow_outside_paths: bool = False) -> ResolvedProject:
+def open_project(path: str | Path, *, backend: str | None = None, allow_outside_paths: bool = False,
+                 audio_store: Path | None = None) -> ResolvedProject:
     """Load and resolve a project file. Raises ProjectError with every problem found: when the
     file fails model validation, problems with the media it names are reported with it."""
     try:
         loaded = load_project(path)
     except ModelInvalid as exc:
-        found = check_media(exc.data, Path(path).parent, allow_outside_paths)
+        found = check_media(exc.data, Path(path).parent, allow_outside_paths, audio_store)
         extra = [exc.source.diagnostic(p, m) for p, m in found.problems]
         raise ProjectError([*exc.diagnostics, *extra]) from None
-    return resolve_project(loaded, backend=backend, allow_outside_paths=allow_outside_paths)
+    return resolve_project(loaded, backend=backend, allow_outside_paths=allow_outside_paths,
+                           audio_store=audio_store)
 
 
-def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
-                    allow_outside_paths: bool = False, cat: Catalog | None = None) -> ResolvedProject:
-    """Check media, place scenes on the frame grid and pick endpoints. Raises ProjectError."""
+def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_outside_paths: bool = False,
+                    audio_store: Path | None = None, cat: Catalog | None = None) -> ResolvedProject:
+    """Check media, place scenes on the frame grid and pick endpoints. Raises ProjectError.
+
+    `audio_store`: where decoded songs are kept between runs; the song is kept there only once
+    the project is valid (nothing is written for an invalid project)."""
     cat = cat or catalog()
     p = loaded.project
     errs = _Collector(loaded)
     root = loaded.root
 
-    found = check_media(loaded.data, root, allow_outside_paths)
+    found = check_media(loaded.data, root, allow_outside_paths, audio_store)
     for path, message in found.problems:
         errs.add(path, message)
     media, audio = found.media, found.audio
@@ -136,6 +140,8 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None,
     _check_start_images(errs, scenes)
     errs.raise_if_any()
     assert audio is not None and total is not None
+    if audio_store is not None:
+        audio = keep_audio(audio, audio_store)
     return ResolvedProject(
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
         total_frames=total, backend=backend or p.backend, seed=p.seed, max_frames=p.chunking.max_frames,
