@@ -23,7 +23,9 @@ from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Chunk, Plan, build_plan
 from ltxflow.progress import Reporter
 from ltxflow.project.resolve import open_project
+from ltxflow import timeline
 from ltxflow.timeline import seconds_to_frame, timecode
+from ltxflow.uptodate import stamp_options, stamp_path, write_stamp
 
 
 class BuildArgumentError(LtxflowError):
@@ -125,19 +127,11 @@ def _stamp(frame: int, fps: Fraction) -> str:
 
 
 def parse_range(text: str) -> tuple[Fraction, Fraction]:
-    """'0:30-1:00' or '30-60.5' -> (start, end) seconds."""
-    from ltxflow.timeline import parse_seconds
-
-    a, sep, b = text.partition("-")
+    """--range START-END -> seconds; BuildArgumentError (exit 2) when malformed."""
     try:
-        if not sep:
-            raise ValueError("expected START-END")
-        start, end = parse_seconds(a), parse_seconds(b)
+        return timeline.parse_range(text)
     except ValueError as exc:
-        raise BuildArgumentError(f"--range {text!r}: {exc} (e.g. 0:30-1:00)") from None
-    if end <= start:
-        raise BuildArgumentError(f"--range {text!r}: the end is not after the start")
-    return start, end
+        raise BuildArgumentError(f"--range: {exc}") from None
 
 
 def output_path(plan: Plan, sel: Selection, explicit: Path | None) -> Path:
@@ -211,6 +205,11 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         return result
     result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
     result.output = out
+    inputs = [rp.audio.path] + [m.ref.path for s in rp.scenes for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
+                                if m is not None and m.ref.path is not None]
+    options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
+    write_stamp(stamp_path(cache.root, Path(project), options), Path(project), rp.name, out,
+                [*inputs, *(r.clip for r in results.values())], sel.needed)
     result.seconds = time.monotonic() - t0
     reporter.event("build_done", output=str(out), seconds=round(result.seconds, 3), cost_usd=spent, **counts)
     return result

@@ -125,7 +125,44 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _up_to_date(args: argparse.Namespace) -> bool:
+    """The no-op check, before anything heavy is imported (see ltxflow/uptodate.py)."""
+    import os
+
+    from ltxflow import uptodate
+    from ltxflow.progress import make_reporter
+
+    from ltxflow.timeline import parse_range
+
+    project = Path(args.project)
+    root = args.cache_dir or (Path(os.environ["LTXFLOW_CACHE_DIR"]) if os.environ.get("LTXFLOW_CACHE_DIR")
+                              else project.parent / ".ltxflow")
+    try:
+        time_range = parse_range(args.time_range) if args.time_range else None
+    except ValueError:
+        return False  # the full build reports it
+    options = uptodate.stamp_options(args.backend, args.only, time_range, args.output, args.allow_outside_paths)
+    data = uptodate.check(uptodate.stamp_path(root, project, options), project)
+    if data is None:
+        return False
+    reporter = make_reporter(args.log_format, args.quiet)
+    chunks = data["chunks"]
+    n = len(chunks)
+    reporter.event("build_started", project=data.get("name"), backend=args.backend, jobs=args.jobs, chunks=n,
+                   to_render=0, cached=n, output=data["output"], up_to_date=True)
+    for chunk in chunks:
+        reporter.event("chunk_cached", chunk=chunk)
+    reporter.event("stitch_done", output=data["output"], skipped=True, frames=None, seconds=0.0)
+    reporter.event("build_done", output=data["output"], rendered=0, cached=n, failed=0, skipped=0,
+                   cost_usd=0.0, seconds=0.0, up_to_date=True)
+    if args.log_format != "json":
+        print(data["output"])
+    return True
+
+
 def cmd_build(args: argparse.Namespace) -> int:
+    if _up_to_date(args):
+        return EXIT_OK
     from ltxflow.build import BuildOptions, build, parse_range
     from ltxflow.progress import make_reporter
 

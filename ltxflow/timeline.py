@@ -111,3 +111,14 @@ def timecode(frame: int, fps: Fraction) -> str:
 def frame_to_sample(frame: int, fps: Fraction, sample_rate: int) -> int:
     """The audio sample nearest the start of `frame`; adjacent frame spans tile the samples."""
     return round_half_up(Fraction(frame) * sample_rate / fps)
+
+
+def parse_range(text: str) -> tuple[Fraction, Fraction]:
+    """'0:30-1:00' or '30-60.5' -> (start, end) seconds. Raises ValueError."""
+    a, sep, b = text.partition("-")
+    if not sep:
+        raise ValueError(f"{text!r} is not START-END (e.g. 0:30-1:00)")
+    start, end = parse_seconds(a), parse_seconds(b)
+    if end <= start:
+        raise ValueError(f"{text!r}: the end is not after the start")
+    return start, end

@@ -299,3 +299,31 @@ def test_cache_ls_and_gc(tmp_path):
     assert "stale work folders" in r.stdout
     left = ltx("cache", "ls", "--cache-dir", str(cache), cwd=tmp_path, check=True).stdout
     assert "outro" not in left and "intro" in left and not stale.exists()
+
+
+def test_no_op_check_falls_through_on_any_change(tmp_path):
+    project = make_project(tmp_path)
+    out = tmp_path / "out" / "video.mp4"
+    build_json(project)
+
+    def last_build():
+        _, evs = build_json(project)
+        done = [e for e in evs if e["event"] == "build_done"][0]
+        return done.get("up_to_date", False), names(evs, "chunk_started"), evs
+
+    fast, started, evs = last_build()
+    assert fast and started == [] and len(names(evs, "chunk_cached")) > 3
+    # A comment in the project file: the quick check cannot tell, the full build finds it all cached.
+    project.write_text(project.read_text() + "# a comment\n")
+    fast, started, _ = last_build()
+    assert not fast and started == []
+    assert last_build()[0]  # and it stamped the new state
+    # New content in a keyframe (same size and name): only what it shapes renders again.
+    write_png(tmp_path / "keyframes" / "b.png", (96, 48), (41, 160, 220))
+    fast, started, _ = last_build()
+    assert not fast and started and all(c.startswith("outro") for c in started)
+    # A deleted output is stitched again without rendering.
+    out.unlink()
+    fast, started, evs = last_build()
+    assert not fast and started == [] and media(out)[0] == 144
+    assert [e["skipped"] for e in evs if e["event"] == "stitch_done"] == [False]
