@@ -8,7 +8,6 @@ import shutil
 import uuid
 import threading
 import time
-import wave
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,7 +18,7 @@ from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile
 from ltxflow.execute.cache import Cache, Entry
 from ltxflow.media.encode import Format
 from ltxflow.media.normalize import normalize_clip
-from ltxflow.media.probe import AudioTrack, MediaError, file_digest
+from ltxflow.media.probe import MediaError, file_digest
 from ltxflow.plan.planner import Chunk, Plan
 
 
@@ -208,18 +207,8 @@ class ChunkWork:
         assert span is not None
         path = self.cache.root / "audio" / f"span-{span.digest[:32]}.wav"
         if not path.is_file():
-            write_wav(path, self.rp.audio, [(span.start_sample, span.samples)])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+            self.rp.audio.write_wav(tmp, [(span.start_sample, span.samples)])
+            os.replace(tmp, path)
         return path
-
-
-def write_wav(path: Path, track: AudioTrack, spans: list[tuple[int, int]]) -> None:
-    """Write sample spans of a track (zero-padded outside it) as one 16-bit WAV, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    with wave.open(str(tmp), "wb") as w:
-        w.setnchannels(track.channels)
-        w.setsampwidth(2)
-        w.setframerate(track.sample_rate)
-        for start, count in spans:
-            w.writeframes(track.span_pcm(start, count))
-    os.replace(tmp, path)

@@ -18,6 +18,7 @@ import struct
 import tempfile
 import uuid
 import warnings
+import wave
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -78,6 +79,15 @@ class AudioTrack:
         if len(body) != inside * width:
             raise MediaError(f"{self.pcm_file.name}: decoded audio is shorter than recorded")
         return b"\0" * (before * width) + body + b"\0" * ((count - before - inside) * width)
+
+    def write_wav(self, path: Path, spans: list[tuple[int, int]]) -> None:
+        """Write (start, count) sample spans, one after another, as a 16-bit WAV at `path`."""
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(self.channels)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            for start, count in spans:
+                w.writeframes(self.span_pcm(start, count))
 
     def span_digest(self, start: int, count: int) -> str:
         """sha256 of a span's samples (see span_pcm), with the format they are in."""

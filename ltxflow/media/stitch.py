@@ -6,7 +6,6 @@ import hashlib
 import os
 import time
 import uuid
-import wave
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -51,12 +50,7 @@ def master_audio(track: AudioTrack, segments: list[tuple[int, int]], fps: Fracti
     wav = audio_dir / f".master-{tag}.{stamp}.wav"
     tmp = audio_dir / f".master-{tag}.{stamp}.{fmt.audio_ext}"
     try:
-        with wave.open(str(wav), "wb") as w:
-            w.setnchannels(track.channels)
-            w.setsampwidth(2)
-            w.setframerate(track.sample_rate)
-            for start, count in spans:
-                w.writeframes(track.span_pcm(start, count))
+        track.write_wav(wav, spans)
         if fmt.audio_ext == "wav":
             wav.replace(tmp)
         else:
