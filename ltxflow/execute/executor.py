@@ -49,7 +49,12 @@ def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str
         if p in children:
             children[p].append(n)
     ready = [n for n in order if n not in waiting]
-    rank = {n: i for i, n in enumerate(order)}
+    # Longest run of work still below each node (itself included): starting the nodes with the
+    # most below them first keeps every chain moving and the build on its critical path.
+    below: dict[str, int] = {}
+    for n in reversed(order):
+        below[n] = 1 + max((below[c] for c in children[n]), default=0)
+    priority = {n: (-below[n], i) for i, n in enumerate(order)}
     running: dict[Future, tuple[str, float]] = {}
 
     def skip_below(node: str, why: str) -> None:
@@ -63,7 +68,7 @@ def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str
         try:
             while ready or running:
                 while ready and len(running) < jobs:
-                    ready.sort(key=rank.__getitem__)  # keep timeline order among what is ready
+                    ready.sort(key=priority.__getitem__)  # most work below first, then timeline order
                     node = ready.pop(0)
                     running[pool.submit(work, node, outcomes)] = (node, time.monotonic())
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
