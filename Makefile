@@ -32,3 +32,9 @@ schema: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+
+# The benchmark (bench/run.py): writes bench/RESULTS.md; not part of `make test`. MoviePy is
+# installed here only, as the baseline the stitch is compared with.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet 'moviepy>=2,<3'
+	$(BIN)/python bench/run.py

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -18,7 +19,7 @@ from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, variant_name
 from ltxflow.execute.executor import Cancelled, Outcome, run_dag
 from ltxflow.execute.status import chunk_statuses, load_index, save_index
 from ltxflow.media.encode import Format, Quality, output_format
-from ltxflow.media.stitch import stitch
+from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Chunk, Plan, build_plan
 from ltxflow.progress import Reporter
@@ -179,10 +180,16 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         return message
 
     parents = {c.id: c.chains_from for c in plan.chunks}
+    # The master audio is encoded while the chunks render (the AAC encode of a 2-minute stereo
+    # song takes seconds), so the stitch after the last chunk only remuxes.
+    audio_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltxflow-audio")
+    audio_job = audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt, cache.root / "audio") \
+        if fmt.audio else None
     try:
         outcomes = run_dag(sel.needed, parents, run_one, opts.jobs, on_failure=failed, stop=stop,
                            on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
     except Cancelled as exc:
+        audio_pool.shutdown(wait=True, cancel_futures=True)
         finished = sum(1 for o in exc.outcomes.values() if o.state == "ok")
         reporter.event("build_done", interrupted=True, finished=finished, seconds=round(time.monotonic() - t0, 3),
                        rendered=0, cached=finished, failed=0, skipped=0, cost_usd=0.0)
@@ -198,6 +205,11 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     spent = round(sum(r.cost_usd for r in results.values() if r.state == "rendered"), 6)
     save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
     result = BuildResult(None, outcomes, 0.0, spent, counts=counts)
+    try:
+        if audio_job is not None and not (counts["failed"] or counts["skipped"]):
+            audio_job.result()  # an encoding failure surfaces here, before the stitch
+    finally:
+        audio_pool.shutdown(wait=True)
     if counts["failed"] or counts["skipped"]:
         result.seconds = time.monotonic() - t0
         reporter.event("build_done", output=None, seconds=round(result.seconds, 3), cost_usd=spent, **counts,

@@ -114,8 +114,8 @@ def _prompt_card(request: ChunkRequest, w: int, h: int):
     import numpy as np
     from PIL import Image, ImageDraw
 
-    d = hashlib.sha256(request.prompt.encode()).digest()
-    a, b = np.array(d[0:3], dtype=np.float32), np.array(d[3:6], dtype=np.float32) * 0.5
+    d = np.frombuffer(hashlib.sha256(request.prompt.encode()).digest(), dtype=np.uint8).astype(np.float32)
+    a, b = d[0:3], d[3:6] * 0.5
     ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     img = Image.fromarray(np.broadcast_to(a * (1 - ramp) + b * ramp, (h, w, 3)).astype(np.uint8))
     draw = ImageDraw.Draw(img)
