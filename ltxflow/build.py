@@ -235,11 +235,10 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
     ident: list[Any] = []
     for cid, lo, hi in sel.pieces:
         chunk, res = plan.chunk(cid), results[cid]
-        if (lo, hi) == (chunk.start_frame, chunk.end_frame):
-            clips.append(res.clip)
-        else:  # part of a chunk (--range): a variant holding just those frames
-            clips.append(work.part(res.entry, chunk, chunk.head + lo - chunk.start_frame, hi - lo))
-        ident.append([chunk.key, clips[-1].name])
+        # A whole chunk, or part of one (--range): a variant holding just those frames.
+        clip, digest = work.part(res.entry, chunk, chunk.head + lo - chunk.start_frame, hi - lo)
+        clips.append(clip)
+        ident.append([chunk.key, clip.name, digest])  # the clip's bytes: a re-rendered chunk re-stitches
     signature = content_key({"clips": ident, "segments": sel.segments, "audio": rp.audio.digest,
                              "format": [fmt.container, fmt.quality], "fps": rp.fps, "ltxflow": __version__})
     stamp = cache.root / "outputs" / f"{content_key(str(out.resolve()))[:24]}.json"

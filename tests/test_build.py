@@ -327,3 +327,22 @@ def test_no_op_check_falls_through_on_any_change(tmp_path):
     fast, started, evs = last_build()
     assert not fast and started == [] and media(out)[0] == 144
     assert [e["skipped"] for e in evs if e["event"] == "stitch_done"] == [False]
+
+
+def test_damage_that_still_demuxes_is_caught_by_digest(tmp_path):
+    project = make_project(tmp_path)
+    cache = tmp_path / "cache"
+    build_json(project)
+    entries = {json.loads((e / "record.json").read_text())["chunk"]: e for e in (cache / "chunks").glob("*/*")}
+    outro = sorted(c for c in entries if c.startswith("outro"))[0]
+    clip = next(entries[outro].glob("clip.*"))
+    clip.write_bytes(clip.read_bytes()[:-3])  # the last packet is cut short but still demuxes
+    intro = sorted(c for c in entries if c.startswith("intro"))[-1]
+    png = next(entries[intro].glob("frame*.png"))
+    png.write_bytes(png.read_bytes()[: len(png.read_bytes()) // 2])
+    (tmp_path / "out" / "video.mp4").unlink()
+    _, evs = build_json(project)
+    warnings = " ".join(e["message"] for e in evs if e["event"] == "warning")
+    assert f"{outro}: cached clip is damaged" in warnings and f"{intro}: cached chain frame is damaged" in warnings
+    assert names(evs, "chunk_started") == []  # both made again from the raw clips, nothing rendered
+    assert media(tmp_path / "out" / "video.mp4")[0] == 144

@@ -102,6 +102,25 @@ class Cache:
             return None, "its clip is missing"
         return Entry(key, d, record), None
 
+    def clip_problem(self, entry: Entry, variant: str, frames: int, width: int, height: int) -> str | None:
+        """None when the entry's clip variant is intact: its sha256 matches the one recorded when
+        it was written (a clip missing its last bytes still demuxes, so counting is not enough)."""
+        path = entry.clip(variant)
+        recorded = entry.record.get("variants", {}).get(variant)
+        if not path.is_file():
+            return "missing"
+        if recorded is None:
+            return self.verify_clip(path, frames, width, height)
+        return None if file_digest(path) == recorded else "its bytes changed since it was written"
+
+    def frame_problem(self, entry: Entry, index: int) -> str | None:
+        """None when the chain frame PNG `index` is there with its recorded digest."""
+        recorded = entry.frame_digest(index)
+        path = entry.frame(index)
+        if recorded is None or not path.is_file():
+            return "missing"
+        return None if file_digest(path) == recorded else "its bytes changed since it was written"
+
     def verify_clip(self, path: Path, frames: int, width: int, height: int) -> str | None:
         """None when `path` is a readable clip of exactly `frames` frames at width x height."""
         if not path.is_file():
@@ -120,19 +139,36 @@ class Cache:
         d.mkdir(parents=True)
         return d
 
-    def commit(self, work: Path, key: str, record: dict[str, Any]) -> Entry:
+    def commit(self, work: Path, key: str, record: dict[str, Any]) -> tuple[Entry, bool]:
         """Write the record into `work` and rename the folder into place as the entry for `key`.
-        A previous (unusable) entry is moved aside first and deleted."""
+
+        Returns (entry, True), or (the existing entry, False) when another build committed a
+        usable entry for the key first: the first one wins and `work` is discarded. An unusable
+        previous entry is moved aside and deleted."""
         record = {**record, "key": key}
         write_json_atomic(work / RECORD, record)
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
+            existing, _ = self.lookup(key)
+            if existing is not None:
+                shutil.rmtree(work, ignore_errors=True)
+                return existing, False
             trash = self.tmp / f"trash-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            os.replace(final, trash)
+            try:
+                os.replace(final, trash)
+            except FileNotFoundError:
+                pass
             shutil.rmtree(trash, ignore_errors=True)
-        os.replace(work, final)
-        return Entry(key, final, record)
+        try:
+            os.replace(work, final)
+        except OSError:  # another build renamed its entry into place between our check and now
+            existing, _ = self.lookup(key)
+            if existing is None:
+                raise
+            shutil.rmtree(work, ignore_errors=True)
+            return existing, False
+        return Entry(key, final, record), True
 
     def update_record(self, entry: Entry, **changes: Any) -> Entry:
         record = {**entry.record, **changes}

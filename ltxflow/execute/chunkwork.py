@@ -8,13 +8,13 @@ import shutil
 import uuid
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from ltxflow import __version__
-from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile
+from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
 from ltxflow.execute.cache import Cache, Entry
 from ltxflow.media.encode import Format
 from ltxflow.media.normalize import normalize_clip
@@ -34,7 +34,6 @@ class ChunkResult:
     cost_usd: float = 0.0
     render_s: float = 0.0
     normalize_s: float = 0.0
-    notes: tuple[str, ...] = field(default=())
 
 
 def variant_name(chunk: Chunk, fmt: Format, head: int | None = None, kept: int | None = None) -> str:
@@ -66,72 +65,70 @@ class ChunkWork:
         source = done[chunk.chains_from].value if chunk.chains_from else None
         want = source.chain_digest if source else None
         entry, problem = self.cache.lookup(chunk.key)
-        notes: list[str] = []
         if entry is not None and entry.record.get("chain_digest") == want:
             try:
                 result = self._reuse(chunk, entry)
                 self.emit("chunk_cached", chunk=chunk.id)
                 return result
             except MediaError as exc:
-                problem = f"corrupt clip ({exc})"
+                problem = f"its raw clip is corrupt ({exc})"
         if problem:
-            notes.append(f"cache entry was unusable: {problem}; rendered again")
             self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cache entry is unusable ({problem}); "
                                                          "rendering it again")
-        elif entry is not None:
-            notes.append("the chain image it starts from changed")
-        return self._render(chunk, source, tuple(notes))
+        return self._render(chunk, source)
 
-    def _reuse(self, chunk: Chunk, entry: Entry) -> ChunkResult:
+    def _reuse(self, chunk: Chunk, entry: Entry, state: str = "cached") -> ChunkResult:
+        """The chunk from its entry, its clip variant and chain frame checked against their recorded
+        digests and made again from the raw clip when missing or damaged. Raises MediaError when
+        the raw clip itself cannot be decoded."""
         variant = variant_name(chunk, self.fmt)
-        clip = entry.clip(variant)
         t0 = time.monotonic()
-        problem = self.cache.verify_clip(clip, chunk.kept_frames, self.rp.width, self.rp.height)
-        digest = entry.frame_digest(chunk.chain_frame)
-        if problem or digest is None or not entry.frame(chunk.chain_frame).is_file():
-            if problem and problem != "missing":
-                self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cached clip is corrupt ({problem}); "
-                                                             "normalizing it again from the raw clip")
-            entry = self._normalize_into(entry, chunk)
-            digest = entry.frame_digest(chunk.chain_frame)
-        assert digest is not None
-        return ChunkResult(chunk.id, "cached", entry, entry.clip(variant), digest,
+        problem = self.cache.clip_problem(entry, variant, chunk.kept_frames, self.rp.width, self.rp.height)
+        frame_problem = self.cache.frame_problem(entry, chunk.chain_frame)
+        if problem or frame_problem:
+            for what, why in (("clip", problem), ("chain frame", frame_problem)):
+                if why and why != "missing":
+                    self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cached {what} is damaged ({why}); "
+                                                                 "making it again from the raw clip")
+            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, chain=True)
+        return ChunkResult(chunk.id, state, entry, entry.clip(variant), entry.frame_digest(chunk.chain_frame) or "",
                            normalize_s=time.monotonic() - t0)
 
-    def _normalize_into(self, entry: Entry, chunk: Chunk) -> Entry:
-        """Derive this chunk's clip variant and chain frame from the entry's raw clip."""
-        png = entry.dir / f".frame{chunk.chain_frame}.{threading.get_ident()}.png"
+    def part(self, entry: Entry, chunk: Chunk, head: int, kept: int) -> tuple[Path, str]:
+        """A clip of `kept` raw frames from `head` of a cached chunk (for --range), made once;
+        returns it with its digest."""
+        variant = variant_name(chunk, self.fmt, head, kept)
+        if self.cache.clip_problem(entry, variant, kept, self.rp.width, self.rp.height) is not None:
+            entry = self._derive(entry, chunk, head, kept, chain=False)
+        return entry.clip(variant), entry.record["variants"][variant]
+
+    def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, *, chain: bool) -> Entry:
+        """Normalize a clip variant (and the chain frame after it) from the entry's raw clip into
+        the entry, recording their digests."""
+        variant = variant_name(chunk, self.fmt, head, kept)
+        last = head + kept - 1
+        png = entry.dir / f".frame{last}.{os.getpid()}.{threading.get_ident()}.png" if chain else None
         try:
-            self._derive(entry, chunk, chunk.head, chunk.kept_frames, png)
-            frame = entry.frame(chunk.chain_frame)
-            png.replace(frame)
+            clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: normalize_clip(
+                entry.raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
+                width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt))
+            frames = dict(entry.record.get("frames", {}))
+            if png is not None:
+                png.replace(entry.frame(last))
+                frames[str(last)] = file_digest(entry.frame(last))
         finally:
-            png.unlink(missing_ok=True)
-        frames = {**entry.record.get("frames", {}), str(chunk.chain_frame): file_digest(frame)}
-        return self.cache.update_record(entry, frames=frames)
-
-    def part(self, entry: Entry, chunk: Chunk, head: int, kept: int) -> Path:
-        """A clip of `kept` raw frames from `head` of a cached chunk (for --range), made once."""
-        path = entry.clip(variant_name(chunk, self.fmt, head, kept))
-        if self.cache.verify_clip(path, kept, self.rp.width, self.rp.height) is None:
-            return path
-        return self._derive(entry, chunk, head, kept, None)
-
-    def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, chain_png: Path | None) -> Path:
-        return self.cache.add_file(entry, f"clip.{variant_name(chunk, self.fmt, head, kept)}", lambda tmp: normalize_clip(
-            entry.raw, tmp, chain_png, head=head, kept=kept, generated=chunk.generated_frames,
-            width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt))
+            if png is not None:
+                png.unlink(missing_ok=True)
+        variants = {**entry.record.get("variants", {}), variant: file_digest(clip)}
+        return self.cache.update_record(entry, frames=frames, variants=variants)
 
     # -- render ---------------------------------------------------------------------------------
 
-    def _render(self, chunk: Chunk, source: ChunkResult | None, notes: tuple[str, ...]) -> ChunkResult:
+    def _render(self, chunk: Chunk, source: ChunkResult | None) -> ChunkResult:
         work = self.cache.work_dir(chunk.key[:16])
         try:
             request = self._request(chunk, work, source)
-            self.emit("chunk_started", chunk=chunk.id)
-            t0 = time.monotonic()
-            result = self._render_with_retries(chunk, request, work)
-            render_s = time.monotonic() - t0
+            result, render_s = self._render_with_retries(chunk, request, work)
             raw = work / f"raw{result.clip.suffix or '.mp4'}"
             result.clip.replace(raw)
             t1 = time.monotonic()
@@ -141,7 +138,6 @@ class ChunkWork:
                                     generated=chunk.generated_frames, width=self.rp.width,
                                     height=self.rp.height, fps=self.rp.fps, fmt=self.fmt)
             normalize_s = time.monotonic() - t1
-            digest = file_digest(chain)
             for d in report.deviations:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "
                                                              f"({d}); conformed")
@@ -150,26 +146,34 @@ class ChunkWork:
                 "endpoint": chunk.endpoint.id, "seed": result.seed, "cost_usd": result.cost_usd,
                 "chains_from": chunk.chains_from,
                 "chain_digest": source.chain_digest if source else None,
-                "raw": raw.name, "frames": {str(chunk.chain_frame): digest},
+                "raw": raw.name, "frames": {str(chunk.chain_frame): file_digest(chain)},
+                "variants": {variant: file_digest(work / f"clip.{variant}")},
                 "normalize": report.record(), "details": result.details,
                 "timings": {"render_s": round(render_s, 3), "normalize_s": round(normalize_s, 3)},
                 "inputs": chunk.key_inputs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "ltxflow": __version__,
             }
-            entry = self.cache.commit(work, chunk.key, record)
+            entry, ours = self.cache.commit(work, chunk.key, record)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
-        return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), digest, result.cost_usd,
-                           render_s, normalize_s, notes)
+        if not ours:  # another build committed this key first: use its entry (what it cached wins)
+            return replace(self._reuse(chunk, entry, state="rendered"), cost_usd=result.cost_usd,
+                           render_s=render_s, normalize_s=normalize_s)
+        return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), record["frames"][str(chunk.chain_frame)],
+                           result.cost_usd, render_s, normalize_s)
 
-    def _render_with_retries(self, chunk: Chunk, request: ChunkRequest, work: Path):
+    def _render_with_retries(self, chunk: Chunk, request: ChunkRequest, work: Path) -> tuple[RenderResult, float]:
+        """The backend's result and the seconds it took (not counting the wait for a slot)."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 with self.slots:
-                    return self.backend.render(request, work)
+                    if attempt == 1:
+                        self.emit("chunk_started", chunk=chunk.id)
+                    t0 = time.monotonic()
+                    return self.backend.render(request, work), time.monotonic() - t0
             except Exception as exc:  # noqa: BLE001 - the backend decides what is transient
                 transient = exc.transient if isinstance(exc, BackendError) else self.backend.is_transient(exc)
                 if not transient or attempt > self.retries or self.stop.is_set():

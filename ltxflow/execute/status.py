@@ -99,7 +99,7 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant) 
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) changed",))
                 continue
         notes: tuple[str, ...] = ()
-        if cache.verify_clip(entry.clip(variant(c)), c.kept_frames, rp.width, rp.height) is not None:
+        if cache.clip_problem(entry, variant(c), c.kept_frames, rp.width, rp.height) is not None:
             notes = ("its clip is normalized again from the cached raw clip",)
         out[c.id] = ChunkStatus("cached", notes)
     return out

@@ -1,0 +1,43 @@
+"""The chunk store: atomic entries, first commit wins, damage detected by digest."""
+
+from __future__ import annotations
+
+import json
+
+from ltxflow.execute.cache import Cache
+
+
+def work_with(cache: Cache, name: str, content: bytes):
+    work = cache.work_dir(name)
+    (work / "raw.mp4").write_bytes(content)
+    return work
+
+
+def test_first_commit_wins_and_the_second_is_discarded(tmp_path):
+    cache = Cache(tmp_path / "c")
+    key = "ab" * 32
+    first, ours1 = cache.commit(work_with(cache, "a", b"first"), key, {"raw": "raw.mp4"})
+    second_work = work_with(cache, "b", b"second")
+    second, ours2 = cache.commit(second_work, key, {"raw": "raw.mp4"})
+    assert ours1 and not ours2
+    assert second.dir == first.dir and (first.dir / "raw.mp4").read_bytes() == b"first"
+    assert not second_work.exists()
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []
+
+
+def test_an_unusable_entry_is_replaced(tmp_path):
+    cache = Cache(tmp_path / "c")
+    key = "cd" * 32
+    d = cache.entry_dir(key)
+    d.mkdir(parents=True)
+    (d / "record.json").write_text("{broken")
+    entry, ours = cache.commit(work_with(cache, "a", b"new"), key, {"raw": "raw.mp4"})
+    assert ours and json.loads((entry.dir / "record.json").read_text())["key"] == key
+
+
+def test_half_written_work_is_never_an_entry(tmp_path):
+    cache = Cache(tmp_path / "c")
+    key = "ef" * 32
+    work_with(cache, "a", b"raw")  # a render that died before its commit
+    assert cache.lookup(key) == (None, None)
+    assert len(cache.stale_tmp()) == 0  # its process (this one) is alive: not stale yet
