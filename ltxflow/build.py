@@ -26,7 +26,7 @@ from ltxflow.progress import Reporter
 from ltxflow.project.resolve import open_project
 from ltxflow import timeline
 from ltxflow.timeline import seconds_to_frame, timecode
-from ltxflow.uptodate import stamp_options, stamp_path, write_stamp
+from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
 
 
 class BuildArgumentError(LtxflowError):
@@ -147,8 +147,12 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     Raises ProjectError (invalid project), BuildArgumentError, Interrupted (Ctrl-C)."""
     t0 = time.monotonic()
     cache = Cache(default_cache_dir(Path(project).parent, opts.cache_dir))
+    project_sha = project_digest(Path(project))  # before reading it: see write_stamp
     rp = open_project(project, backend=opts.backend, allow_outside_paths=opts.allow_outside_paths,
                       audio_store=cache.decoded_audio)
+    inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
+                                         for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
+                                         if m is not None and m.ref.path is not None])
     plan = build_plan(rp)
     sel = select(plan, opts.only, opts.time_range)
     out = output_path(plan, sel, opts.output)
@@ -217,11 +221,9 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         return result
     result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
     result.output = out
-    inputs = [rp.audio.path] + [m.ref.path for s in rp.scenes for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
-                                if m is not None and m.ref.path is not None]
     options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
-    write_stamp(stamp_path(cache.root, Path(project), options), Path(project), rp.name, out,
-                [*inputs, *(r.clip for r in results.values())], sel.needed)
+    write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
+                [r.clip for r in results.values()], sel.needed)
     result.seconds = time.monotonic() - t0
     reporter.event("build_done", output=str(out), seconds=round(result.seconds, 3), cost_usd=spent, **counts)
     return result

@@ -39,19 +39,30 @@ def _stat(path: Path) -> list[Any] | None:
     return [str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
-def _digest(path: Path) -> str | None:
+def project_digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
 
 
-def write_stamp(stamp: Path, project: Path, name: str, output: Path, files: Iterable[Path],
-                chunks: list[str]) -> None:
-    stats = [_stat(p) for p in sorted({*files, output})]
+def snapshot(files: Iterable[Path]) -> list[list[Any] | None]:
+    """The stat of each file, taken when a build reads its inputs."""
+    return [_stat(p) for p in sorted(set(files))]
+
+
+def write_stamp(stamp: Path, project: Path, project_sha: str | None, inputs: list[list[Any] | None],
+                name: str, output: Path, produced: Iterable[Path], chunks: list[str]) -> None:
+    """Stamp a finished build. `project_sha` and `inputs` are what the build read, taken before
+    it read them: if the project file or an input changed while it ran, no stamp is written (the
+    output may predate the change), and the next build checks everything."""
+    now_inputs = snapshot(Path(s[0]) for s in inputs if s is not None)
+    if project_sha is None or project_digest(project) != project_sha or None in inputs or now_inputs != inputs:
+        return
+    stats = inputs + snapshot([*produced, output])
     if None in stats:
-        return  # something vanished while building: no stamp, the next build checks everything
-    data = {"ltxflow": __version__, "project_sha256": _digest(project), "name": name, "output": str(output),
+        return  # something vanished while building
+    data = {"ltxflow": __version__, "project_sha256": project_sha, "name": name, "output": str(output),
             "chunks": chunks, "files": stats}
     stamp.parent.mkdir(parents=True, exist_ok=True)
     tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
@@ -67,7 +78,7 @@ def check(stamp: Path, project: Path) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or data.get("ltxflow") != __version__:
         return None
-    if data.get("project_sha256") != _digest(project):
+    if data.get("project_sha256") != project_digest(project):
         return None
     for recorded in data.get("files", []):
         if not isinstance(recorded, list) or _stat(Path(recorded[0])) != recorded:

@@ -346,3 +346,20 @@ def test_damage_that_still_demuxes_is_caught_by_digest(tmp_path):
     assert f"{outro}: cached clip is damaged" in warnings and f"{intro}: cached chain frame is damaged" in warnings
     assert names(evs, "chunk_started") == []  # both made again from the raw clips, nothing rendered
     assert media(tmp_path / "out" / "video.mp4")[0] == 144
+
+
+def test_an_edit_during_a_build_is_not_stamped_as_built(tmp_path):
+    project = make_project(tmp_path)
+    env = {**os.environ, "LTXFLOW_TEST_BACKEND": "sleep=0.3", "LTXFLOW_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([str(LTXFLOW), "build", str(project), "--backend", "test", "--log-format", "json",
+                             "-j", "1"], stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "chunk_done":  # the project was read: now edit it
+            project.write_text(project.read_text().replace("the verse, chained", "the verse, edited"))
+            break
+    proc.stdout.read()
+    assert proc.wait(timeout=120) == 0
+    _, evs = build_json(project, "--backend", "test", env={"LTXFLOW_TEST_BACKEND": ""})
+    done = [e for e in evs if e["event"] == "build_done"][0]
+    assert not done.get("up_to_date") and any(c.startswith("verse") for c in names(evs, "chunk_started"))

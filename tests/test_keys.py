@@ -114,3 +114,19 @@ def test_backend_and_lora_changes(demo):
     assert changed(with_lora, half) == {"outro.0"}
     write_lora(demo.parent / "loras" / "style.safetensors", tensors=3)  # same name, new content
     assert changed(half, keys(demo)) == {"outro.0"}
+
+
+def test_the_preview_key_holds_the_chunks_place_and_a_models_does_not(project_dir):
+    # Two scenes with the same request: the animatic burns in different ids and timecodes, so on
+    # the preview backend they are different renders; on fal they would be one paid request.
+    path = project_dir.write("""
+        version: 1
+        audio: media/song.wav
+        scenes:
+          - {id: chorus1, prompt: same, image: keyframes/a.png, audio_driven: false, seed: 5, end: 15}
+          - {id: chorus2, prompt: same, image: keyframes/a.png, audio_driven: false, seed: 5}
+    """)
+    preview = plan_of(path)
+    assert preview.chunks[0].key != preview.chunks[1].key
+    fal = {c.id: c.key for c in plan_of(path, backend="fal").chunks}
+    assert fal["chorus1.0"] == fal["chorus2.0"]

@@ -17,6 +17,10 @@ from ltxflow.timeline import frame_to_sample
 
 STITCH = "stitch"  # the DAG's final node; chunk ids always contain a dot, so it cannot collide
 FREE_BACKENDS = ("preview", "local")
+# Backends that draw a chunk's place in the video into its frames (scene and chunk ids, timecodes):
+# for them that place shapes the output, so it is part of the key. A model's output does not
+# depend on it: two identical requests share one render.
+POSITIONAL_BACKENDS = ("preview", "test")
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,9 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 "loras": [{**lo.media.identity(), "scale": lo.scale, "transformer": lo.transformer}
                           for lo in scene.loras],
             }  # which frames are kept is not in the key: a new keep re-normalizes, never re-renders
+            if rp.backend in POSITIONAL_BACKENDS:
+                key_inputs["burn_in"] = {"scene": scene.id, "chunk": f"{scene.id}.{i}",
+                                         "timeline_frame": cursor - sp.head}
             chunk = Chunk(
                 id=f"{scene.id}.{i}", scene=scene.id, index=i, start_frame=cursor, end_frame=cursor + sp.kept,
                 generated_frames=sp.generated, head=sp.head, tail=sp.tail, start_image=start,
