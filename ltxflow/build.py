@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -13,12 +14,14 @@ from typing import Any
 
 from ltxflow import __version__
 from ltxflow.backends import make_backend
+from ltxflow.backends.base import BackendError
 from ltxflow.errors import LtxflowError
 from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
 from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, variant_name
 from ltxflow.execute.executor import Cancelled, Outcome, run_dag
 from ltxflow.execute.status import chunk_statuses, load_index, save_index
-from ltxflow.media.encode import Format, Quality, output_format
+from ltxflow.media.encode import Format, output_format
+from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Chunk, Plan, build_plan
@@ -35,6 +38,10 @@ class BuildArgumentError(LtxflowError):
 
 class Interrupted(LtxflowError):
     exit_code = 130
+
+
+class StitchFailed(LtxflowError):
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,10 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     """Build a project: render every chunk the selection needs that is not cached, then stitch.
     Raises ProjectError (invalid project), BuildArgumentError, Interrupted (Ctrl-C)."""
     t0 = time.monotonic()
+    if opts.jobs < 1:
+        raise BuildArgumentError("--jobs must be at least 1")
     cache = Cache(default_cache_dir(Path(project).parent, opts.cache_dir))
+    _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
     project_sha = project_digest(Path(project))  # before reading it: see write_stamp
     rp = open_project(project, backend=opts.backend, allow_outside_paths=opts.allow_outside_paths,
                       audio_store=cache.decoded_audio)
@@ -160,6 +170,8 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     if container not in ("mp4", "webm", "mov", "gif"):
         raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
     fmt = output_format(container, rp.loaded.project.quality)
+    _writable_folder(out.parent, f"the output's folder ({out})")
+    find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
     backend = make_backend(rp.backend)
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt))
     to_render = [n for n in sel.needed if statuses[n].status == "render"]
@@ -179,7 +191,8 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         return res
 
     def failed(node: str, exc: BaseException) -> str:
-        message = str(exc) or type(exc).__name__
+        known = isinstance(exc, (LtxflowError, BackendError))
+        message = str(exc) if known and str(exc) else f"{type(exc).__name__}: {exc}"
         reporter.event("chunk_failed", chunk=node, error=message)
         return message
 
@@ -194,9 +207,13 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
                            on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
     except Cancelled as exc:
         audio_pool.shutdown(wait=True, cancel_futures=True)
-        finished = sum(1 for o in exc.outcomes.values() if o.state == "ok")
-        reporter.event("build_done", interrupted=True, finished=finished, seconds=round(time.monotonic() - t0, 3),
-                       rendered=0, cached=finished, failed=0, skipped=0, cost_usd=0.0)
+        done = [o.value for o in exc.outcomes.values() if o.state == "ok"]
+        finished = len(done)
+        reporter.event("build_done", interrupted=True, output=None, seconds=round(time.monotonic() - t0, 3),
+                       rendered=sum(1 for r in done if r.state == "rendered"),
+                       cached=sum(1 for r in done if r.state == "cached"),
+                       failed=sum(1 for o in exc.outcomes.values() if o.state == "failed"), skipped=0,
+                       cost_usd=round(sum(r.cost_usd for r in done if r.state == "rendered"), 6))
         raise Interrupted(f"interrupted: {finished} chunks finished and are cached; run the build again to "
                           "go on") from None
     results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
@@ -209,9 +226,12 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     spent = round(sum(r.cost_usd for r in results.values() if r.state == "rendered"), 6)
     save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
     result = BuildResult(None, outcomes, 0.0, spent, counts=counts)
+    stitch_error = None
     try:
         if audio_job is not None and not (counts["failed"] or counts["skipped"]):
             audio_job.result()  # an encoding failure surfaces here, before the stitch
+    except (LtxflowError, OSError) as exc:
+        stitch_error = str(exc)
     finally:
         audio_pool.shutdown(wait=True)
     if counts["failed"] or counts["skipped"]:
@@ -219,7 +239,15 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         reporter.event("build_done", output=None, seconds=round(result.seconds, 3), cost_usd=spent, **counts,
                        failures={n: o.error for n, o in outcomes.items() if o.state != "ok"})
         return result
-    result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
+    if stitch_error is None:
+        try:
+            result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
+        except (LtxflowError, OSError) as exc:
+            stitch_error = str(exc)
+    if stitch_error is not None:  # every chunk is cached; the next build only stitches
+        reporter.event("build_done", output=None, seconds=round(time.monotonic() - t0, 3), cost_usd=spent,
+                       **counts, failures={"stitch": stitch_error})
+        raise StitchFailed(f"the stitch failed: {stitch_error}")
     result.output = out
     options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
     write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
@@ -260,6 +288,16 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
                    audio_samples=report.audio_samples, audio_cached=report.audio_cached,
                    seconds=round(report.seconds, 3))
     return True
+
+
+def _writable_folder(folder: Path, what: str) -> None:
+    """Fail before rendering, not after, when a folder the build writes cannot be made."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuildArgumentError(f"{what}: cannot create {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK):
+        raise BuildArgumentError(f"{what}: {folder} is not writable")
 
 
 def _up_to_date(out: Path, stamp: Path, signature: str) -> bool:

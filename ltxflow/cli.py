@@ -235,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LtxflowError as exc:
         print(f"ltxflow: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full disk, a folder that cannot be written, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ltxflow: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("ltxflow: interrupted", file=sys.stderr)
         return 130

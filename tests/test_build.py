@@ -363,3 +363,37 @@ def test_an_edit_during_a_build_is_not_stamped_as_built(tmp_path):
     _, evs = build_json(project, "--backend", "test", env={"LTXFLOW_TEST_BACKEND": ""})
     done = [e for e in evs if e["event"] == "build_done"][0]
     assert not done.get("up_to_date") and any(c.startswith("verse") for c in names(evs, "chunk_started"))
+
+
+def test_bad_folders_and_missing_ffmpeg_fail_before_rendering(tmp_path):
+    project = make_project(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    r = ltx("build", str(project), "--cache-dir", str(tmp_path / "afile"), cwd=tmp_path)
+    assert r.returncode == 2 and "cannot create" in r.stderr and "Traceback" not in r.stderr
+    r = ltx("build", str(project), "-o", str(tmp_path / "afile" / "x.mp4"), cwd=tmp_path)
+    assert r.returncode == 2 and "output's folder" in r.stderr and "Traceback" not in r.stderr
+    r = ltx("build", str(project), "--log-format", "json", cwd=tmp_path,
+            env={"LTXFLOW_FFMPEG": str(tmp_path / "no-such-ffmpeg")})
+    assert r.returncode == 3 and "LTXFLOW_FFMPEG" in r.stderr and names(events(r.stdout), "chunk_started") == []
+
+
+def test_a_failed_stitch_still_reports_build_done(tmp_path):
+    from ltxflow.backends import BACKENDS
+    from ltxflow.backends.testing import TestBackend
+    from ltxflow.build import BuildOptions, StitchFailed, build
+    from ltxflow.progress import JsonReporter
+    import io
+
+    project = make_project(tmp_path)
+    out = tmp_path / "out" / "video.mp4"
+    out.mkdir(parents=True)  # a folder where the video should go: the final rename fails
+    stream = io.StringIO()
+    BACKENDS["plain"] = lambda: TestBackend()
+    try:
+        with pytest.raises(StitchFailed):
+            build(project, BuildOptions(backend="plain", cache_dir=tmp_path / "c"), JsonReporter(stream))
+    finally:
+        del BACKENDS["plain"]
+    done = [e for e in events(stream.getvalue()) if e["event"] == "build_done"]
+    assert len(done) == 1 and done[0]["output"] is None and "stitch" in done[0]["failures"]
+    assert done[0]["rendered"] >= 5
