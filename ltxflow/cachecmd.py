@@ -22,37 +22,54 @@ def project_files(paths: list[Path]) -> Iterator[Path]:
                     yield f
 
 
-def referenced_keys(paths: list[Path]) -> tuple[set[str], list[Path], list[str]]:
+def _looks_like_project(f: Path) -> bool:
+    import yaml
+
+    try:
+        data = yaml.safe_load(f.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and "scenes" in data and "version" in data
+
+
+def referenced_keys(paths: list[Path], allow_outside_paths: bool = False) -> tuple[set[str], list[Path], list[str]]:
     """Chunk keys of every project under `paths`, for every backend (a project built with
-    --backend fal keeps its paid entries). Returns (keys, projects read, files skipped with why)."""
+    --backend fal keeps its paid entries). Returns (keys, projects read, problems): a file that
+    looks like a project but cannot be read is a problem (its entries cannot be told apart)."""
     from ltxflow.plan.planner import build_plan
     from ltxflow.project.resolve import open_project
 
     keys: set[str] = set()
-    read, skipped = [], []
+    read, problems = [], []
     for f in project_files(paths):
         try:
-            rp = open_project(f)
+            rp = open_project(f, allow_outside_paths=allow_outside_paths)
         except ProjectError as exc:
-            skipped.append(f"{f}: {exc.diagnostics[0].message if exc.diagnostics else 'invalid'}")
+            if _looks_like_project(f):
+                problems.append(f"{f}: {exc.diagnostics[0] if exc.diagnostics else 'invalid'}")
             continue
         read.append(f)
-        for backend in ("preview", "fal", "local"):
+        for backend in ("preview", "fal", "local", "test"):
             keys |= {c.key for c in build_plan(dataclasses.replace(rp, backend=backend)).chunks}
-    return keys, read, skipped
+    return keys, read, problems
 
 
 def entry_size(entry: Entry) -> int:
     return sum(p.stat().st_size for p in entry.dir.iterdir() if p.is_file())
 
 
-def gc(cache: Cache, paths: list[Path], dry_run: bool = False) -> tuple[list[Entry], list[Path], int, list[str]]:
-    """Remove entries no project under `paths` references, and stale work folders.
-    Returns (entries removed, temp folders removed, bytes freed, project files skipped)."""
-    keys, read, skipped = referenced_keys(paths)
+def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_paths: bool = False,
+       force: bool = False) -> tuple[list[Entry], list[Path], int, list[str]]:
+    """Remove entries no project under `paths` references, and stale temporary files.
+    Returns (entries removed, temp files removed, bytes freed, problems). Refuses to remove
+    anything while a project under `paths` cannot be read, unless `force`."""
+    keys, read, problems = referenced_keys(paths, allow_outside_paths)
     if not read:
         raise LtxflowError("cache gc: no valid project under " + ", ".join(map(str, paths))
                            + "; refusing to remove every entry")
+    if problems and not force:
+        raise LtxflowError("cache gc: these projects cannot be read, so their entries cannot be told "
+                           "apart; fix them or pass --force:\n  " + "\n  ".join(problems))
     gone = [e for e in cache.entries() if e.key not in keys]
     stale = cache.stale_tmp()
     freed = sum(entry_size(e) for e in gone) + sum(_tree_size(p) for p in stale)
@@ -61,7 +78,7 @@ def gc(cache: Cache, paths: list[Path], dry_run: bool = False) -> tuple[list[Ent
             cache.remove(e.key)
         for p in stale:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-    return gone, stale, freed, skipped
+    return gone, stale, freed, problems
 
 
 def _tree_size(p: Path) -> int:

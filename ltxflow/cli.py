@@ -74,6 +74,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("paths", nargs="+", type=Path, help="project files or folders holding them")
     q.add_argument("--cache-dir", type=Path, help="the cache folder (default: beside the first project)")
     q.add_argument("-n", "--dry-run", action="store_true", help="only say what would be removed")
+    q.add_argument("--allow-outside-paths", action="store_true",
+                   help="read projects whose media lie outside their folders")
+    q.add_argument("--force", action="store_true",
+                   help="remove even while some project under the paths cannot be read")
 
     sub.add_parser("schema", help="print the project file's JSON Schema",
                    description="Print the JSON Schema of the project file format (for editors).")
@@ -203,11 +207,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
     first = next(project_files(args.paths), None)
     root = first.resolve().parent if first else Path.cwd()
     cache = Cache(default_cache_dir(root, args.cache_dir))
-    gone, stale, freed, skipped = gc(cache, args.paths, dry_run=args.dry_run)
-    for line in skipped:
-        print(f"skipped {line}", file=sys.stderr)
+    gone, stale, freed, problems = gc(cache, args.paths, dry_run=args.dry_run,
+                                      allow_outside_paths=args.allow_outside_paths, force=args.force)
+    for line in problems:
+        print(f"cannot read {line}", file=sys.stderr)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{cache.root}: {verb} {len(gone)} entries and {len(stale)} stale work folders ({freed / 1e6:.1f} MB)")
+    print(f"{cache.root}: {verb} {len(gone)} entries and {len(stale)} stale temporary files ({freed / 1e6:.1f} MB)")
     return EXIT_OK
 
 

@@ -52,9 +52,9 @@ class TextReporter:
     def event(self, name: str, **f: Any) -> None:
         if self.quiet and name not in self.LOUD:
             return
-        line = self._line(name, f)
-        if line:
-            with self.lock:
+        with self.lock:  # _line updates the counts: one event at a time
+            line = self._line(name, f)
+            if line:
                 self.stream.write(line + "\n")
                 self.stream.flush()
 
@@ -126,7 +126,7 @@ class RichReporter(TextReporter):
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=True)
         self.task = None
-        self.rendering = 0
+        self.rendering: set[str] = set()
 
     def event(self, name: str, **f: Any) -> None:
         with self.lock:
@@ -135,14 +135,16 @@ class RichReporter(TextReporter):
                 self.progress.start()
                 self.task = self.progress.add_task(f"{f['project']}", total=f["chunks"], status="")
             if name == "chunk_started":
-                self.rendering += 1
+                self.rendering.add(f["chunk"])
             if name in ("chunk_done", "chunk_failed"):
-                self.rendering -= 1
+                self.rendering.discard(f["chunk"])
             if self.task is not None and name in ("chunk_cached", "chunk_done", "chunk_failed", "chunk_skipped"):
                 self.progress.advance(self.task)
             if self.task is not None:
                 c = self.counts
-                self.progress.update(self.task, status=f"{c['cached']} cached, {self.rendering} rendering, "
+                queued = self.total - sum(c.values()) - len(self.rendering)
+                self.progress.update(self.task, status=f"{queued} queued, {c['cached']} cached, "
+                                                       f"{len(self.rendering)} rendering, "
                                                        f"{c['done']} done, {c['failed']} failed")
             if line and name not in ("chunk_started", "chunk_done"):
                 self.console.print(line, markup=False, highlight=False)

@@ -296,7 +296,7 @@ def test_cache_ls_and_gc(tmp_path):
     # Drop the outro scene: its entries are no longer referenced.
     project.write_text(project.read_text().split("  - id: outro")[0].replace("end: 4.5", ""))
     r = ltx("cache", "gc", str(tmp_path), "--cache-dir", str(cache), cwd=tmp_path, check=True)
-    assert "stale work folders" in r.stdout
+    assert "stale temporary files" in r.stdout
     left = ltx("cache", "ls", "--cache-dir", str(cache), cwd=tmp_path, check=True).stdout
     assert "outro" not in left and "intro" in left and not stale.exists()
 
@@ -397,3 +397,19 @@ def test_a_failed_stitch_still_reports_build_done(tmp_path):
     done = [e for e in events(stream.getvalue()) if e["event"] == "build_done"]
     assert len(done) == 1 and done[0]["output"] is None and "stitch" in done[0]["failures"]
     assert done[0]["rendered"] >= 5
+
+
+def test_gc_refuses_while_a_project_cannot_be_read(tmp_path):
+    project = make_project(tmp_path)
+    cache = tmp_path / "cache"
+    build_json(project)
+    broken = tmp_path / "other.yaml"
+    broken.write_text("version: 1\naudio: missing.wav\nscenes:\n  - {id: a, prompt: p}\n")
+    before = sorted((cache / "chunks").glob("*/*"))
+    r = ltx("cache", "gc", str(tmp_path), "--cache-dir", str(cache), cwd=tmp_path)
+    assert r.returncode == 1 and "cannot be read" in r.stderr and "other.yaml" in r.stderr
+    assert sorted((cache / "chunks").glob("*/*")) == before
+    (tmp_path / "notes.yaml").write_text("just: some yaml\n")  # not a project: no obstacle
+    broken.unlink()
+    assert ltx("cache", "gc", str(tmp_path), "--cache-dir", str(cache), cwd=tmp_path).returncode == 0
+    assert sorted((cache / "chunks").glob("*/*")) == before  # everything is still referenced

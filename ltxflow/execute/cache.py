@@ -196,16 +196,23 @@ class Cache:
         shutil.rmtree(self.entry_dir(key), ignore_errors=True)
 
     def stale_tmp(self, older_than_s: float = 3600) -> list[Path]:
-        """Work folders whose process is gone, or that are older than `older_than_s`."""
-        out = []
-        if not self.tmp.exists():
-            return out
+        """Temporary files and folders left by builds that died: work folders under tmp/ whose
+        process is gone, and dot-files (half-written temps) older than `older_than_s` elsewhere."""
         now = time.time()
-        for p in self.tmp.iterdir():
-            pid = _pid_of(p.name)
-            alive = pid is not None and _alive(pid)
-            if not alive or now - p.stat().st_mtime > older_than_s:
-                out.append(p)
+        out = []
+        if self.tmp.exists():
+            for p in self.tmp.iterdir():
+                pid = _pid_of(p.name)
+                if pid is None:
+                    if now - p.stat().st_mtime > older_than_s:
+                        out.append(p)
+                elif not _alive(pid):
+                    out.append(p)
+        for folder in [*(self.root / "chunks").glob("*/*"), *(self.root / d for d in ("audio", "audio/decoded",
+                                                                                      "outputs", "stamps", "index"))]:
+            if folder.is_dir():
+                out += [p for p in folder.iterdir()
+                        if p.name.startswith(".") and p.is_file() and now - p.stat().st_mtime > older_than_s]
         return out
 
 
