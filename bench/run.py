@@ -696,12 +696,10 @@ def bench_scheduler(rep: Report, quick: bool) -> None:
     proj = write_project(base / "project", "schedbench", song, scenes, resolution="128x64", backend="test",
                          max_frames=frames)
     env = {"LTXFLOW_TEST_BACKEND": f"sleep={sleep}"}
-    walls, render_phase, build_s, lat, ratios, counts = [], [], [], [], [], []
-    longest = 0
+    walls, render_phase, build_s, lat, counts = [], [], [], [], []
 
     def once() -> float:
-        nonlocal longest
-        cache = fresh(base / f"cache")
+        cache = fresh(base / "cache")
         r = run_cli(["build", str(proj), "--backend", "test", "--jobs", str(jobs), "--cache-dir", str(cache),
                      "--log-format", "json"], env=env)
         ev = events(r.stdout)

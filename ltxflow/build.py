@@ -24,7 +24,7 @@ from ltxflow.media.encode import Format, output_format
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
-from ltxflow.plan.planner import Chunk, Plan, build_plan
+from ltxflow.plan.planner import Plan, build_plan
 from ltxflow.progress import Reporter
 from ltxflow.project.resolve import open_project
 from ltxflow import timeline

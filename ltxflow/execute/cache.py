@@ -233,10 +233,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def png_digest(path: Path) -> str:
-    return file_digest(path)
-
-
 def project_id(project_file: Path) -> str:
     """Names a project's index file: its resolved path, hashed."""
     return hashlib.sha256(str(project_file.resolve()).encode()).hexdigest()[:16]
