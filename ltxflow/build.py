@@ -12,7 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ltxflow import __version__
+from ltxflow import __version__, timeline
 from ltxflow.backends import make_backend
 from ltxflow.backends.base import BackendError
 from ltxflow.errors import LtxflowError
@@ -27,7 +27,6 @@ from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Plan, build_plan
 from ltxflow.progress import Reporter
 from ltxflow.project.resolve import open_project
-from ltxflow import timeline
 from ltxflow.timeline import seconds_to_frame, timecode
 from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
 
@@ -173,7 +172,8 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     _writable_folder(out.parent, f"the output's folder ({out})")
     find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
     backend = make_backend(rp.backend)
-    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt))
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
+                              check_clips=False)  # ChunkWork checks each clip as it reuses it
     to_render = [n for n in sel.needed if statuses[n].status == "render"]
     reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
                    chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
@@ -196,6 +196,13 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         reporter.event("chunk_failed", chunk=node, error=message)
         return message
 
+    def finish(output: Path | None, rendered: int, cached: int, failed: int, skipped: int, cost_usd: float,
+               **extra: Any) -> float:
+        seconds = time.monotonic() - t0
+        reporter.event("build_done", output=str(output) if output else None, seconds=round(seconds, 3),
+                       rendered=rendered, cached=cached, failed=failed, skipped=skipped, cost_usd=cost_usd, **extra)
+        return seconds
+
     parents = {c.id: c.chains_from for c in plan.chunks}
     # The master audio is encoded while the chunks render (the AAC encode of a 2-minute stereo
     # song takes seconds), so the stitch after the last chunk only remuxes.
@@ -207,23 +214,12 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
                            on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
     except Cancelled as exc:
         audio_pool.shutdown(wait=True, cancel_futures=True)
-        done = [o.value for o in exc.outcomes.values() if o.state == "ok"]
-        finished = len(done)
-        reporter.event("build_done", interrupted=True, output=None, seconds=round(time.monotonic() - t0, 3),
-                       rendered=sum(1 for r in done if r.state == "rendered"),
-                       cached=sum(1 for r in done if r.state == "cached"),
-                       failed=sum(1 for o in exc.outcomes.values() if o.state == "failed"), skipped=0,
-                       cost_usd=round(sum(r.cost_usd for r in done if r.state == "rendered"), 6))
-        raise Interrupted(f"interrupted: {finished} chunks finished and are cached; run the build again to "
-                          "go on") from None
+        counts, spent = _tally(exc.outcomes)
+        finish(None, **counts, cost_usd=spent, interrupted=True)
+        raise Interrupted(f"interrupted: {counts['rendered'] + counts['cached']} chunks finished and are cached; "
+                          "run the build again to go on") from None
     results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
-    counts = {
-        "rendered": sum(1 for r in results.values() if r.state == "rendered"),
-        "cached": sum(1 for r in results.values() if r.state == "cached"),
-        "failed": sum(1 for o in outcomes.values() if o.state == "failed"),
-        "skipped": sum(1 for o in outcomes.values() if o.state == "skipped"),
-    }
-    spent = round(sum(r.cost_usd for r in results.values() if r.state == "rendered"), 6)
+    counts, spent = _tally(outcomes)
     save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
     result = BuildResult(None, outcomes, 0.0, spent, counts=counts)
     stitch_error = None
@@ -235,9 +231,8 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     finally:
         audio_pool.shutdown(wait=True)
     if counts["failed"] or counts["skipped"]:
-        result.seconds = time.monotonic() - t0
-        reporter.event("build_done", output=None, seconds=round(result.seconds, 3), cost_usd=spent, **counts,
-                       failures={n: o.error for n, o in outcomes.items() if o.state != "ok"})
+        result.seconds = finish(None, **counts, cost_usd=spent,
+                                failures={n: o.error for n, o in outcomes.items() if o.state != "ok"})
         return result
     if stitch_error is None:
         try:
@@ -245,16 +240,24 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         except (LtxflowError, OSError) as exc:
             stitch_error = str(exc)
     if stitch_error is not None:  # every chunk is cached; the next build only stitches
-        reporter.event("build_done", output=None, seconds=round(time.monotonic() - t0, 3), cost_usd=spent,
-                       **counts, failures={"stitch": stitch_error})
+        finish(None, **counts, cost_usd=spent, failures={"stitch": stitch_error})
         raise StitchFailed(f"the stitch failed: {stitch_error}")
     result.output = out
     options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
     write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
                 [r.clip for r in results.values()], sel.needed)
-    result.seconds = time.monotonic() - t0
-    reporter.event("build_done", output=str(out), seconds=round(result.seconds, 3), cost_usd=spent, **counts)
+    result.seconds = finish(out, **counts, cost_usd=spent)
     return result
+
+
+def _tally(outcomes: dict[str, Outcome]) -> tuple[dict[str, int], float]:
+    """Chunks rendered, cached, failed and skipped, and the money the rendered ones cost."""
+    done = [o.value for o in outcomes.values() if o.state == "ok"]
+    counts = {"rendered": sum(1 for r in done if r.state == "rendered"),
+              "cached": sum(1 for r in done if r.state == "cached"),
+              "failed": sum(1 for o in outcomes.values() if o.state == "failed"),
+              "skipped": sum(1 for o in outcomes.values() if o.state == "skipped")}
+    return counts, round(sum(r.cost_usd for r in done if r.state == "rendered"), 6)
 
 
 def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: ChunkWork, cache: Cache,
@@ -272,7 +275,7 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
     signature = content_key({"clips": ident, "segments": sel.segments, "audio": rp.audio.digest,
                              "format": [fmt.container, fmt.quality], "fps": rp.fps, "ltxflow": __version__})
     stamp = cache.root / "outputs" / f"{content_key(str(out.resolve()))[:24]}.json"
-    if _up_to_date(out, stamp, signature):
+    if _output_current(out, stamp, signature):
         reporter.event("stitch_done", output=str(out), skipped=True, frames=sum(b - a for a, b in sel.segments),
                        seconds=0.0)
         return False
@@ -300,7 +303,8 @@ def _writable_folder(folder: Path, what: str) -> None:
         raise BuildArgumentError(f"{what}: {folder} is not writable")
 
 
-def _up_to_date(out: Path, stamp: Path, signature: str) -> bool:
+def _output_current(out: Path, stamp: Path, signature: str) -> bool:
+    """The output is the file the last stitch with this signature wrote."""
     import json
 
     try:

@@ -131,16 +131,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def _up_to_date(args: argparse.Namespace) -> bool:
     """The no-op check, before anything heavy is imported (see ltxflow/uptodate.py)."""
-    import os
-
     from ltxflow import uptodate
+    from ltxflow.execute.cache import default_cache_dir
     from ltxflow.progress import make_reporter
-
     from ltxflow.timeline import parse_range
 
     project = Path(args.project)
-    root = args.cache_dir or (Path(os.environ["LTXFLOW_CACHE_DIR"]) if os.environ.get("LTXFLOW_CACHE_DIR")
-                              else project.parent / ".ltxflow")
+    root = default_cache_dir(project.parent, args.cache_dir)
     try:
         time_range = parse_range(args.time_range) if args.time_range else None
     except ValueError:

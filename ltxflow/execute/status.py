@@ -70,14 +70,19 @@ def _describe(chunk: Chunk, paths: list[str]) -> list[str]:
     return out
 
 
-def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant) -> dict[str, ChunkStatus]:
+def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
+                   check_clips: bool = True) -> dict[str, ChunkStatus]:
     """cached or render for every chunk of the plan, in plan order, with the reasons to render.
 
-    `previous` is the last build's index; `variant(chunk)` names the clip variant a build uses."""
+    `previous` is the last build's index; `variant(chunk)` names the clip variant a build uses.
+    `check_clips` also hashes each cached clip, to note the ones to be normalized again (for
+    `plan --explain`; a build checks them as it reuses them)."""
     rp = plan.project
     out: dict[str, ChunkStatus] = {}
+    entries: dict[str, Any] = {}
     for c in plan.chunks:
         entry, problem = cache.lookup(c.key)
+        entries[c.id] = entry
         if entry is None:
             if problem:
                 reasons = [f"its cache entry is corrupt ({problem})"]
@@ -93,13 +98,13 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant) 
             if out[c.chains_from].status == "render":
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) must render",))
                 continue
-            source, _ = cache.lookup(plan.chunk(c.chains_from).key)
+            source = entries[c.chains_from]
             want = source.frame_digest(c.start_image.frame) if source else None
             if want is None or entry.record.get("chain_digest") != want:
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) changed",))
                 continue
         notes: tuple[str, ...] = ()
-        if cache.clip_problem(entry, variant(c), c.kept_frames, rp.width, rp.height) is not None:
+        if check_clips and cache.clip_problem(entry, variant(c), c.kept_frames, rp.width, rp.height) is not None:
             notes = ("its clip is normalized again from the cached raw clip",)
         out[c.id] = ChunkStatus("cached", notes)
     return out

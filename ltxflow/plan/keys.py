@@ -16,8 +16,6 @@ def _default(value: Any) -> Any:
         return {"fraction": [value.numerator, value.denominator]}
     if isinstance(value, (set, frozenset)):
         return sorted(value)
-    if isinstance(value, tuple):
-        return list(value)
     raise TypeError(f"not canonical JSON: {type(value).__name__}")
 
 

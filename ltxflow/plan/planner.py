@@ -16,7 +16,7 @@ from ltxflow.project.resolve import ResolvedLora, ResolvedProject, ResolvedScene
 from ltxflow.timeline import frame_to_sample
 
 STITCH = "stitch"  # the DAG's final node; chunk ids always contain a dot, so it cannot collide
-FREE_BACKENDS = ("preview", "local")
+FREE_BACKENDS = ("preview", "local", "test")
 # Backends that draw a chunk's place in the video into its frames (scene and chunk ids, timecodes):
 # for them that place shapes the output, so it is part of the key. A model's output does not
 # depend on it: two identical requests share one render.

@@ -137,7 +137,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         if rs is not None:
             scenes.append(rs)
     _check_ids(errs, p.scenes)
-    _check_start_images(errs, scenes)
+    _check_start_images(errs, cat, scenes)
     errs.raise_if_any()
     assert audio is not None and total is not None
     if audio_store is not None:
@@ -279,7 +279,7 @@ def _inherited(origins: dict[str, FieldPath], key: str, scene_id: str) -> str:
     return "" if origins[key][0] == "scenes" else f" (scene '{scene_id}')"
 
 
-def _choose_endpoint(errs: _Collector, cat: Catalog, i: int, scene: Scene, values: dict[str, Any],
+def _choose_endpoint(errs: _Collector, cat: Catalog, values: dict[str, Any],
                      origins: dict[str, FieldPath]) -> Endpoint | None:
     wants_loras = bool(values.get("loras"))
     driven = values.get("audio_driven")
@@ -315,7 +315,7 @@ def _alternatives(cat: Catalog, term: str, mode: Mode) -> str:
 def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int, scene: Scene,
                    span: tuple[int, int], media: dict[FieldPath, Media]) -> ResolvedScene | None:
     values, origins = _merged(loaded, i, scene)
-    ep = _choose_endpoint(errs, cat, i, scene, values, origins)
+    ep = _choose_endpoint(errs, cat, values, origins)
     if ep is None:
         return None
     before = len(errs.items)
@@ -386,11 +386,11 @@ def _check_params(errs: _Collector, ep: Endpoint, params: dict[str, Any], origin
                 errs.add(path, f"{problem} for {ep.id}{where}")
 
 
-def _check_start_images(errs: _Collector, scenes: list[ResolvedScene]) -> None:
+def _check_start_images(errs: _Collector, cat: Catalog, scenes: list[ResolvedScene]) -> None:
     """An image-to-video scene needs a keyframe or a previous scene to chain from."""
     for s in scenes:
         if s.endpoint.start_image_required and s.image is None and s.index == 0 and "image" not in s.origins:
             errs.add(("scenes", s.index), f"scene '{s.id}' is image-to-video ({s.endpoint.id}) but has no start "
                                           "image and nothing to chain from: give it an image, or make it "
                                           "audio_driven (endpoints: "
-                                          f"{', '.join(e for e in catalog().supporting('audio'))})")
+                                          f"{', '.join(cat.supporting('audio'))})")
