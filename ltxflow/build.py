@@ -14,7 +14,7 @@ from typing import Any
 
 from ltxflow import __version__, timeline
 from ltxflow.backends import make_backend
-from ltxflow.backends.base import BackendError
+from ltxflow.backends.base import BackendContext, BackendError
 from ltxflow.errors import LtxflowError
 from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
 from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, variant_name
@@ -54,6 +54,7 @@ class BuildOptions:
     allow_outside_paths: bool = False
     retries: int = 3
     backoff_s: float = 1.0
+    max_cost: float | None = None  # USD; None: the project's max_cost, if any
 
 
 @dataclass
@@ -171,14 +172,25 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     fmt = output_format(container, rp.loaded.project.quality)
     _writable_folder(out.parent, f"the output's folder ({out})")
     find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
-    backend = make_backend(rp.backend)
+    stop = threading.Event()
+    backend = make_backend(rp.backend, BackendContext(cache.root, Path(project), reporter.event, stop))
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
                               check_clips=False)  # ChunkWork checks each clip as it reuses it
     to_render = [n for n in sel.needed if statuses[n].status == "render"]
+    in_flight = backend.in_flight()
+    resume = [n for n in to_render if plan.chunk(n).key in in_flight]
+    cost_now = round(sum(plan.chunk(n).cost_usd for n in to_render if n not in resume), 6)
+    max_cost = opts.max_cost if opts.max_cost is not None else rp.loaded.project.max_cost
+    if max_cost is not None and cost_now > max_cost:
+        raise BuildArgumentError(
+            f"the {len(to_render) - len(resume)} chunks to render now would cost about ${cost_now:.2f}, above the "
+            f"limit of ${max_cost:.2f} ({'--max-cost' if opts.max_cost is not None else 'max_cost in ' + str(rp.file)}); "
+            "nothing was submitted. Raise the limit, or build part of the video with --only or --range")
+    if to_render:
+        backend.preflight()  # a missing or rejected key fails here, before anything is submitted
     reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
                    chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
-                   output=str(out))
-    stop = threading.Event()
+                   output=str(out), cost_now_usd=cost_now, resuming=len(resume))
     work = ChunkWork(plan, cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s, stop=stop,
                      emit=reporter.event)
 
@@ -216,8 +228,11 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         audio_pool.shutdown(wait=True, cancel_futures=True)
         counts, spent = _tally(exc.outcomes)
         finish(None, **counts, cost_usd=spent, interrupted=True)
+        waiting = len(backend.in_flight() & {plan.chunk(n).key for n in sel.needed})
+        hosted = (f"; {waiting} request{'s' if waiting != 1 else ''} still run on {rp.backend} (paid for): the next "
+                  f"build collects them, `ltxflow cancel {project}` cancels them") if waiting else ""
         raise Interrupted(f"interrupted: {counts['rendered'] + counts['cached']} chunks finished and are cached; "
-                          "run the build again to go on") from None
+                          f"run the build again to go on{hosted}") from None
     results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
     counts, spent = _tally(outcomes)
     save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])

@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
                                                   "or LTXFLOW_CACHE_DIR)")
     p.add_argument("--retries", type=int, default=3, help="retries of a transient backend error (default 3)")
+    p.add_argument("--max-cost", type=_usd, metavar="USD",
+                   help="refuse to start when the chunks to render now would cost more (overrides max_cost)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="text (a live display on a terminal) or json (one object per line, for CI)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings, failures and errors")
@@ -79,9 +81,37 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--force", action="store_true",
                    help="remove even while some project under the paths cannot be read")
 
+    p = sub.add_parser("cancel", help="cancel a project's requests still running on fal", description=(
+        "Cancel the hosted requests that builds of this project submitted and have not collected "
+        "(the build journal in the cache). Requests fal already finished are kept for the next build."))
+    p.add_argument("project", type=Path, help="the project file")
+    p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
+                                                  "or LTXFLOW_CACHE_DIR)")
+
+    p = sub.add_parser("fake-fal", help="run a local stand-in for fal's API (tests, dry runs)", description=(
+        "Serve fal's queue and storage protocol on 127.0.0.1, validating each request against the "
+        "endpoint catalog and answering with real small MP4s. Point ltxflow at it with "
+        "LTXFLOW_FAL_QUEUE_URL and LTXFLOW_FAL_REST_URL (printed at start)."))
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--key", action="append", help="accept only this key (repeatable; default: any key)")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                   help="inject a fault: KIND[:ARG][xCOUNT][@PROMPT-TEXT], e.g. 429x3, slow:20, drop, error, "
+                        "gone, frames:-8, fps:25, lost, 422:num_frames (see ltxflow/fakefal/faults.py)")
+
     sub.add_parser("schema", help="print the project file's JSON Schema",
                    description="Print the JSON Schema of the project file format (for editors).")
     return parser
+
+
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount of USD, e.g. 12.50") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive amount")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -112,6 +142,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
     from ltxflow.execute.chunkwork import variant_name
+    from ltxflow.execute.journal import keys_in_flight
     from ltxflow.execute.status import chunk_statuses, load_index
     from ltxflow.media.encode import output_format
     from ltxflow.plan.view import plan_json, plan_table
@@ -121,7 +152,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
     fmt = output_format(container, rp.loaded.project.quality)
-    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt))
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
+                              in_flight=frozenset(keys_in_flight(cache.root)) if rp.backend == "fal" else frozenset())
     if args.json:
         print(json.dumps(plan_json(plan, statuses), indent=2))
     else:
@@ -170,7 +202,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     opts = BuildOptions(backend=args.backend, jobs=args.jobs, only=tuple(args.only),
                         time_range=parse_range(args.time_range) if args.time_range else None,
                         cache_dir=args.cache_dir, output=args.output, allow_outside_paths=args.allow_outside_paths,
-                        retries=args.retries)
+                        retries=args.retries, max_cost=args.max_cost)
     reporter = make_reporter(args.log_format, args.quiet)
     try:
         result = build(args.project, opts, reporter)
@@ -213,6 +245,45 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from ltxflow.backends.fal import cancel_in_flight
+    from ltxflow.execute.cache import default_cache_dir
+
+    root = default_cache_dir(args.project.resolve().parent, args.cache_dir)
+    results = cancel_in_flight(args.project, root)
+    if not results:
+        print(f"{args.project}: no requests in flight")
+    for chunk, request_id, outcome in results:
+        print(f"{chunk}: {request_id}: {outcome}")
+    return EXIT_OK
+
+
+def cmd_fake_fal(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from ltxflow.fakefal import FakeFal
+
+    try:
+        fake = FakeFal(args.host, args.port, keys=set(args.key) if args.key else None, faults=args.fault)
+    except ValueError as exc:
+        print(f"ltxflow fake-fal: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"fake fal listening on {fake.url}; point ltxflow at it with:", flush=True)
+    for k, v in fake.env().items():
+        print(f"  export {k}={v}", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+    fake.serve()
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.close()
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from ltxflow.schema import schema_text
 
@@ -221,7 +292,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "build": cmd_build, "cache": cmd_cache,
-            "schema": cmd_schema}
+            "cancel": cmd_cancel, "fake-fal": cmd_fake_fal, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

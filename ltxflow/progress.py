@@ -9,7 +9,8 @@ import time
 from typing import Any, Protocol, TextIO
 
 # Events (see the README): build_started, chunk_cached, chunk_started, chunk_retry, chunk_done,
-# chunk_failed, chunk_skipped, warning, stitch_done, build_done.
+# chunk_failed, chunk_skipped, warning, stitch_done, build_done; from hosted backends also
+# upload_done, chunk_submitted, chunk_resumed, chunk_queue, chunk_log, fal_retry.
 
 
 class Reporter(Protocol):
@@ -82,6 +83,17 @@ class TextReporter:
             return f"{el} skipped {f['chunk']}: {f['reason']}"
         if name == "warning":
             return f"{el} warning: {f['message']}"
+        if name == "chunk_submitted":
+            return f"{el} submitted {f['chunk']} to {f['endpoint']} (request {f['request_id']})"
+        if name == "chunk_resumed":
+            return f"{el} {f['chunk']}: following request {f['request_id']}, submitted by an earlier build"
+        if name == "chunk_queue" and f["status"] != "COMPLETED":
+            where = f"in queue, position {f['queue_position']}" if f["status"] == "IN_QUEUE" else "running"
+            return f"{el} {f['chunk']}: {where}"
+        if name == "chunk_log":
+            return f"{el} {f['chunk']}: {f['message']}"
+        if name == "fal_retry":
+            return f"{el} {f['what']}: retrying in {f['delay_s']}s (try {f['attempt'] + 1}): {f['error']}"
         if name == "stitch_done":
             if f.get("skipped"):
                 return f"{el} {f['output']} is up to date"

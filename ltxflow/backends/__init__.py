@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ltxflow.backends.base import Backend
+from ltxflow.backends.base import Backend, BackendContext
 from ltxflow.errors import LtxflowError
 
 
@@ -12,34 +12,40 @@ class BackendUnavailable(LtxflowError):
     exit_code = 2
 
 
-def _preview() -> Backend:
+def _preview(ctx: BackendContext) -> Backend:
     from ltxflow.backends.preview import PreviewBackend
 
     return PreviewBackend()
 
 
-def _test() -> Backend:
+def _test(ctx: BackendContext) -> Backend:
     from ltxflow.backends.testing import TestBackend
 
     return TestBackend.from_env()
 
 
-def _not_yet(name: str) -> Callable[[], Backend]:
-    def make() -> Backend:
+def _fal(ctx: BackendContext) -> Backend:
+    from ltxflow.backends.fal import FalBackend
+
+    return FalBackend.from_env(ctx.cache_root, ctx.project, emit=ctx.emit, stop=ctx.stop)
+
+
+def _not_yet(name: str) -> Callable[[BackendContext], Backend]:
+    def make(ctx: BackendContext) -> Backend:
         raise BackendUnavailable(f"the {name} backend is not available in this version of ltxflow; "
                                  "build with --backend preview")
     return make
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {
+BACKENDS: dict[str, Callable[[BackendContext], Backend]] = {
     "preview": _preview,
-    "fal": _not_yet("fal"),
+    "fal": _fal,
     "local": _not_yet("local"),
     "test": _test,
 }
 
 
-def make_backend(name: str) -> Backend:
+def make_backend(name: str, ctx: BackendContext) -> Backend:
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return BACKENDS[name]()
+    return BACKENDS[name](ctx)

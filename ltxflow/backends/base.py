@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 
 class BackendError(Exception):
@@ -32,6 +33,7 @@ class ChunkRequest:
     other fields restate what a backend that does not speak the endpoint's dialect needs."""
 
     chunk_id: str
+    key: str  # the chunk's content key (a hosted backend journals its request under it)
     scene_id: str
     endpoint: str
     mode: str  # "audio-to-video" | "image-to-video"
@@ -72,6 +74,27 @@ class Backend(Protocol):
     name: str
     max_concurrency: int
 
+    def preflight(self) -> None:
+        """Called once before a build renders anything: fail fast (a missing key, no weights)."""
+
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult: ...
 
     def is_transient(self, error: BaseException) -> bool: ...
+
+    def committed(self, key: str) -> None:
+        """The chunk rendered under `key` is in the cache: forget what tracked its render."""
+
+    def in_flight(self) -> set[str]:
+        """Keys of chunks already submitted (paid for) by an earlier build, to be collected."""
+        return set()
+
+
+@dataclass(frozen=True)
+class BackendContext:
+    """What a backend may use of the build: its cache folder, the project file, the reporter's
+    emit, and the event set when the build stops (Ctrl-C)."""
+
+    cache_root: Path
+    project: Path | None = None
+    emit: Callable[..., None] = lambda *a, **k: None
+    stop: threading.Event = field(default_factory=threading.Event)

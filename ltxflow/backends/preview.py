@@ -13,7 +13,7 @@ import textwrap
 import wave
 from pathlib import Path
 
-from ltxflow.backends.base import BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
 from ltxflow.media.encode import FfmpegFailed, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.timeline import timecode
@@ -32,7 +32,7 @@ CAMERA = {
 RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p")
 
 
-class PreviewBackend:
+class PreviewBackend(Backend):  # explicit: inherits the no-op preflight and committed
     name = "preview"
 
     def __init__(self, max_concurrency: int | None = None):

@@ -14,14 +14,14 @@ import threading
 import time
 from pathlib import Path
 
-from ltxflow.backends.base import BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
 from ltxflow.media.encode import FfmpegFailed, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 
 RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p")
 
 
-class TestBackend:
+class TestBackend(Backend):  # explicit: inherits the no-op preflight and committed
     __test__ = False  # not a pytest test class
     name = "test"
 

@@ -157,6 +157,7 @@ class ChunkWork:
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
+        self.backend.committed(chunk.key)
         if not ours:  # another build committed this key first: use its entry (what it cached wins)
             return replace(self._reuse(chunk, entry, state="rendered"), cost_usd=result.cost_usd,
                            render_s=render_s, normalize_s=normalize_s)
@@ -197,7 +198,7 @@ class ChunkWork:
             end, end_url = chunk.end_image.ref.path, chunk.end_image.ref.url
         audio = self._audio_span(chunk) if chunk.audio else None
         return ChunkRequest(
-            chunk_id=chunk.id, scene_id=chunk.scene, endpoint=chunk.endpoint.id, mode=chunk.endpoint.mode,
+            chunk_id=chunk.id, key=chunk.key, scene_id=chunk.scene, endpoint=chunk.endpoint.id, mode=chunk.endpoint.mode,
             prompt=chunk.args[chunk.endpoint.vocab["prompt"]], values=dict(self.values[chunk.scene]),
             args=dict(chunk.args),
             seed=chunk.seed, frames=chunk.generated_frames, width=self.rp.width, height=self.rp.height,

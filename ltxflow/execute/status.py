@@ -19,7 +19,7 @@ _INPUT_NAMES = {
 
 @dataclass(frozen=True)
 class ChunkStatus:
-    status: Literal["cached", "render"]
+    status: Literal["cached", "render", "submitted"]  # submitted: paid for by an earlier build, to collect
     reasons: tuple[str, ...] = ()
 
 
@@ -71,18 +71,23 @@ def _describe(chunk: Chunk, paths: list[str]) -> list[str]:
 
 
 def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
-                   check_clips: bool = True) -> dict[str, ChunkStatus]:
+                   check_clips: bool = True, in_flight: frozenset[str] = frozenset()) -> dict[str, ChunkStatus]:
     """cached or render for every chunk of the plan, in plan order, with the reasons to render.
 
     `previous` is the last build's index; `variant(chunk)` names the clip variant a build uses.
     `check_clips` also hashes each cached clip, to note the ones to be normalized again (for
-    `plan --explain`; a build checks them as it reuses them)."""
+    `plan --explain`; a build checks them as it reuses them). Chunks not cached whose keys are
+    `in_flight` (journalled hosted requests) are `submitted`."""
     rp = plan.project
     out: dict[str, ChunkStatus] = {}
     entries: dict[str, Any] = {}
     for c in plan.chunks:
         entry, problem = cache.lookup(c.key)
         entries[c.id] = entry
+        if entry is None and c.key in in_flight:
+            out[c.id] = ChunkStatus("submitted", ("submitted by an earlier build (paid for); "
+                                                  "the next build collects the result",))
+            continue
         if entry is None:
             if problem:
                 reasons = [f"its cache entry is corrupt ({problem})"]
@@ -95,7 +100,7 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
             out[c.id] = ChunkStatus("render", tuple(reasons))
             continue
         if c.chains_from:
-            if out[c.chains_from].status == "render":
+            if out[c.chains_from].status != "cached":
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) must render",))
                 continue
             source = entries[c.chains_from]

@@ -89,7 +89,8 @@ def plan_json(plan: Plan, statuses: dict[str, Any] | None = None) -> dict[str, A
             "cost_usd": plan.cost_usd,
             "hosted_cost_usd": plan.hosted_cost_usd,
             "longest_chain": plan.longest_chain,
-            **({"to_render": len(now), "cost_now_usd": round(sum(c.cost_usd for c in now), 6)}
+            **({"to_render": len(now), "cost_now_usd": round(sum(c.cost_usd for c in now), 6),
+                "submitted": sum(1 for st in statuses.values() if st.status == "submitted")}
                if statuses else {}),
         },
     }
@@ -138,8 +139,10 @@ def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool
     out.append("")
     now = [c for c in plan.chunks if c.id in statuses and statuses[c.id].status == "render"]
     if statuses:
+        submitted = sum(1 for st in statuses.values() if st.status == "submitted")
         out.append(f"to render now: {len(now)} of {len(plan.chunks)} chunks, "
-                   f"{_money(sum(c.cost_usd for c in now))}")
+                   f"{_money(sum(c.cost_usd for c in now))}"
+                   + (f" (and {submitted} submitted earlier, paid for, to collect)" if submitted else ""))
     hosted = "" if rp.backend == "fal" else f" (on fal: {_money(plan.hosted_cost_usd)})"
     out.append(f"{len(plan.chunks)} chunks, {plan.total_frames} frames ({timecode(plan.total_frames, fps)}), "
                f"{sum(c.generated_frames for c in plan.chunks)} generated, longest chain {plan.longest_chain}; "

@@ -174,6 +174,8 @@ class Project(_Frozen):
     quality: Literal["low", "medium", "high", "maximum"] = Field(
         "high", description="encoder quality preset of the output video")
     chunking: Chunking = Field(default_factory=Chunking)
+    max_cost: float | None = Field(None, gt=0, description="refuse a build whose chunks to render now would cost "
+                                                          "more than this many USD (hosted backends; --max-cost overrides)")
     defaults: SceneParams = Field(default_factory=SceneParams)
     scenes: list[Scene] = Field(min_length=1)
 

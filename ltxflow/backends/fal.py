@@ -1,0 +1,274 @@
+"""`backend: fal`: each chunk is a request to fal's hosted LTX-2.3 queue, followed to its clip.
+
+render(): media to URLs (uploaded once per digest) -> the body in the endpoint's own fields ->
+submit, journalled at once -> status polled with backoff (queue position and logs reported) ->
+the result fetched and the video downloaded into the journal (paid for: kept until the chunk is
+committed) -> a copy in the work folder for normalize. A journalled request is followed again
+instead of submitted again, so a crash, a kill or Ctrl-C never pays twice.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ltxflow.backends.base import BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.falapi import (KEY_HELP, FalApi, FalAuthError, FalError, FalHosts, FalKey, Handle,
+                                     RetryPolicy, SubmitLost, _say)
+from ltxflow.backends.falstore import UploadStore
+from ltxflow.endpoints import Endpoint, catalog
+from ltxflow.execute.journal import Journal, keys_in_flight
+from ltxflow.media.frames import video_info
+from ltxflow.media.probe import MediaError
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    first_s: float = 1.0
+    max_s: float = 10.0
+    factor: float = 1.5
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "PollPolicy":
+        """LTXFLOW_FAL_POLL="first_s,max_s" (seconds between status polls)."""
+        env = os.environ if env is None else env
+        parts = [float(p) for p in env.get("LTXFLOW_FAL_POLL", "").split(",") if p.strip()]
+        return cls(*parts[:2]) if parts else cls()
+
+
+class FalBackend:
+    name = "fal"
+    max_concurrency = 64  # fal queues whatever it is sent; --jobs is the limit
+
+    def __init__(self, api: FalApi, journal: Journal, uploads: UploadStore, *, poll: PollPolicy | None = None,
+                 emit: Callable[..., None] = lambda *a, **k: None, stop: threading.Event | None = None):
+        self.api, self.journal, self.uploads = api, journal, uploads
+        self.poll = poll or PollPolicy()
+        self.emit = emit
+        self.stop = stop or api.stop
+
+    @classmethod
+    def from_env(cls, cache_root: Path, project: Path | None, *, emit: Callable[..., None],
+                 stop: threading.Event, env: Mapping[str, str] | None = None) -> "FalBackend":
+        hosts = FalHosts.from_env(env)
+
+        def retried(what: str, attempt: int, delay: float, why: str) -> None:
+            emit("fal_retry", what=what, attempt=attempt, delay_s=round(delay, 2), error=why)
+
+        api = FalApi(FalKey.from_env(env), hosts, policy=RetryPolicy.from_env(env), stop=stop, on_retry=retried)
+        journal = Journal(cache_root, project)
+        return cls(api, journal, UploadStore(cache_root, hosts.rest, api.upload, emit), poll=PollPolicy.from_env(env),
+                   emit=emit, stop=stop)
+
+    # -- the seam -------------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Before anything is submitted: a key is set and fal accepts it."""
+        if self.api.key is None:
+            raise FalAuthError(f"backend fal needs an API key: {KEY_HELP}")
+        self.api.check_key()
+
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, FalError) and error.transient
+
+    def committed(self, key: str) -> None:
+        self.journal.remove(key)
+
+    def in_flight(self) -> set[str]:
+        """Keys whose requests are already submitted (paid for) and will be followed, not resubmitted."""
+        return keys_in_flight(self.journal.dir.parent, self.api.hosts.queue)
+
+    def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
+        ep = catalog().get(request.endpoint)
+        if ep is None:
+            raise BackendError(f"{request.chunk_id}: endpoint {request.endpoint} is not in the catalog")
+        t0 = time.monotonic()
+        handle, resumed, duplicate = self._handle(request, ep)
+        downloaded = self._downloaded(request.key)
+        if downloaded is None:
+            output = self._follow(request, handle)
+            downloaded = self._download(request, handle, output)
+        clip = workdir / f"fal{downloaded.suffix}"
+        shutil.copyfile(downloaded, clip)
+        details = {"request_id": handle.request_id, "endpoint": handle.endpoint, "resumed": resumed,
+                   "seconds": round(time.monotonic() - t0, 3)}
+        if duplicate:
+            details["possible_duplicate_charge"] = True
+        entry = self.journal.get(request.key)
+        if entry is not None and "fal_seed" in entry.data:
+            details["fal_seed"] = entry.data["fal_seed"]
+        self._check_clip(request, clip)
+        return RenderResult(clip, request.seed, ep.cost(request.width, request.height, request.frames), details)
+
+    # -- submit or resume -----------------------------------------------------------------------
+
+    def _handle(self, request: ChunkRequest, ep: Endpoint) -> tuple[Handle, bool, bool]:
+        """(handle, resumed, possible duplicate): the journalled request, or a new one."""
+        entry = self.journal.get(request.key)
+        if entry is not None and entry.data.get("host") == self.api.hosts.queue \
+                and entry.data.get("endpoint") == request.endpoint:
+            handle = Handle.from_json(entry.data)
+            self.emit("chunk_resumed", chunk=request.chunk_id, request_id=handle.request_id,
+                      endpoint=handle.endpoint)
+            return handle, True, False
+        body = self.body(request, ep)
+        duplicate = False
+        try:
+            try:
+                handle = self.api.submit(request.endpoint, body)
+            except SubmitLost as exc:
+                duplicate = True
+                self.emit("warning", chunk=request.chunk_id, message=(
+                    f"{request.chunk_id}: possible duplicate charge: {exc}; submitting once more "
+                    "(check fal's dashboard for an extra request)"))
+                handle = self.api.submit(request.endpoint, body)
+        except SubmitLost as exc:
+            raise BackendError(f"{request.chunk_id}: {exc}, twice; not submitting again: check fal's dashboard "
+                               "for requests you were charged for, then build again") from None
+        except FalError as exc:
+            raise self._rejected(request, exc, "submit") from None
+        self.journal.submitted(request.key, request.chunk_id, self.api.hosts.queue, handle.to_json(),
+                               scene=request.scene_id, possible_duplicate=duplicate)
+        self.emit("chunk_submitted", chunk=request.chunk_id, request_id=handle.request_id, endpoint=handle.endpoint)
+        return handle, False, duplicate
+
+    def body(self, request: ChunkRequest, ep: Endpoint) -> dict[str, Any]:
+        """The request body: the planned arguments plus media as URLs, in the endpoint's fields."""
+        body = dict(request.args)
+        vocab = ep.vocab
+        if request.audio is not None and "audio" in vocab:
+            body[vocab["audio"]] = self.uploads.url_for(request.audio, request.chunk_id)
+        for term, path, url in (("image", request.start_image, request.start_image_url),
+                                ("end_image", request.end_image, request.end_image_url)):
+            if (path is not None or url is not None) and term in vocab:
+                body[vocab[term]] = url or self.uploads.url_for(path, request.chunk_id)  # type: ignore[arg-type]
+        if request.loras and "loras" in vocab:
+            item = ep.fields[vocab["loras"]].item or ("path", "scale")
+            loras = []
+            for lo in request.loras:
+                entry: dict[str, Any] = {"path": lo.url or self.uploads.url_for(lo.path, request.chunk_id),  # type: ignore[arg-type]
+                                         "scale": lo.scale}
+                if "transformer" in item:
+                    entry["transformer"] = lo.transformer
+                loras.append(entry)
+            body[vocab["loras"]] = loras
+        return body
+
+    # -- follow ---------------------------------------------------------------------------------
+
+    def _follow(self, request: ChunkRequest, handle: Handle) -> dict[str, Any]:
+        """Poll until COMPLETED (backing off), then fetch the result at once."""
+        delay, seen_logs, last = self.poll.first_s, 0, None
+        while True:
+            status = self.api.status(handle, logs=True)
+            state = str(status.get("status"))
+            position = status.get("queue_position")
+            if (state, position) != last:
+                last = (state, position)
+                self.emit("chunk_queue", chunk=request.chunk_id, status=state, queue_position=position,
+                          request_id=handle.request_id)
+            logs = status.get("logs") or []
+            if isinstance(logs, list):
+                for line in logs[seen_logs:]:
+                    message = line.get("message") if isinstance(line, dict) else line
+                    if message:
+                        self.emit("chunk_log", chunk=request.chunk_id, message=str(message)[:500])
+                seen_logs = max(seen_logs, len(logs))
+            if state == "COMPLETED":
+                break
+            if self.stop.wait(delay):
+                raise BackendError(f"{request.chunk_id}: stopped while request {handle.request_id} runs on fal; "
+                                   "build again to collect it")
+            delay = min(self.poll.max_s, delay * self.poll.factor)
+        if status.get("error"):
+            self.journal.remove(request.key)
+            kind = f" ({status['error_type']})" if status.get("error_type") else ""
+            raise BackendError(f"{request.chunk_id}: fal reports the request {handle.request_id} failed{kind}: "
+                               f"{_say(status['error'])}")
+        try:
+            return self.api.result(handle)
+        except FalError as exc:
+            if exc.transient:
+                raise  # still journalled: the next try follows the same request
+            self.journal.remove(request.key)
+            if exc.status == 404:
+                raise BackendError(f"{request.chunk_id}: fal no longer has the result of request "
+                                   f"{handle.request_id} (results are kept about an hour); build again to "
+                                   "submit it anew, which is charged again") from None
+            raise self._rejected(request, exc, "result") from None
+
+    def _download(self, request: ChunkRequest, handle: Handle, output: dict[str, Any]) -> Path:
+        video = output.get("video") if isinstance(output, dict) else None
+        url = video.get("url") if isinstance(video, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            self.journal.remove(request.key)
+            raise BackendError(f"{request.chunk_id}: fal's result for {handle.request_id} has no video URL")
+        suffix = Path(url.split("?")[0]).suffix.lower()
+        suffix = suffix if suffix in (".mp4", ".webm", ".mov", ".gif") else ".mp4"
+        dest = self.journal.result_path(handle.request_id, suffix)
+        self.api.download(url, dest)
+        self.journal.update(request.key, result_file=str(dest), fal_seed=output.get("seed"))
+        return dest
+
+    def _downloaded(self, key: str) -> Path | None:
+        entry = self.journal.get(key)
+        path = entry.result_file if entry else None
+        return path if path is not None and path.is_file() else None
+
+    def _check_clip(self, request: ChunkRequest, clip: Path) -> None:
+        """Normalize conforms frame count and size; a different rate is worth a warning too."""
+        try:
+            info = video_info(clip)
+        except MediaError as exc:
+            bad = self._downloaded(request.key)
+            if bad is not None:
+                bad.unlink(missing_ok=True)  # fetched again on the next try
+            raise BackendError(f"{request.chunk_id}: the clip fal returned is unreadable ({exc})",
+                               transient=True) from None
+        if info.fps is not None and info.fps != request.fps:
+            self.emit("warning", chunk=request.chunk_id, message=(
+                f"{request.chunk_id}: fal's clip runs at {float(info.fps):g} fps, asked for {float(request.fps):g}; "
+                "its frames are used one for one"))
+
+    def _rejected(self, request: ChunkRequest, exc: FalError, phase: str) -> BackendError:
+        """A final error, naming the scene, the chunk and the fields fal complained about."""
+        fields = ""
+        if isinstance(exc.detail, list):
+            locs = [".".join(str(x) for x in d.get("loc", []) if x != "body") for d in exc.detail
+                    if isinstance(d, dict)]
+            fields = f" (field{'s' if len(locs) > 1 else ''} {', '.join(locs)})" if locs else ""
+        return BackendError(f"scene {request.scene_id!r}, chunk {request.chunk_id}: fal rejected the {phase} "
+                            f"to {request.endpoint}{fields}: {exc}", transient=exc.transient)
+
+
+def cancel_in_flight(project: Path, cache_root: Path, env: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
+    """Cancel the journalled requests of `project` that fal still runs: (chunk, request id, outcome)
+    for each. Requests fal already finished stay journalled, so the next build collects them."""
+    journal = Journal(cache_root)
+    entries = journal.for_project(project)
+    if not entries:
+        return []
+    api = FalApi(FalKey.from_env(env), FalHosts.from_env(env), policy=RetryPolicy.from_env(env))
+    if api.key is None:
+        raise FalAuthError(f"cancelling needs the fal key the requests were made with: {KEY_HELP}")
+    out = []
+    try:
+        for e in entries:
+            rid = str(e.data.get("request_id", "?"))
+            if e.result_file is not None and e.result_file.is_file():
+                out.append((e.chunk, rid, "finished and downloaded; the next build uses it"))
+                continue
+            status = api.cancel(Handle.from_json(e.data))
+            if status in ("OK", "CANCELLATION_REQUESTED", "NOT_FOUND"):
+                journal.remove(e.key)
+                out.append((e.chunk, rid, status.lower().replace("_", " ")))
+            else:
+                out.append((e.chunk, rid, "already completed (paid for); the next build collects it"))
+    finally:
+        api.close()
+    return out

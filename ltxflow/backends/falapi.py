@@ -1,0 +1,389 @@
+"""fal's queue and storage protocol over HTTP (httpx): submit, status, result, cancel, upload.
+
+The one place ltxflow talks to fal. The httpx client is injected (tests pass one with a
+transport, or point the hosts at `ltxflow fake-fal`). The key lives only in a header built per
+request: it is never part of a URL, a message or anything this module returns.
+
+Retry policy: a request that never reached the server (connect errors), 429 and 5xx answers are
+retried with exponential backoff and jitter, honouring Retry-After. A GET or PUT whose connection
+drops mid-answer is retried the same way. A submit whose answer was lost after it was sent
+(timeout, dropped connection) is NOT retried here: it may have created a billed job, so it raises
+SubmitLost and the caller decides.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+
+import httpx
+
+from ltxflow.errors import LtxflowError
+
+KEY_HELP = ("set FAL_KEY to your fal API key (https://fal.ai/dashboard/keys), e.g. `export FAL_KEY=...`, "
+            "or FAL_KEY_ID and FAL_KEY_SECRET")
+RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class FalError(LtxflowError):
+    """fal answered with an error, or could not be reached. `status` is the HTTP status (None when
+    no answer came); `transient` says whether trying again later may succeed."""
+
+    def __init__(self, message: str, *, status: int | None = None, detail: Any = None, transient: bool = False):
+        super().__init__(message)
+        self.status, self.detail, self.transient = status, detail, transient
+
+
+class FalAuthError(FalError):
+    exit_code = 2
+
+
+class SubmitLost(FalError):
+    """A submit was sent but its answer never came: fal may or may not have queued (and billed) it."""
+
+
+class Stopped(LtxflowError):
+    """The build is stopping (Ctrl-C) while this call waited."""
+
+    exit_code = 130
+
+
+class FalKey:
+    """The API key. Its repr and str never show it; `header()` is the only way out."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: str):
+        self._secret = secret
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "FalKey | None":
+        env = os.environ if env is None else env
+        if env.get("FAL_KEY", "").strip():
+            return cls(env["FAL_KEY"].strip())
+        key_id, secret = env.get("FAL_KEY_ID", "").strip(), env.get("FAL_KEY_SECRET", "").strip()
+        if key_id and secret:
+            return cls(f"{key_id}:{secret}")
+        return None
+
+    def header(self) -> str:
+        return f"Key {self._secret}"
+
+    def __repr__(self) -> str:
+        return "FalKey(***)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class FalHosts:
+    """Base URLs: fal's by default, or a local server's (LTXFLOW_FAL_QUEUE_URL, _REST_URL, _CDN_URL)."""
+
+    queue: str = "https://queue.fal.run"
+    rest: str = "https://rest.fal.ai"
+    cdn: str | None = None  # None: the base_url the storage token names
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "FalHosts":
+        env = os.environ if env is None else env
+        return cls(queue=env.get("LTXFLOW_FAL_QUEUE_URL", "").rstrip("/") or cls.queue,
+                   rest=env.get("LTXFLOW_FAL_REST_URL", "").rstrip("/") or cls.rest,
+                   cdn=env.get("LTXFLOW_FAL_CDN_URL", "").rstrip("/") or None)
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A queued request: what the journal keeps to follow it after a crash."""
+
+    endpoint: str
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"endpoint": self.endpoint, "request_id": self.request_id, "status_url": self.status_url,
+                "response_url": self.response_url, "cancel_url": self.cancel_url}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "Handle":
+        return cls(**{k: str(data[k]) for k in ("endpoint", "request_id", "status_url", "response_url",
+                                                 "cancel_url")})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 6  # tries of one call in all
+    base_s: float = 1.0
+    max_s: float = 30.0
+    timeout_s: float = 60.0  # read timeout of one HTTP call (uploads and downloads: per chunk read)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "RetryPolicy":
+        """LTXFLOW_FAL_RETRY="attempts,base_s,max_s,timeout_s" (any prefix of it)."""
+        env = os.environ if env is None else env
+        parts = [p for p in env.get("LTXFLOW_FAL_RETRY", "").split(",") if p.strip()]
+        defaults = cls()
+        values = [int(parts[0]) if parts else defaults.attempts]
+        values += [float(p) for p in parts[1:4]]
+        return cls(*values)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds before try `attempt + 1`: exponential with jitter, or what the server asked."""
+        if retry_after is not None:
+            return min(self.max_s, max(0.0, retry_after))
+        return min(self.max_s, self.base_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+
+
+class FalApi:
+    """fal's REST protocol. Thread-safe (httpx.Client is); `stop` interrupts backoff waits."""
+
+    def __init__(self, key: FalKey | None, hosts: FalHosts | None = None, *, client: httpx.Client | None = None,
+                 policy: RetryPolicy | None = None, stop: threading.Event | None = None,
+                 on_retry: Callable[[str, int, float, str], None] = lambda what, attempt, delay, why: None):
+        self.key = key
+        self.hosts = hosts or FalHosts()
+        self.policy = policy or RetryPolicy()
+        self.client = client or httpx.Client(timeout=httpx.Timeout(self.policy.timeout_s, connect=15.0),
+                                             follow_redirects=True)
+        self.stop = stop or threading.Event()
+        self.on_retry = on_retry
+        self._token: tuple[str, str, float] | None = None  # (authorization header, cdn base url, expiry)
+        self._token_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- the queue ------------------------------------------------------------------------------
+
+    def submit(self, endpoint: str, body: dict[str, Any]) -> Handle:
+        """Queue one request. Raises SubmitLost when the answer was lost after sending."""
+        url = f"{self.hosts.queue}/{endpoint}"
+        data = self._json(self._call("POST", url, f"submit to {endpoint}", json=body, idempotent=False))
+        try:
+            return Handle(endpoint, str(data["request_id"]), str(data["status_url"]), str(data["response_url"]),
+                          str(data["cancel_url"]))
+        except (KeyError, TypeError):
+            raise FalError(f"submit to {endpoint}: fal's answer lacks request_id/status_url/response_url/"
+                           f"cancel_url: {_short(data)}") from None
+
+    def status(self, handle: Handle, logs: bool = True) -> dict[str, Any]:
+        """The request's status object: status IN_QUEUE | IN_PROGRESS | COMPLETED, queue_position,
+        logs, and on COMPLETED possibly error / error_type."""
+        resp = self._call("GET", handle.status_url, f"status of {handle.request_id}",
+                          params={"logs": "1" if logs else "0"}, ok=(200, 202))
+        data = self._json(resp)
+        if not isinstance(data, dict) or "status" not in data:
+            raise FalError(f"status of {handle.request_id}: unexpected answer {_short(data)}", transient=True)
+        return data
+
+    def result(self, handle: Handle) -> dict[str, Any]:
+        """The model's output. A failed model run raises FalError with fal's message."""
+        return self._json(self._call("GET", handle.response_url, f"result of {handle.request_id}"))
+
+    def cancel(self, handle: Handle) -> str:
+        """OK | CANCELLATION_REQUESTED | ALREADY_COMPLETED | NOT_FOUND (fal's words)."""
+        resp = self._call("PUT", handle.cancel_url, f"cancel {handle.request_id}", ok=(200, 202, 400, 404))
+        try:
+            status = resp.json().get("status")
+        except (ValueError, AttributeError):
+            status = None
+        if status:
+            return str(status)
+        return {404: "NOT_FOUND", 400: "ALREADY_COMPLETED"}.get(resp.status_code, "OK")
+
+    # -- storage --------------------------------------------------------------------------------
+
+    def check_key(self) -> None:
+        """The cheap preflight: a storage token needs a valid key and costs nothing."""
+        self._storage_token(refresh=True)
+
+    def upload(self, path: Path, content_type: str, lifetime_s: int) -> str:
+        """Upload a file to fal's CDN; returns its URL, valid for `lifetime_s`."""
+        data = path.read_bytes()
+        for again in (False, True):
+            auth, base, _ = self._storage_token(refresh=again)
+            headers = {"Authorization": auth, "Content-Type": content_type, "X-Fal-File-Name": path.name,
+                       "X-Fal-Object-Lifecycle-Preference": json.dumps({"expiration_duration_seconds": lifetime_s})}
+            resp = self._call("POST", f"{base}/files/upload", f"upload {path.name}", content=data, headers=headers,
+                              authorize=False, ok=(200, 201, 401, 403))
+            if resp.status_code in (401, 403) and not again:
+                continue  # the token expired: get a new one, once
+            if resp.status_code in (401, 403):
+                raise FalAuthError(f"upload {path.name}: fal's storage refused the token ({resp.status_code})",
+                                   status=resp.status_code)
+            url = self._json(resp).get("access_url")
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise FalError(f"upload {path.name}: fal's answer has no access_url: {_short(resp.text)}")
+            return url
+        raise AssertionError("unreachable")
+
+    def download(self, url: str, dest: Path) -> int:
+        """Stream a result file to `dest` (written whole or not at all); returns its size."""
+        tmp = dest.with_name(f".{dest.name}.part")
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                with self.client.stream("GET", url) as resp:
+                    if resp.status_code != 200:
+                        resp.read()
+                        self._raise_for(resp, f"download {_host_path(url)}", attempt)
+                        continue
+                    size = 0
+                    with open(tmp, "wb") as f:
+                        for block in resp.iter_bytes(1 << 20):
+                            f.write(block)
+                            size += len(block)
+                os.replace(tmp, dest)
+                return size
+            except (httpx.TransportError, _Retry) as exc:
+                tmp.unlink(missing_ok=True)
+                self._backoff(f"download {_host_path(url)}", attempt, _why(exc), getattr(exc, "retry_after", None))
+        raise AssertionError("unreachable")
+
+    def _storage_token(self, refresh: bool = False) -> tuple[str, str, float]:
+        with self._token_lock:
+            if self._token and not refresh and self._token[2] > time.time() + 60:
+                return self._token
+            resp = self._call("POST", f"{self.hosts.rest}/storage/auth/token", "storage token",
+                              params={"storage_type": "fal-cdn-v3"}, json={})
+            data = self._json(resp)
+            try:
+                auth = f"{data.get('token_type', 'Bearer')} {data['token']}"
+            except (KeyError, TypeError, AttributeError):
+                raise FalError(f"storage token: unexpected answer (fields {sorted(data) if isinstance(data, dict) else type(data).__name__})") from None
+            base = self.hosts.cdn or str(data.get("base_url") or "").rstrip("/")
+            if not base:
+                raise FalError("storage token: fal named no upload host; set LTXFLOW_FAL_CDN_URL")
+            self._token = (auth, base, _expiry(data.get("expires_at")))
+            return self._token
+
+    # -- the HTTP call --------------------------------------------------------------------------
+
+    def _call(self, method: str, url: str, what: str, *, idempotent: bool = True, authorize: bool = True,
+              ok: tuple[int, ...] = (200, 201, 202), headers: dict[str, str] | None = None,
+              **kwargs: Any) -> httpx.Response:
+        headers = dict(headers or {})
+        if authorize:
+            if self.key is None:
+                raise FalAuthError(f"no fal key: {KEY_HELP}")
+            headers["Authorization"] = self.key.header()
+        for attempt in range(1, self.policy.attempts + 1):
+            try:
+                resp = self.client.request(method, url, headers=headers, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._backoff(what, attempt, _why(exc))  # never reached the server: always safe to try again
+                continue
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise SubmitLost(f"{what}: the answer was lost ({_why(exc)}); fal may have queued it",
+                                     transient=True) from None
+                self._backoff(what, attempt, _why(exc))
+                continue
+            if resp.status_code in ok:
+                return resp
+            try:
+                self._raise_for(resp, what, attempt)
+            except _Retry as exc:
+                self._backoff(what, attempt, str(exc), exc.retry_after)
+        raise AssertionError("unreachable")
+
+    def _raise_for(self, resp: httpx.Response, what: str, attempt: int) -> None:
+        """Raise FalError for a final answer, or _Retry for one worth another try."""
+        status = resp.status_code
+        detail = _detail(resp)
+        if status in RETRY_STATUS and resp.headers.get("x-fal-retryable", "").lower() != "false":
+            retry_after = _retry_after(resp.headers.get("retry-after"))
+            if attempt < self.policy.attempts:
+                raise _Retry(f"HTTP {status}: {_say(detail)}", retry_after)
+            raise FalError(f"{what}: HTTP {status} after {attempt} tries: {_say(detail)}", status=status,
+                           detail=detail, transient=True)
+        if status in (401, 403):
+            raise FalAuthError(f"{what}: fal rejected the key (HTTP {status}: {_say(detail)}); {KEY_HELP}",
+                               status=status, detail=detail)
+        raise FalError(f"{what}: HTTP {status}: {_say(detail)}", status=status, detail=detail,
+                       transient=resp.headers.get("x-fal-retryable", "").lower() == "true")
+
+    def _backoff(self, what: str, attempt: int, why: str, retry_after: float | None = None) -> None:
+        if attempt >= self.policy.attempts:
+            raise FalError(f"{what}: gave up after {attempt} tries: {why}", transient=True)
+        delay = self.policy.delay(attempt, retry_after)
+        self.on_retry(what, attempt, delay, why)
+        if self.stop.wait(delay):
+            raise Stopped(f"{what}: stopped")
+
+    @staticmethod
+    def _json(resp: httpx.Response) -> Any:
+        try:
+            return resp.json()
+        except ValueError:
+            raise FalError(f"{_host_path(str(resp.request.url))}: HTTP {resp.status_code} with a body that is "
+                           f"not JSON: {_short(resp.text)}", status=resp.status_code, transient=True) from None
+
+
+class _Retry(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _detail(resp: httpx.Response) -> Any:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    return data.get("detail", data) if isinstance(data, dict) else data
+
+
+def _say(detail: Any) -> str:
+    """fal's detail as one line: a validation list becomes `field: message; ...`."""
+    if isinstance(detail, list):
+        parts = []
+        for d in detail:
+            if isinstance(d, dict):
+                loc = [str(x) for x in d.get("loc", []) if x != "body"]
+                parts.append(f"{'.'.join(loc) or '?'}: {d.get('msg', d.get('type', '?'))}")
+            else:
+                parts.append(str(d))
+        return "; ".join(parts)
+    return _short(detail)
+
+
+def _short(value: Any, n: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= n else text[:n] + "..."
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+def _expiry(value: Any) -> float:
+    """A token's expiry as a Unix time (fal sends ISO 8601); unknown: ten minutes from now."""
+    from datetime import datetime
+
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time() + 600
+
+
+def _host_path(url: str) -> str:
+    """A URL without its query (signed URLs carry tokens there) for messages."""
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.netloc}{u.path}"

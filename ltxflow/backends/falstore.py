@@ -1,0 +1,59 @@
+"""Uploads of local media to fal's storage, once per content digest and host, reused while valid.
+
+Records live in <cache>/fal/uploads/<id>.json: {url, digest, host, expires}. Each upload asks fal
+to keep the file for LIFETIME_S; a record is reused while at least MARGIN_S of that remains, so a
+URL never expires while a queued request still needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+from ltxflow.execute.cache import write_json_atomic
+from ltxflow.media.probe import file_digest
+
+LIFETIME_S = 2 * 24 * 3600  # unreleased music should not linger on a CDN; two days covers a re-render
+MARGIN_S = 12 * 3600
+
+
+class UploadStore:
+    def __init__(self, cache_root: Path, host: str, upload: Callable[[Path, str, int], str],
+                 emit: Callable[..., None] = lambda *a, **k: None):
+        self.dir = cache_root / "fal" / "uploads"
+        self.host = host
+        self.upload = upload
+        self.emit = emit
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self.uploaded = 0  # files this process uploaded (not reused)
+
+    def url_for(self, path: Path, chunk: str = "") -> str:
+        """The URL of `path`'s content on fal's CDN, uploading it when no valid record exists."""
+        digest = file_digest(path)
+        rid = hashlib.sha256(f"{self.host}\n{digest}".encode()).hexdigest()[:40]
+        record = self.dir / f"{rid}.json"
+        with self._guard:
+            lock = self._locks[rid]
+        with lock:  # one upload per digest, however many chunks want it at once
+            try:
+                data = json.loads(record.read_text())
+                if data.get("digest") == digest and data.get("expires", 0) > time.time() + MARGIN_S:
+                    return str(data["url"])
+            except (OSError, ValueError, KeyError):
+                pass
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            t0 = time.monotonic()
+            url = self.upload(path, content_type, LIFETIME_S)
+            self.uploaded += 1
+            self.emit("upload_done", chunk=chunk, file=path.name, bytes=path.stat().st_size,
+                      seconds=round(time.monotonic() - t0, 3))
+            write_json_atomic(record, {"url": url, "digest": digest, "host": self.host, "file": path.name,
+                                       "expires": time.time() + LIFETIME_S})
+            return url

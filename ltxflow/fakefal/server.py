@@ -1,0 +1,460 @@
+"""A local stand-in for fal's queue and storage APIs, over real HTTP (stdlib http.server).
+
+It speaks the protocol ltxflow's fal backend speaks: submit (POST /{endpoint}), status (GET
+/{owner}/{app}/requests/{id}/status, 202 while queued or in progress, 200 when completed), result
+(GET /{owner}/{app}/requests/{id}), cancel (PUT .../cancel), the storage token (POST
+/storage/auth/token) and upload (POST /files/upload), and serves uploads and results under
+/files/. Bodies are validated against the endpoint catalog (422 with fal's detail shape); it is
+stricter than fal in one way: unknown fields are rejected, to catch mapping mistakes. Results are
+real MP4s of the requested size, frame count and rate. Jobs advance one step per status poll.
+GET /_fake/state returns what it saw (submits per request body, uploads) for tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, field
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from ltxflow.endpoints import Endpoint, catalog
+from ltxflow.fakefal.faults import JOB_KINDS, SUBMIT_KINDS, Fault, Faults
+
+PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
+           "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
+           "auto": (1280, 720)}
+
+
+@dataclass
+class Job:
+    id: str
+    endpoint: str
+    body: dict[str, Any]
+    faults: list[Fault]
+    queue_polls: int = 1
+    polls: int = 0
+    state: str = "IN_QUEUE"
+    cancelled: bool = False
+    dropped: bool = False
+    video: str | None = None  # the file id of its clip, once made
+    logs: list[dict[str, str]] = field(default_factory=list)
+
+    def fault(self, kind: str) -> Fault | None:
+        return next((f for f in self.faults if f.kind == kind), None)
+
+
+class FakeFal:
+    """The server's state; `serve()` starts it on a thread. Thread-safe."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, keys: set[str] | None = None,
+                 faults: list[str] | None = None, workdir: Path | None = None):
+        self.httpd = ThreadingHTTPServer((host, port), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.fake = self  # type: ignore[attr-defined]
+        self.keys = keys  # None: any non-empty key is accepted
+        self.faults = Faults([Fault.parse(s) for s in faults or []])
+        self._tmp = tempfile.TemporaryDirectory(prefix="fake-fal-") if workdir is None else None
+        self.dir = Path(self._tmp.name) if self._tmp else workdir  # type: ignore[assignment]
+        self.lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}
+        self.files: dict[str, tuple[str, str]] = {}  # id -> (file name, content type)
+        self.tokens: set[str] = set()
+        self.submits: list[dict[str, Any]] = []  # every submit that reached validation, in order
+        self.uploads = 0
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment that points ltxflow at this server."""
+        return {"LTXFLOW_FAL_QUEUE_URL": self.url, "LTXFLOW_FAL_REST_URL": self.url}
+
+    def serve(self) -> "FakeFal":
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="fake-fal", daemon=True)
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> "FakeFal":
+        return self.serve()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def submit_counts(self) -> dict[str, int]:
+        """Submits per distinct request (endpoint, prompt, seed): more than 1 is a double charge."""
+        counts: dict[str, int] = {}
+        with self.lock:
+            for s in self.submits:
+                if s["queued"]:
+                    k = f"{s['endpoint']}|{s['body'].get('prompt')}|{s['body'].get('seed')}"
+                    counts[k] = counts.get(k, 0) + 1
+        return counts
+
+    def state(self) -> dict[str, Any]:
+        counts = self.submit_counts()
+        with self.lock:
+            return {"submits": list(self.submits), "uploads": self.uploads, "submit_counts": counts,
+                    "jobs": {j.id: {"endpoint": j.endpoint, "state": j.state, "polls": j.polls,
+                                    "cancelled": j.cancelled} for j in self.jobs.values()}}
+
+    # -- storage ----------------------------------------------------------------------------------
+
+    def store(self, data: bytes, name: str, content_type: str) -> str:
+        fid = uuid.uuid4().hex
+        safe = "".join(ch for ch in name if ch.isalnum() or ch in "._-")[:80] or "file"
+        (self.dir / fid).write_bytes(data)
+        with self.lock:
+            self.files[fid] = (safe, content_type)
+        return f"{self.url}/files/{fid}/{safe}"
+
+    def local_file(self, url: str) -> Path | None:
+        """The stored file behind one of this server's /files/ URLs (None: not one of ours, or gone)."""
+        if not url.startswith(self.url + "/files/"):
+            return None
+        fid = url[len(self.url) + len("/files/"):].split("/")[0]
+        with self.lock:
+            known = fid in self.files
+        return self.dir / fid if known else None
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def make_video(self, job: Job) -> str:
+        """A real MP4: the requested size, frame count (+ a `frames` fault) and rate (or a `fps` fault)."""
+        import numpy as np
+
+        from ltxflow.media.encode import FrameWriter, encode_frames_args
+        from ltxflow.media.ffmpeg import find_ffmpeg
+
+        ep = catalog().endpoints[job.endpoint]
+        width, height = _size(job.body.get(ep.vocab["size"], "auto"))
+        frames = int(job.body.get("num_frames", ep.fields["num_frames"].default or 121))
+        fps = Fraction(str(job.body.get(ep.vocab["fps"], 24))).limit_denominator(1001)
+        if (f := job.fault("frames")) is not None:
+            frames = max(1, frames + int(f.arg or 0))
+        if (f := job.fault("fps")) is not None:
+            fps = Fraction(str(f.arg)).limit_denominator(1001)
+        seed = hashlib.sha256(json.dumps(job.body, sort_keys=True).encode()).digest()
+        out = self.dir / f"{job.id}.mp4"
+        video = ("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p")
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        with FrameWriter(encode_frames_args(find_ffmpeg().path, width, height, fps, out, video), out,
+                         f"fake fal {job.id}") as writer:
+            for i in range(frames):
+                base = np.array([(seed[0] + 3 * i) % 256, seed[1], (seed[2] + 5 * i) % 256], dtype=np.float32)
+                frame = (0.6 * base + 0.4 * ramp).astype(np.uint8)
+                writer.write(np.ascontiguousarray(np.broadcast_to(frame, (height, width, 3))))
+        fid = uuid.uuid4().hex
+        out.replace(self.dir / fid)
+        with self.lock:
+            self.files[fid] = ("output.mp4", "video/mp4")
+        return fid
+
+
+def _size(value: Any) -> tuple[int, int]:
+    if isinstance(value, dict):
+        return int(value["width"]), int(value["height"])
+    return PRESETS.get(str(value), PRESETS["auto"])
+
+
+def validate(ep: Endpoint, body: Any, fake: FakeFal) -> list[dict[str, Any]]:
+    """fal-style validation details (loc, msg, type) for a body, [] when valid."""
+    if not isinstance(body, dict):
+        return [{"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"}]
+    out = []
+
+    def bad(name: str, msg: str, kind: str = "value_error") -> None:
+        out.append({"loc": ["body", name], "msg": msg, "type": kind})
+
+    for name, spec in ep.fields.items():
+        if spec.required and name not in body:
+            bad(name, "Field required", "missing")
+    for name, value in body.items():
+        spec = ep.fields.get(name)
+        if spec is None:
+            bad(name, "Extra inputs are not permitted", "extra_forbidden")
+        elif spec.type == "size":
+            ok = (isinstance(value, dict) and set(value) == {"width", "height"}
+                  and all(isinstance(value[k], int) and not isinstance(value[k], bool) and 1 <= value[k] <= 4096
+                          for k in value)) or value in PRESETS
+            if not ok:
+                bad(name, "Input should be an image size {width, height} or a preset")
+        elif spec.type == "url":
+            _check_url(name, value, fake, bad)
+        elif spec.type == "loras":
+            if not isinstance(value, list):
+                bad(name, "Input should be a valid list", "list_type")
+                continue
+            if (why := spec.check(value)) is not None:
+                bad(name, why)
+            for i, item in enumerate(value):
+                keys = set(spec.item or ())
+                if not isinstance(item, dict) or "path" not in item or not set(item) <= keys:
+                    bad(f"{name}.{i}", f"Input should be an object with keys {sorted(keys)}")
+                    continue
+                _check_url(f"{name}.{i}.path", item["path"], fake, bad)
+                if not isinstance(item.get("scale", 1), (int, float)) or isinstance(item.get("scale"), bool):
+                    bad(f"{name}.{i}.scale", "Input should be a valid number")
+                if "transformer" in item and item["transformer"] != "both":
+                    bad(f"{name}.{i}.transformer", "Input should be 'both'")
+        elif (why := spec.check(value)) is not None:
+            bad(name, why)
+    return out
+
+
+def _check_url(name: str, value: Any, fake: FakeFal, bad: Any) -> None:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        bad(name, "Input should be a valid URL")
+    elif value.startswith(fake.url) and fake.local_file(value) is None:
+        bad(name, f"File {value} could not be downloaded", "file_download_error")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-fal/1"
+
+    @property
+    def fake(self) -> FakeFal:
+        return self.server.fake  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read state, not logs
+        pass
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _drop(self) -> None:
+        """Close the connection without an answer (a dropped connection, seen by the client)."""
+        self.close_connection = True
+        try:
+            self.connection.shutdown(2)
+        except OSError:
+            pass
+
+    def _body(self) -> bytes:
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _authorized(self) -> bool:
+        auth = self.headers.get("Authorization", "")
+        key = auth[4:].strip() if auth.startswith("Key ") else ""
+        if not key:
+            self._send(401, {"detail": "No API key provided"})
+            return False
+        if self.fake.keys is not None and key not in self.fake.keys:
+            self._send(401, {"detail": "Invalid API key"})
+            return False
+        return True
+
+    def _parts(self) -> tuple[list[str], dict[str, list[str]]]:
+        u = urlsplit(self.path)
+        return [p for p in u.path.split("/") if p], parse_qs(u.query)
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        parts, _ = self._parts()
+        data = self._body()
+        if parts == ["storage", "auth", "token"]:
+            if self._authorized():
+                token = secrets.token_hex(16)
+                with self.fake.lock:
+                    self.fake.tokens.add(token)
+                self._send(200, {"token": token, "token_type": "Bearer", "base_url": self.fake.url,
+                                 "expires_at": "2999-01-01T00:00:00+00:00"})
+            return
+        if parts == ["files", "upload"]:
+            auth = self.headers.get("Authorization", "")
+            with self.fake.lock:
+                ok = auth.startswith("Bearer ") and auth[7:] in self.fake.tokens
+            if not ok:
+                self._send(401, {"detail": "Invalid token"})
+                return
+            url = self.fake.store(data, self.headers.get("X-Fal-File-Name", "upload"),
+                                  self.headers.get("Content-Type", "application/octet-stream"))
+            with self.fake.lock:
+                self.fake.uploads += 1
+            self._send(200, {"access_url": url})
+            return
+        self._submit("/".join(parts), data)
+
+    def _submit(self, endpoint: str, data: bytes) -> None:
+        if not self._authorized():
+            return
+        ep = catalog().get(endpoint)
+        if ep is None:
+            self._send(404, {"detail": f"Application '{endpoint}' not found"})
+            return
+        try:
+            body = json.loads(data or b"null")
+        except ValueError:
+            self._send(422, {"detail": [{"loc": ["body"], "msg": "Invalid JSON", "type": "json_invalid"}]})
+            return
+        prompt = str(body.get("prompt", "")) if isinstance(body, dict) else ""
+        record = {"endpoint": endpoint, "body": body, "queued": False, "status": 0}
+        with self.fake.lock:
+            self.fake.submits.append(record)
+        faults = self.fake.faults.take(SUBMIT_KINDS, prompt)
+        for f in faults:
+            if f.kind in ("429", "500", "503"):
+                record["status"] = int(f.kind)
+                self._send(int(f.kind), {"detail": f"injected {f.kind}"},
+                           {"Retry-After": "0"} if f.kind == "429" else None)
+                return
+        details = validate(ep, body, self.fake)
+        details += [{"loc": ["body", f.arg], "msg": "Injected rejection", "type": "value_error"}
+                    for f in faults if f.kind == "422"]
+        if details:
+            record["status"] = 422
+            self._send(422, {"detail": details})
+            return
+        job = Job(uuid.uuid4().hex, endpoint, body, self.fake.faults.take(JOB_KINDS, prompt))
+        if (slow := job.fault("slow")) is not None:
+            job.queue_polls = int(slow.arg or 1)
+        with self.fake.lock:
+            self.fake.jobs[job.id] = job
+            record.update(queued=True, status=200, request_id=job.id)
+        if any(f.kind == "lost" for f in faults):
+            self._drop()
+            return
+        base = f"{self.fake.url}/{'/'.join(endpoint.split('/')[:2])}/requests/{job.id}"
+        self._send(200, {"request_id": job.id, "status": "IN_QUEUE", "queue_position": job.queue_polls - 1,
+                         "response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"})
+
+    def _job(self, parts: list[str]) -> Job | None:
+        """The job of /{owner}/{app}/requests/{id}[/...]: owner/app only, as fal's URLs are."""
+        if len(parts) < 4 or parts[2] != "requests":
+            return None
+        with self.fake.lock:
+            job = self.fake.jobs.get(parts[3])
+        if job is None or "/".join(job.endpoint.split("/")[:2]) != "/".join(parts[:2]):
+            return None
+        return job
+
+    def do_GET(self) -> None:  # noqa: N802
+        parts, query = self._parts()
+        if parts[:1] == ["files"] and len(parts) >= 2:
+            self._file(parts[1])
+            return
+        if parts == ["_fake", "state"]:
+            self._send(200, self.fake.state())
+            return
+        if not self._authorized():
+            return
+        job = self._job(parts)
+        if job is None or len(parts) not in (4, 5) or (len(parts) == 5 and parts[4] != "status"):
+            self._send(404, {"detail": "Request not found"})
+            return
+        if len(parts) == 5:
+            self._status(job, query.get("logs", ["0"])[0] in ("1", "true"))
+        else:
+            self._result(job)
+
+    def _status(self, job: Job, logs: bool) -> None:
+        with self.fake.lock:
+            job.polls += 1
+            if job.state == "IN_QUEUE" and job.polls > job.queue_polls:
+                job.state = "IN_PROGRESS"
+                job.logs.append({"message": "Generating video", "level": "INFO", "source": "user"})
+                first_progress = True
+            else:
+                first_progress = False
+                if job.state == "IN_PROGRESS":
+                    job.state = "COMPLETED"
+                    job.logs.append({"message": "Done", "level": "INFO", "source": "user"})
+            state, polls = job.state, job.polls
+        if first_progress and job.fault("drop") is not None and not job.dropped:
+            job.dropped = True
+            self._drop()
+            return
+        base: dict[str, Any] = {"status": state, "request_id": job.id,
+                                "response_url": f"{self.fake.url}/{'/'.join(job.endpoint.split('/')[:2])}/requests/{job.id}"}
+        if logs:
+            base["logs"] = list(job.logs)
+        if state == "IN_QUEUE":
+            self._send(202, {**base, "queue_position": max(0, job.queue_polls - polls)})
+        elif state == "IN_PROGRESS":
+            self._send(202, base)
+        else:
+            if job.cancelled:
+                base.update(error="Request was cancelled", error_type="cancelled")
+            elif (f := job.fault("error")) is not None:
+                base.update(error=f.arg or "Injected model failure", error_type="runner_error")
+            self._send(200, {**base, "metrics": {"inference_time": 0.01}})
+
+    def _result(self, job: Job) -> None:
+        if job.state != "COMPLETED":
+            self._send(400, {"detail": "Request is still in progress"})
+            return
+        if job.fault("gone") is not None:
+            self._send(404, {"detail": "Request not found"})
+            return
+        if job.cancelled or job.fault("error") is not None:
+            self._send(500, {"detail": "Injected model failure" if not job.cancelled else "Request was cancelled"})
+            return
+        with self.fake.lock:
+            fid = job.video
+        if fid is None:
+            fid = self.fake.make_video(job)
+            with self.fake.lock:
+                job.video = fid
+        path = self.fake.dir / fid
+        ep = catalog().endpoints[job.endpoint]
+        self._send(200, {"video": {"url": f"{self.fake.url}/files/{fid}/output.mp4", "content_type": "video/mp4",
+                                   "file_name": "output.mp4", "file_size": path.stat().st_size},
+                         "seed": job.body.get(ep.vocab["seed"]), "prompt": job.body.get("prompt")})
+
+    def _file(self, fid: str) -> None:
+        with self.fake.lock:
+            meta = self.fake.files.get(fid)
+        if meta is None:
+            self._send(404, {"detail": "File not found"})
+            return
+        data = (self.fake.dir / fid).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Type", meta[1])
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        parts, _ = self._parts()
+        self._body()
+        if not self._authorized():
+            return
+        job = self._job(parts)
+        if job is None or parts[4:] != ["cancel"]:
+            self._send(404, {"status": "NOT_FOUND"})
+            return
+        with self.fake.lock:
+            if job.state == "COMPLETED":
+                answer = (400, "ALREADY_COMPLETED")
+            else:
+                job.cancelled, job.state = True, "COMPLETED"
+                answer = (202, "CANCELLATION_REQUESTED")
+        self._send(answer[0], {"status": answer[1]})
