@@ -270,7 +270,7 @@ def test_transient_errors_are_retried(tmp_path):
 
     project = make_project(tmp_path)
     backend = TestBackend(transient={"outro.0": 2})
-    BACKENDS["flaky"] = lambda: backend
+    BACKENDS["flaky"] = lambda ctx: backend
     try:
         stream = io.StringIO()
         result = build(project, BuildOptions(backend="flaky", backoff_s=0.01, cache_dir=tmp_path / "c"),
@@ -388,7 +388,7 @@ def test_a_failed_stitch_still_reports_build_done(tmp_path):
     out = tmp_path / "out" / "video.mp4"
     out.mkdir(parents=True)  # a folder where the video should go: the final rename fails
     stream = io.StringIO()
-    BACKENDS["plain"] = lambda: TestBackend()
+    BACKENDS["plain"] = lambda ctx: TestBackend()
     try:
         with pytest.raises(StitchFailed):
             build(project, BuildOptions(backend="plain", cache_dir=tmp_path / "c"), JsonReporter(stream))

@@ -49,7 +49,7 @@ def test_plan_json_is_stable_and_complete():
     assert (plan["fps"], plan["fps_rational"], plan["width"], plan["height"]) == (24.0, "24", 1280, 704)
     assert plan["totals"] == {"frames": 960, "duration_s": 40.0, "chunks": 5, "generated_frames": 965,
                               "cost_usd": 0.0, "hosted_cost_usd": 1.939404, "longest_chain": 4,
-                              "to_render": 5, "cost_now_usd": 0.0}
+                              "to_render": 5, "cost_now_usd": 0.0, "submitted": 0}
     required = {"id", "scene", "start_frame", "end_frame", "generated_frames", "start_image", "chains_from",
                 "endpoint", "seed", "cost_usd", "key"}
     for c in plan["chunks"]:

@@ -69,6 +69,7 @@ class FakeFal:
         self.tokens: set[str] = set()
         self.submits: list[dict[str, Any]] = []  # every submit that reached validation, in order
         self.uploads = 0
+        self.paused = False  # True: every job stays IN_QUEUE (tests kill builds while requests wait)
         self.thread: threading.Thread | None = None
 
     @property
@@ -378,7 +379,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _status(self, job: Job, logs: bool) -> None:
         with self.fake.lock:
             job.polls += 1
-            if job.state == "IN_QUEUE" and job.polls > job.queue_polls:
+            if job.state == "IN_QUEUE" and job.polls > job.queue_polls and not self.fake.paused:
                 job.state = "IN_PROGRESS"
                 job.logs.append({"message": "Generating video", "level": "INFO", "source": "user"})
                 first_progress = True
