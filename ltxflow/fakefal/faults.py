@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 SUBMIT_KINDS = ("429", "500", "503", "lost", "422")
 JOB_KINDS = ("slow", "drop", "error", "gone", "frames", "fps")
-_SPEC = re.compile(r"^(?P<kind>[a-z0-9]+)(?::(?P<arg>[^x@][^@]*?))?(?:x(?P<count>\d+))?(?:@(?P<match>.+))?$")
+_SPEC = re.compile(r"^(?P<kind>\d+|[a-z]+)(?::(?P<arg>[^x@][^@]*?))?(?:x(?P<count>\d+))?(?:@(?P<match>.+))?$")
 
 
 @dataclass
@@ -59,11 +59,14 @@ class Faults:
         with self.lock:
             self.faults.append(Fault.parse(spec))
 
-    def take(self, kinds: tuple[str, ...], prompt: str) -> list[Fault]:
-        """Use up one of each fault of `kinds` that applies to a request with `prompt`."""
-        taken = []
+    def take(self, kinds: tuple[str, ...], prompt: str, limit: int | None = None) -> list[Fault]:
+        """Use up one of each fault of `kinds` (at most `limit` faults) that applies to a request
+        with `prompt`."""
+        taken: list[Fault] = []
         with self.lock:
             for f in self.faults:
+                if limit is not None and len(taken) >= limit:
+                    break
                 if f.kind in kinds and f.count > 0 and (f.match is None or f.match in prompt):
                     if any(t.kind == f.kind for t in taken):
                         continue

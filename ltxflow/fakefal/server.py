@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ltxflow.endpoints import Endpoint, catalog
-from ltxflow.fakefal.faults import JOB_KINDS, SUBMIT_KINDS, Fault, Faults
+from ltxflow.fakefal.faults import JOB_KINDS, Fault, Faults
 
 PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
            "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
@@ -320,13 +320,11 @@ class _Handler(BaseHTTPRequestHandler):
         record = {"endpoint": endpoint, "body": body, "queued": False, "status": 0}
         with self.fake.lock:
             self.fake.submits.append(record)
-        faults = self.fake.faults.take(SUBMIT_KINDS, prompt)
-        for f in faults:
-            if f.kind in ("429", "500", "503"):
-                record["status"] = int(f.kind)
-                self._send(int(f.kind), {"detail": f"injected {f.kind}"},
-                           {"Retry-After": "0"} if f.kind == "429" else None)
-                return
+        for f in self.fake.faults.take(("429", "500", "503"), prompt, limit=1):
+            record["status"] = int(f.kind)
+            self._send(int(f.kind), {"detail": f"injected {f.kind}"}, {"Retry-After": "0"} if f.kind == "429" else None)
+            return
+        faults = self.fake.faults.take(("lost", "422"), prompt)
         details = validate(ep, body, self.fake)
         details += [{"loc": ["body", f.arg], "msg": "Injected rejection", "type": "value_error"}
                     for f in faults if f.kind == "422"]
