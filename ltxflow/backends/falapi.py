@@ -207,12 +207,13 @@ class FalApi:
 
     def upload(self, path: Path, content_type: str, lifetime_s: int) -> str:
         """Upload a file to fal's CDN; returns its URL, valid for `lifetime_s`."""
-        data = path.read_bytes()
+        body = _FileBody(path)
         for again in (False, True):
             auth, base, _ = self._storage_token(refresh=again)
             headers = {"Authorization": auth, "Content-Type": content_type, "X-Fal-File-Name": path.name,
+                       "Content-Length": str(body.size),
                        "X-Fal-Object-Lifecycle-Preference": json.dumps({"expiration_duration_seconds": lifetime_s})}
-            resp = self._call("POST", f"{base}/files/upload", f"upload {path.name}", content=data, headers=headers,
+            resp = self._call("POST", f"{base}/files/upload", f"upload {path.name}", content=body, headers=headers,
                               authorize=False, ok=(200, 201, 401, 403))
             if resp.status_code in (401, 403) and not again:
                 continue  # the token expired: get a new one, once
@@ -325,6 +326,19 @@ class FalApi:
         except ValueError:
             raise FalError(f"{_host_path(str(resp.request.url))}: HTTP {resp.status_code} with a body that is "
                            f"not JSON: {_short(resp.text)}", status=resp.status_code, transient=True) from None
+
+
+class _FileBody:
+    """A file streamed as a request body, read again from the start on every try (LoRAs are large)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.size = path.stat().st_size
+
+    def __iter__(self):
+        with open(self.path, "rb") as f:
+            while block := f.read(1 << 20):
+                yield block
 
 
 class _Retry(Exception):

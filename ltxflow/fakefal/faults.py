@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 SUBMIT_KINDS = ("429", "500", "503", "lost", "422")
 JOB_KINDS = ("slow", "drop", "error", "gone", "frames", "fps")
-_SPEC = re.compile(r"^(?P<kind>\d+|[a-z]+)(?::(?P<arg>[^x@][^@]*?))?(?:x(?P<count>\d+))?(?:@(?P<match>.+))?$")
+_SPEC = re.compile(r"^(?P<kind>\d+|[a-z]+)(?::(?P<arg>[^x@][^@]*?))?(?:(?<!\s)x(?P<count>\d+))?(?:@(?P<match>.+))?$")
 
 
 @dataclass

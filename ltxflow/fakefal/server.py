@@ -193,7 +193,7 @@ def validate(ep: Endpoint, body: Any, fake: FakeFal) -> list[dict[str, Any]]:
         elif spec.type == "size":
             ok = (isinstance(value, dict) and set(value) == {"width", "height"}
                   and all(isinstance(value[k], int) and not isinstance(value[k], bool) and 1 <= value[k] <= 4096
-                          for k in value)) or value in PRESETS
+                          for k in value)) or (isinstance(value, str) and value in PRESETS)
             if not ok:
                 bad(name, "Input should be an image size {width, height} or a preset")
         elif spec.type == "url":
