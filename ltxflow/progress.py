@@ -139,6 +139,7 @@ class RichReporter(TextReporter):
                                  console=self.console, transient=True)
         self.task = None
         self.rendering: set[str] = set()
+        self.waiting: set[str] = set()  # chunks waiting in a hosted queue
 
     def event(self, name: str, **f: Any) -> None:
         with self.lock:
@@ -150,15 +151,19 @@ class RichReporter(TextReporter):
                 self.rendering.add(f["chunk"])
             if name in ("chunk_done", "chunk_failed"):
                 self.rendering.discard(f["chunk"])
+                self.waiting.discard(f["chunk"])
+            if name == "chunk_queue":  # shown as a count, not a line per poll
+                (self.waiting.add if f["status"] == "IN_QUEUE" else self.waiting.discard)(f["chunk"])
             if self.task is not None and name in ("chunk_cached", "chunk_done", "chunk_failed", "chunk_skipped"):
                 self.progress.advance(self.task)
             if self.task is not None:
                 c = self.counts
                 queued = self.total - sum(c.values()) - len(self.rendering)
+                remote = f" ({len(self.waiting)} in the backend's queue)" if self.waiting else ""
                 self.progress.update(self.task, status=f"{queued} queued, {c['cached']} cached, "
-                                                       f"{len(self.rendering)} rendering, "
+                                                       f"{len(self.rendering)} rendering{remote}, "
                                                        f"{c['done']} done, {c['failed']} failed")
-            if line and name not in ("chunk_started", "chunk_done"):
+            if line and name not in ("chunk_started", "chunk_done", "chunk_queue", "chunk_log"):
                 self.console.print(line, markup=False, highlight=False)
             if name == "build_done":
                 self.progress.stop()
