@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--key", action="append", help="accept only this key (repeatable; default: any key)")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="inject a fault: KIND[:ARG][xCOUNT][@PROMPT-TEXT], e.g. 429x3, slow:20, drop, error, "
-                        "gone, frames:-8, fps:25, lost, 422:num_frames (see ltxflow/fakefal/faults.py)")
+                        "crash, gone, frames:-8, fps:25, lost, 422:num_frames (see ltxflow/fakefal/faults.py)")
 
     sub.add_parser("schema", help="print the project file's JSON Schema",
                    description="Print the JSON Schema of the project file format (for editors).")

@@ -220,7 +220,7 @@ def test_a_missing_or_rejected_key_fails_before_any_submit(tmp_path, key, keys, 
 @pytest.mark.parametrize("fault, warns", [
     ("429x3", None), ("500x2", None), ("503", None), ("slow:6", None), ("drop", None),
     ("lost@intro", "possible duplicate charge"), ("frames:-8@intro", "frames: asked for 25, got 17"),
-    ("fps:25@drop", "runs at 25 fps"),
+    ("fps:25@drop", "runs at 25 fps"), ("crash@intro", None),
 ])
 def test_recoverable_faults_end_in_a_finished_exact_build(tmp_path, fault, warns):
     project = fal_project(tmp_path)
@@ -235,6 +235,9 @@ def test_recoverable_faults_end_in_a_finished_exact_build(tmp_path, fault, warns
         assert any(warns in m for m in messages), messages
     if fault.startswith("lost"):  # the lost submit queued a job; the retry queued another: reported
         assert sorted(counts.values()) == [1, 2]
+    elif fault.startswith("crash"):  # fal bills no infrastructure failure: submitted again
+        assert sorted(counts.values()) == [1, 2]
+        assert [e["chunk"] for e in evs if e["event"] == "chunk_retry"] == ["intro.0"]
     else:
         assert set(counts.values()) == {1}, counts
     if fault[:3] in ("429", "500", "503"):

@@ -162,7 +162,12 @@ class FalBackend:
     # -- follow ---------------------------------------------------------------------------------
 
     def _follow(self, request: ChunkRequest, handle: Handle) -> dict[str, Any]:
-        """Poll until COMPLETED (backing off), then fetch the result at once."""
+        """Poll until COMPLETED (backing off), then fetch the result at once.
+
+        A request that completed with an error is forgotten. fal has already retried
+        infrastructure failures (error_type runner_*, request_timeout, startup_timeout; see fal's
+        "Request Error Types") up to 10 times and does not bill them, so those are transient and
+        the chunk is submitted again (--retries); a model's own error fails the chunk."""
         delay, seen_logs, last = self.poll.first_s, 0, None
         while True:
             status = self.api.status(handle, logs=True)
@@ -187,9 +192,12 @@ class FalBackend:
             delay = min(self.poll.max_s, delay * self.poll.factor)
         if status.get("error"):
             self.journal.remove(request.key)
-            kind = f" ({status['error_type']})" if status.get("error_type") else ""
-            raise BackendError(f"{request.chunk_id}: fal reports the request {handle.request_id} failed{kind}: "
-                               f"{_say(status['error'])}")
+            kind = str(status.get("error_type") or "")
+            infrastructure = kind.startswith("runner_") or kind in ("request_timeout", "startup_timeout")
+            raise BackendError(f"{request.chunk_id}: fal reports the request {handle.request_id} failed"
+                               f"{f' ({kind})' if kind else ''}: {_say(status['error'])}"
+                               + ("; fal does not bill infrastructure failures: submitting it again"
+                                  if infrastructure else ""), transient=infrastructure)
         try:
             return self.api.result(handle)
         except FalError as exc:

@@ -8,7 +8,8 @@ MATCH limits it to requests whose prompt contains that text.
             422:FIELD          reject the body, naming FIELD (fal's validation detail shape)
   job:      slow:N             stay IN_QUEUE for N status polls
             drop               drop the connection on the job's first IN_PROGRESS poll
-            error[:MESSAGE]    COMPLETED, with an error
+            error[:MESSAGE]    COMPLETED, with the model's error
+            crash              COMPLETED, with an infrastructure error (runner_disconnected)
             gone               the result is gone (404) when fetched
             frames:DELTA       the clip has DELTA more frames than asked (e.g. -8)
             fps:RATE           the clip is encoded at RATE fps
@@ -21,7 +22,7 @@ import threading
 from dataclasses import dataclass
 
 SUBMIT_KINDS = ("429", "500", "503", "lost", "422")
-JOB_KINDS = ("slow", "drop", "error", "gone", "frames", "fps")
+JOB_KINDS = ("slow", "drop", "error", "crash", "gone", "frames", "fps")
 _SPEC = re.compile(r"^(?P<kind>\d+|[a-z]+)(?::(?P<arg>[^x@][^@]*?))?(?:(?<!\s)x(?P<count>\d+))?(?:@(?P<match>.+))?$")
 
 

@@ -403,7 +403,9 @@ class _Handler(BaseHTTPRequestHandler):
             if job.cancelled:
                 base.update(error="Request was cancelled", error_type="cancelled")
             elif (f := job.fault("error")) is not None:
-                base.update(error=f.arg or "Injected model failure", error_type="runner_error")
+                base.update(error=f.arg or "Injected model failure")
+            elif job.fault("crash") is not None:
+                base.update(error="Runner disconnected unexpectedly", error_type="runner_disconnected")
             self._send(200, {**base, "metrics": {"inference_time": 0.01}})
 
     def _result(self, job: Job) -> None:
@@ -413,7 +415,7 @@ class _Handler(BaseHTTPRequestHandler):
         if job.fault("gone") is not None:
             self._send(404, {"detail": "Request not found"})
             return
-        if job.cancelled or job.fault("error") is not None:
+        if job.cancelled or job.fault("error") is not None or job.fault("crash") is not None:
             self._send(500, {"detail": "Injected model failure" if not job.cancelled else "Request was cancelled"})
             return
         with self.fake.lock:
