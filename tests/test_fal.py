@@ -217,6 +217,18 @@ def test_a_missing_or_rejected_key_fails_before_any_submit(tmp_path, key, keys, 
     assert "wrong-key" not in r.stderr + r.stdout
 
 
+def test_an_unreachable_fal_fails_before_any_submit(tmp_path, fake):
+    import socket
+
+    project = fal_project(tmp_path)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    r = ltx("build", str(project), cwd=tmp_path, env={**fal_env(fake), "LTXFLOW_FAL_REST_URL": dead})
+    assert r.returncode == 1 and f"cannot check the key with fal at {dead}" in r.stderr
+    assert "nothing was submitted" in r.stderr and fake.state()["submits"] == []
+
+
 @pytest.mark.parametrize("fault, warns", [
     ("429x3", None), ("500x2", None), ("503", None), ("slow:6", None), ("drop", None),
     ("lost@intro", "possible duplicate charge"), ("frames:-8@intro", "frames: asked for 25, got 17"),

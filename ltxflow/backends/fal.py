@@ -71,7 +71,13 @@ class FalBackend:
         """Before anything is submitted: a key is set and fal accepts it."""
         if self.api.key is None:
             raise FalAuthError(f"backend fal needs an API key: {KEY_HELP}")
-        self.api.check_key()
+        try:
+            self.api.check_key()
+        except FalAuthError:
+            raise
+        except FalError as exc:
+            raise FalError(f"cannot check the key with fal at {self.api.hosts.rest} (LTXFLOW_FAL_REST_URL); "
+                           f"nothing was submitted: {exc}") from None
 
     def is_transient(self, error: BaseException) -> bool:
         return isinstance(error, FalError) and error.transient
