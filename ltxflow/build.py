@@ -179,6 +179,9 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     to_render = [n for n in sel.needed if statuses[n].status == "render"]
     in_flight = backend.in_flight()
     resume = [n for n in to_render if plan.chunk(n).key in in_flight]
+    for n in sel.needed:  # cached, but a crash came between the commit and forgetting its request
+        if statuses[n].status == "cached" and plan.chunk(n).key in in_flight:
+            backend.committed(plan.chunk(n).key)
     cost_now = round(sum(plan.chunk(n).cost_usd for n in to_render if n not in resume), 6)
     max_cost = opts.max_cost if opts.max_cost is not None else rp.loaded.project.max_cost
     if max_cost is not None and cost_now > max_cost:

@@ -314,6 +314,16 @@ def test_a_killed_build_resumes_its_requests_and_never_submits_twice(tmp_path, f
     frames, _ = media(tmp_path / "out" / "video.mp4")
     assert frames == 48
 
+    # A crash between committing a chunk and forgetting its request leaves a journal entry behind;
+    # the next full build sees the chunk cached and forgets it (cancel would otherwise chase it).
+    key = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, env=fal_env(fake)).stdout)["chunks"][0]["key"]
+    stale = tmp_path / "cache" / "journal" / f"{key}.json"
+    stale.write_text(json.dumps({"key": key, "chunk": "intro.0", "project": str(project.resolve()),
+                                 "host": fake.url, "request_id": "old"}))
+    project.write_text(project.read_text() + "# edited\n")  # past the no-op fast path
+    r, evs = build(project, fake)
+    assert r.returncode == 0 and not stale.exists() and not [e for e in evs if e["event"] == "chunk_resumed"]
+
 
 def test_ctrl_c_leaves_requests_to_collect_and_cancel_cancels_them(tmp_path, fake):
     project = fal_project(tmp_path)

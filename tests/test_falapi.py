@@ -172,3 +172,20 @@ def test_a_downloaded_result_is_used_without_asking_fal_again(tmp_path, fake):
     assert again.clip.read_bytes() == first.clip.read_bytes()
     backend.committed("a" * 64)
     assert journal.get("a" * 64) is None and not entry.result_file.exists()
+
+
+def test_a_journalled_request_from_another_chain_frame_is_not_resumed(tmp_path, fake):
+    api = _api(fake)
+    warnings = []
+    backend = FalBackend(api, Journal(tmp_path / "cache"), UploadStore(tmp_path / "cache", fake.url, api.upload),
+                         poll=PollPolicy(0.01, 0.05), emit=lambda name, **f: warnings.append(f.get("message")))
+    (tmp_path / "w1").mkdir()
+    first = backend.render(_request(tmp_path, "b" * 64), tmp_path / "w1")
+    request = _request(tmp_path, "b" * 64)
+    write_png(request.start_image, (64, 32), (1, 2, 3))  # the chunk it chains from came out different
+    (tmp_path / "w2").mkdir()
+    second = backend.render(request, tmp_path / "w2")
+    assert second.details["resumed"] is False and second.details["request_id"] != first.details["request_id"]
+    assert any("started from another chain frame" in (w or "") for w in warnings)
+    assert len(queued_submits := [s for s in fake.state()["submits"] if s["queued"]]) == 2
+    assert queued_submits[0]["body"]["image_url"] != queued_submits[1]["body"]["image_url"]

@@ -24,7 +24,7 @@ from ltxflow.backends.falstore import UploadStore
 from ltxflow.endpoints import Endpoint, catalog
 from ltxflow.execute.journal import Journal, keys_in_flight
 from ltxflow.media.frames import video_info
-from ltxflow.media.probe import MediaError
+from ltxflow.media.probe import MediaError, file_digest
 
 
 @dataclass(frozen=True)
@@ -116,12 +116,20 @@ class FalBackend:
     def _handle(self, request: ChunkRequest, ep: Endpoint) -> tuple[Handle, bool, bool]:
         """(handle, resumed, possible duplicate): the journalled request, or a new one."""
         entry = self.journal.get(request.key)
+        start = file_digest(request.start_image) if request.start_image is not None else request.start_image_url
         if entry is not None and entry.data.get("host") == self.api.hosts.queue \
                 and entry.data.get("endpoint") == request.endpoint:
             handle = Handle.from_json(entry.data)
-            self.emit("chunk_resumed", chunk=request.chunk_id, request_id=handle.request_id,
-                      endpoint=handle.endpoint)
-            return handle, True, False
+            if entry.data.get("start_image") == start:
+                self.emit("chunk_resumed", chunk=request.chunk_id, request_id=handle.request_id,
+                          endpoint=handle.endpoint)
+                return handle, True, False
+            # The chunk it chains from was rendered again since (its cache entry was removed) and
+            # ended on another frame: that request started from a frame this video no longer has.
+            self.emit("warning", chunk=request.chunk_id, message=(
+                f"{request.chunk_id}: request {handle.request_id} (submitted earlier) started from another chain "
+                "frame than the one this build has; submitting it anew"))
+            self.journal.remove(request.key)
         body = self.body(request, ep)
         duplicate = False
         try:
@@ -139,7 +147,7 @@ class FalBackend:
         except FalError as exc:
             raise self._rejected(request, exc, "submit") from None
         self.journal.submitted(request.key, request.chunk_id, self.api.hosts.queue, handle.to_json(),
-                               scene=request.scene_id, possible_duplicate=duplicate)
+                               scene=request.scene_id, start_image=start, possible_duplicate=duplicate)
         self.emit("chunk_submitted", chunk=request.chunk_id, request_id=handle.request_id, endpoint=handle.endpoint)
         return handle, False, duplicate
 
