@@ -130,6 +130,7 @@ def test_every_seed_endpoint_through_build(tmp_path, fake):
         assert body["num_frames"] == c["generated_frames"] and 9 <= body["num_frames"] <= 481
         size, fps = ("resolution", "frames_per_second") if "quality" in ep else ("video_size", "fps")
         assert body[size] == {"width": 128, "height": 64} and body[fps] == 24
+        assert body["video_quality"] == "low"  # the project's quality
         assert not {"resolution", "frames_per_second", "video_size", "fps"} - {size, fps} & set(body)
         if "audio-to-video" in ep:
             assert body["match_audio_length"] is False

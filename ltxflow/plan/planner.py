@@ -138,6 +138,8 @@ def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: i
     }
     if "audio" in f:
         args["match_audio_length"] = False  # the chunk's exact audio span is sent instead
+    if "video_quality" in ep.fields:  # the endpoint's encode: as good as the output asks for
+        args["video_quality"] = rp.loaded.project.quality
     for term, value in scene.values.items():
         if term == "prompt" or (term == "end_image_strength" and not last) or (
                 term == "image_strength" and not has_start):
