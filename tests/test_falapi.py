@@ -19,7 +19,7 @@ from ltxflow.endpoints import catalog
 from ltxflow.execute.journal import Journal
 from ltxflow.fakefal import FakeFal
 from ltxflow.fakefal.faults import Fault
-from ltxflow.fakefal.server import validate
+from ltxflow.fakefal.validate import validate
 
 
 def test_the_key_comes_from_the_environment_and_never_shows():

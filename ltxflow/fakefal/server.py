@@ -5,7 +5,7 @@ It speaks the protocol ltxflow's fal backend speaks: submit (POST /{endpoint}), 
 (GET /{owner}/{app}/requests/{id}), cancel (PUT .../cancel), the storage token (POST
 /storage/auth/token) and upload (POST /files/upload), and serves uploads and results under
 /files/. Bodies are validated against the endpoint catalog (422 with fal's detail shape); it is
-stricter than fal in one way: unknown fields are rejected, to catch mapping mistakes. Results are
+stricter than fal in one way: unknown fields are rejected, to catch mapping mistakes (validate.py). Results are
 real MP4s of the requested size, frame count and rate. Jobs advance one step per status poll.
 GET /_fake/state returns what it saw (submits per request body, uploads) for tests.
 """
@@ -25,13 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from ltxflow.endpoints import Endpoint, catalog
+from ltxflow.endpoints import catalog
 from ltxflow.fakefal.faults import JOB_KINDS, Fault, Faults
-
-PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
-           "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
-           "auto": (1280, 720)}
-
+from ltxflow.fakefal.validate import size_of, validate
 
 @dataclass
 class Job:
@@ -144,7 +140,7 @@ class FakeFal:
         from ltxflow.media.ffmpeg import find_ffmpeg
 
         ep = catalog().endpoints[job.endpoint]
-        width, height = _size(job.body.get(ep.vocab["size"], "auto"))
+        width, height = size_of(job.body.get(ep.vocab["size"], "auto"))
         frames = int(job.body.get("num_frames", ep.fields["num_frames"].default or 121))
         fps = Fraction(str(job.body.get(ep.vocab["fps"], 24))).limit_denominator(1001)
         if (f := job.fault("frames")) is not None:
@@ -166,64 +162,6 @@ class FakeFal:
         with self.lock:
             self.files[fid] = ("output.mp4", "video/mp4")
         return fid
-
-
-def _size(value: Any) -> tuple[int, int]:
-    if isinstance(value, dict):
-        return int(value["width"]), int(value["height"])
-    return PRESETS.get(str(value), PRESETS["auto"])
-
-
-def validate(ep: Endpoint, body: Any, fake: FakeFal) -> list[dict[str, Any]]:
-    """fal-style validation details (loc, msg, type) for a body, [] when valid."""
-    if not isinstance(body, dict):
-        return [{"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"}]
-    out = []
-
-    def bad(name: str, msg: str, kind: str = "value_error") -> None:
-        out.append({"loc": ["body", name], "msg": msg, "type": kind})
-
-    for name, spec in ep.fields.items():
-        if spec.required and name not in body:
-            bad(name, "Field required", "missing")
-    for name, value in body.items():
-        spec = ep.fields.get(name)
-        if spec is None:
-            bad(name, "Extra inputs are not permitted", "extra_forbidden")
-        elif spec.type == "size":
-            ok = (isinstance(value, dict) and set(value) == {"width", "height"}
-                  and all(isinstance(value[k], int) and not isinstance(value[k], bool) and 1 <= value[k] <= 4096
-                          for k in value)) or (isinstance(value, str) and value in PRESETS)
-            if not ok:
-                bad(name, "Input should be an image size {width, height} or a preset")
-        elif spec.type == "url":
-            _check_url(name, value, fake, bad)
-        elif spec.type == "loras":
-            if not isinstance(value, list):
-                bad(name, "Input should be a valid list", "list_type")
-                continue
-            if (why := spec.check(value)) is not None:
-                bad(name, why)
-            for i, item in enumerate(value):
-                keys = set(spec.item or ())
-                if not isinstance(item, dict) or "path" not in item or not set(item) <= keys:
-                    bad(f"{name}.{i}", f"Input should be an object with keys {sorted(keys)}")
-                    continue
-                _check_url(f"{name}.{i}.path", item["path"], fake, bad)
-                if not isinstance(item.get("scale", 1), (int, float)) or isinstance(item.get("scale"), bool):
-                    bad(f"{name}.{i}.scale", "Input should be a valid number")
-                if "transformer" in item and item["transformer"] != "both":
-                    bad(f"{name}.{i}.transformer", "Input should be 'both'")
-        elif (why := spec.check(value)) is not None:
-            bad(name, why)
-    return out
-
-
-def _check_url(name: str, value: Any, fake: FakeFal, bad: Any) -> None:
-    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
-        bad(name, "Input should be a valid URL")
-    elif value.startswith(fake.url) and fake.local_file(value) is None:
-        bad(name, f"File {value} could not be downloaded", "file_download_error")
 
 
 class _Handler(BaseHTTPRequestHandler):
