@@ -174,6 +174,9 @@ class Project(_Frozen):
     quality: Literal["low", "medium", "high", "maximum"] = Field(
         "high", description="encoder quality preset of the output video")
     chunking: Chunking = Field(default_factory=Chunking)
+    models: str | None = Field(None, min_length=1, description="folder of LTX-2.3 weights for backend local, "
+                                                              "relative to the project file (LTXFLOW_LTX_MODELS "
+                                                              "and --models override)")
     max_cost: float | None = Field(None, gt=0, description="refuse a build whose chunks to render now would cost "
                                                           "more than this many USD (hosted backends; --max-cost overrides)")
     defaults: SceneParams = Field(default_factory=SceneParams)

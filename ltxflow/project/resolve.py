@@ -21,6 +21,7 @@ from ltxflow.timeline import seconds_to_frame, timecode
 
 # auto resolution: the first keyframe's aspect ratio at about this many pixels.
 AUTO_AREA = 1280 * 704
+LOCAL_SIZE_MULTIPLE = 64  # ltx-pipelines' two-stage pipelines assert it (utils/helpers.py assert_resolution)
 DEFAULT_SIZE = (1280, 704)
 
 # Scene parameters that map onto an endpoint field and are checked against its range.
@@ -73,6 +74,7 @@ class ResolvedProject:
     max_frames: int
     output: Path
     scenes: tuple[ResolvedScene, ...] = field(default=())
+    models: Path | None = None  # the project's `models:` folder (backend local)
 
     @property
     def file(self) -> str:
@@ -130,7 +132,13 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         errs.add(("audio",), f"the track is {float(audio.duration):.3f} s: shorter than one frame at the project fps")
         total = None
     spans = _scene_frames(errs, loaded, total)
-    width, height = _size(errs, loaded, media)
+    backend = backend or p.backend
+    multiple = LOCAL_SIZE_MULTIPLE if backend == "local" else SIZE_MULTIPLE
+    width, height = _size(errs, loaded, media, multiple)
+    if width % multiple or height % multiple:
+        nw, nh = (max(multiple, round(side / multiple) * multiple) for side in (width, height))
+        errs.add(("resolution",), f"backend local runs LTX-2.3's two-stage pipelines, which need width and height "
+                                  f"in multiples of {multiple}; {width}x{height} is not: the nearest is {nw}x{nh}")
     scenes = []
     for i, scene in enumerate(p.scenes):
         rs = _resolve_scene(errs, loaded, cat, i, scene, spans[i], media)
@@ -144,8 +152,8 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         audio = keep_audio(audio, audio_store)
     return ResolvedProject(
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
-        total_frames=total, backend=backend or p.backend, seed=p.seed, max_frames=p.chunking.max_frames,
-        output=output, scenes=tuple(scenes))
+        total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
+        output=output, scenes=tuple(scenes), models=(root / p.models) if p.models else None)
 
 
 def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path:
@@ -202,7 +210,8 @@ def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int | None) ->
     return spans
 
 
-def _size(errs: _Collector, loaded: LoadedProject, media: dict[FieldPath, Media]) -> tuple[int, int]:
+def _size(errs: _Collector, loaded: LoadedProject, media: dict[FieldPath, Media],
+          multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
     res = loaded.project.resolution
     if res in SIZE_PRESETS:
         return SIZE_PRESETS[res]
@@ -222,7 +231,7 @@ def _size(errs: _Collector, loaded: LoadedProject, media: dict[FieldPath, Media]
             errs.add(("resolution",), f"auto takes the aspect ratio of the first keyframe, but {m.ref.ref} is "
                                       "a URL that is not fetched while planning: set WxH")
             return DEFAULT_SIZE
-        size = auto_size(*m.size)
+        size = auto_size(*m.size, multiple=multiple)
         lo, hi = SIZE_LIMITS
         if not all(lo <= side <= hi for side in size):
             errs.add(("resolution",), f"auto gives {size[0]}x{size[1]} from the aspect ratio of {m.ref.ref} "
@@ -231,11 +240,11 @@ def _size(errs: _Collector, loaded: LoadedProject, media: dict[FieldPath, Media]
     return DEFAULT_SIZE
 
 
-def auto_size(width: int, height: int, area: int = AUTO_AREA) -> tuple[int, int]:
-    """A size of about `area` pixels with the aspect ratio of width x height, sides multiples of 32."""
+def auto_size(width: int, height: int, area: int = AUTO_AREA, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """A size of about `area` pixels with the aspect ratio of width x height, sides multiples of `multiple`."""
     ratio = width / height
-    w = max(SIZE_MULTIPLE, round(math.sqrt(area * ratio) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
-    h = max(SIZE_MULTIPLE, round(math.sqrt(area / ratio) / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    w = max(multiple, round(math.sqrt(area * ratio) / multiple) * multiple)
+    h = max(multiple, round(math.sqrt(area / ratio) / multiple) * multiple)
     return w, h
 
 
