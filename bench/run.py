@@ -508,7 +508,7 @@ def bench_render(rep: Report, quick: bool) -> None:
     for size in ((768, 448), (1280, 704)):
         w, h = size
         req = ChunkRequest(
-            chunk_id="verse.0", key="bench", scene_id="verse", endpoint="fal-ai/ltx-2.3-quality/audio-to-video",
+            chunk_id="verse.0", key="bench", scene_id="verse", family="ltx-2.3-quality", endpoint="fal-ai/ltx-2.3-quality/audio-to-video",
             mode="audio-to-video", prompt="A singer walks through rain-soaked neon streets, reflections pulsing",
             values={"camera": "dolly_in", "camera_scale": 1.0}, args={}, seed=42, frames=frames,
             width=w, height=h, fps=fps, timeline_frame=192, start_image=start, end_image=end, audio=span)

@@ -55,6 +55,7 @@ class BuildOptions:
     retries: int = 3
     backoff_s: float = 1.0
     max_cost: float | None = None  # USD; None: the project's max_cost, if any
+    models: Path | None = None  # backend local's weights; None: LTXFLOW_LTX_MODELS, else the project's
 
 
 @dataclass
@@ -173,7 +174,20 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     _writable_folder(out.parent, f"the output's folder ({out})")
     find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
     stop = threading.Event()
-    backend = make_backend(rp.backend, BackendContext(cache.root, Path(project), reporter.event, stop))
+    models = opts.models or (Path(os.environ["LTXFLOW_LTX_MODELS"]) if os.environ.get("LTXFLOW_LTX_MODELS")
+                             else rp.models)
+    backend = make_backend(rp.backend, BackendContext(
+        cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
+        needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
+    try:
+        return _run(rp, plan, sel, out, fmt, cache, backend, opts, reporter, stop, project, project_sha, inputs, t0)
+    finally:
+        backend.close()
+
+
+def _run(rp, plan: Plan, sel: Selection, out: Path, fmt: Format, cache: Cache, backend, opts: BuildOptions,
+         reporter: Reporter, stop: threading.Event, project, project_sha: str, inputs, t0: float) -> BuildResult:
+    """The build once the plan, the output and the backend are settled."""
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
                               check_clips=False)  # ChunkWork checks each clip as it reuses it
     to_render = [n for n in sel.needed if statuses[n].status == "render"]

@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
                                                   "or LTXFLOW_CACHE_DIR)")
     p.add_argument("--retries", type=int, default=3, help="retries of a transient backend error (default 3)")
+    p.add_argument("--models", type=Path, metavar="DIR",
+                   help="backend local: the folder of LTX-2.3 weights (overrides LTXFLOW_LTX_MODELS and models:)")
     p.add_argument("--max-cost", type=_usd, metavar="USD",
                    help="refuse to start when the chunks to render now would cost more (overrides max_cost)")
     p.add_argument("--log-format", choices=("text", "json"), default="text",
@@ -202,7 +204,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     opts = BuildOptions(backend=args.backend, jobs=args.jobs, only=tuple(args.only),
                         time_range=parse_range(args.time_range) if args.time_range else None,
                         cache_dir=args.cache_dir, output=args.output, allow_outside_paths=args.allow_outside_paths,
-                        retries=args.retries, max_cost=args.max_cost)
+                        retries=args.retries, max_cost=args.max_cost, models=args.models)
     reporter = make_reporter(args.log_format, args.quiet)
     try:
         result = build(args.project, opts, reporter)

@@ -144,6 +144,7 @@ def test_a_large_file_streams_and_a_rejected_key_is_an_auth_error(tmp_path, fake
 def _request(tmp_path: Path, key: str) -> ChunkRequest:
     return ChunkRequest(
         chunk_id="verse.0", key=key, scene_id="verse", endpoint="fal-ai/ltx-2.3-quality/image-to-video",
+        family="ltx-2.3-quality",
         mode="image-to-video", prompt="p", values={}, args={"prompt": "p", "seed": 3, "num_frames": 9,
                                                            "frames_per_second": 24.0,
                                                            "resolution": {"width": 64, "height": 32}},

@@ -33,7 +33,7 @@ def media(tmp_path_factory):
 
 
 def request(media: Path, **kw) -> ChunkRequest:
-    base = dict(chunk_id="verse.0", key="k" * 64, scene_id="verse", endpoint="fal-ai/x", mode="audio-to-video",
+    base = dict(chunk_id="verse.0", key="k" * 64, scene_id="verse", family="ltx-2.3-quality", endpoint="fal-ai/x", mode="audio-to-video",
                 prompt="a test prompt", values={}, args={}, seed=1, frames=41, width=256, height=128,
                 fps=Fraction(24), timeline_frame=0, start_image=media / "start.png")
     base.update(kw)

@@ -30,17 +30,17 @@ def _fal(ctx: BackendContext) -> Backend:
     return FalBackend.from_env(ctx.cache_root, ctx.project, emit=ctx.emit, stop=ctx.stop)
 
 
-def _not_yet(name: str) -> Callable[[BackendContext], Backend]:
-    def make(ctx: BackendContext) -> Backend:
-        raise BackendUnavailable(f"the {name} backend is not available in this version of ltxflow; "
-                                 "build with --backend preview")
-    return make
+def _local(ctx: BackendContext) -> Backend:
+    from ltxflow.backends.local import LocalBackend, job_kind
+
+    return LocalBackend(ctx.models, {job_kind(mode, family) for mode, family in ctx.needs}, fp8=ctx.fp8,
+                        emit=ctx.emit, stop=ctx.stop)
 
 
 BACKENDS: dict[str, Callable[[BackendContext], Backend]] = {
     "preview": _preview,
     "fal": _fal,
-    "local": _not_yet("local"),
+    "local": _local,
     "test": _test,
 }
 

@@ -37,6 +37,7 @@ class ChunkRequest:
     scene_id: str
     endpoint: str
     mode: str  # "audio-to-video" | "image-to-video"
+    family: str  # the model family (ltx-2.3-quality, ltx-2.3-22b, ltx-2.3-22b-distilled)
     prompt: str
     values: dict[str, Any]  # vocabulary terms (camera, camera_scale, image_strength, ...)
     args: dict[str, Any]
@@ -88,13 +89,20 @@ class Backend(Protocol):
         """Keys of chunks already submitted (paid for) by an earlier build, to be collected."""
         return set()
 
+    def close(self) -> None:
+        """The build is over: release processes and devices."""
+
 
 @dataclass(frozen=True)
 class BackendContext:
     """What a backend may use of the build: its cache folder, the project file, the reporter's
-    emit, and the event set when the build stops (Ctrl-C)."""
+    emit, the event set when the build stops (Ctrl-C); for a local backend the weights folder, fp8,
+    and the (mode, model family) pairs the plan's chunks use."""
 
     cache_root: Path
     project: Path | None = None
     emit: Callable[..., None] = lambda *a, **k: None
     stop: threading.Event = field(default_factory=threading.Event)
+    models: Path | None = None
+    fp8: bool = False
+    needs: frozenset[tuple[str, str]] = frozenset()

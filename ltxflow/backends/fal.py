@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ltxflow.backends.base import BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
 from ltxflow.backends.falapi import (KEY_HELP, FalApi, FalAuthError, FalError, FalHosts, FalKey, Handle,
                                      RetryPolicy, SubmitLost, _say)
 from ltxflow.backends.falstore import UploadStore
@@ -41,7 +41,7 @@ class PollPolicy:
         return cls(*parts[:2]) if parts else cls()
 
 
-class FalBackend:
+class FalBackend(Backend):
     name = "fal"
     max_concurrency = 64  # fal queues whatever it is sent; --jobs is the limit
 
@@ -84,6 +84,9 @@ class FalBackend:
 
     def committed(self, key: str) -> None:
         self.journal.remove(key)
+
+    def close(self) -> None:
+        self.api.close()
 
     def in_flight(self) -> set[str]:
         """Keys whose requests are already submitted (paid for) and will be followed, not resubmitted."""

@@ -199,6 +199,7 @@ class ChunkWork:
         audio = self._audio_span(chunk) if chunk.audio else None
         return ChunkRequest(
             chunk_id=chunk.id, key=chunk.key, scene_id=chunk.scene, endpoint=chunk.endpoint.id, mode=chunk.endpoint.mode,
+            family=chunk.endpoint.family,
             prompt=chunk.args[chunk.endpoint.vocab["prompt"]], values=dict(self.values[chunk.scene]),
             args=dict(chunk.args),
             seed=chunk.seed, frames=chunk.generated_frames, width=self.rp.width, height=self.rp.height,

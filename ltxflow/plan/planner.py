@@ -181,6 +181,8 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 "loras": [{**lo.media.identity(), "scale": lo.scale, "transformer": lo.transformer}
                           for lo in scene.loras],
             }  # which frames are kept is not in the key: a new keep re-normalizes, never re-renders
+            if rp.backend == "local" and rp.fp8:
+                key_inputs["precision"] = "fp8"
             if rp.backend in POSITIONAL_BACKENDS:
                 key_inputs["burn_in"] = {"scene": scene.id, "chunk": f"{scene.id}.{i}",
                                          "timeline_frame": cursor - sp.head}

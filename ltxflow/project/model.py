@@ -177,6 +177,8 @@ class Project(_Frozen):
     models: str | None = Field(None, min_length=1, description="folder of LTX-2.3 weights for backend local, "
                                                               "relative to the project file (LTXFLOW_LTX_MODELS "
                                                               "and --models override)")
+    fp8: bool = Field(False, description="backend local: cast the transformer to fp8 for 24-32 GB cards "
+                                         "(changes the output, so it is part of each chunk's key)")
     max_cost: float | None = Field(None, gt=0, description="refuse a build whose chunks to render now would cost "
                                                           "more than this many USD (hosted backends; --max-cost overrides)")
     defaults: SceneParams = Field(default_factory=SceneParams)

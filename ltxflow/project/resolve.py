@@ -75,6 +75,7 @@ class ResolvedProject:
     output: Path
     scenes: tuple[ResolvedScene, ...] = field(default=())
     models: Path | None = None  # the project's `models:` folder (backend local)
+    fp8: bool = False
 
     @property
     def file(self) -> str:
@@ -153,7 +154,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     return ResolvedProject(
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
-        output=output, scenes=tuple(scenes), models=(root / p.models) if p.models else None)
+        output=output, scenes=tuple(scenes), models=(root / p.models) if p.models else None, fp8=p.fp8)
 
 
 def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path:

@@ -1,0 +1,233 @@
+"""`backend: local`: chunks rendered by Lightricks' LTX-2.3 pipelines (ltx-pipelines 1.0.0) on this
+machine's GPUs, one worker process per GPU keeping the weights loaded (see ltxworker.py).
+
+This module runs in the build process and imports neither torch nor ltx-pipelines: it finds the
+weights, starts workers on demand (CUDA_VISIBLE_DEVICES per worker), hands each a job and turns
+its answer into a clip or a BackendError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
+from ltxflow.errors import LtxflowError
+
+HF = "https://huggingface.co"
+# Each role: the file names Lightricks publishes (newest first) and where.
+WEIGHTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "dev": (("ltx-2.3-22b-dev.safetensors",), f"{HF}/Lightricks/LTX-2.3"),
+    "distilled": (("ltx-2.3-22b-distilled-1.1.safetensors", "ltx-2.3-22b-distilled.safetensors"),
+                  f"{HF}/Lightricks/LTX-2.3"),
+    "distilled_lora": (("ltx-2.3-22b-distilled-lora-384-1.1.safetensors",
+                        "ltx-2.3-22b-distilled-lora-384.safetensors"), f"{HF}/Lightricks/LTX-2.3"),
+    "upsampler": (("ltx-2.3-spatial-upscaler-x2-1.1.safetensors", "ltx-2.3-spatial-upscaler-x2-1.0.safetensors"),
+                  f"{HF}/Lightricks/LTX-2.3"),
+    "gemma": (("gemma-3-12b-it-qat-q4_0-unquantized",), f"{HF}/google/gemma-3-12b-it-qat-q4_0-unquantized"),
+}
+# What each kind of job needs. Audio-driven scenes run A2VidPipelineTwoStage (dev + distilled LoRA),
+# image-to-video the two-stage TI2Vid pipeline, or DistilledPipeline for the distilled family.
+NEEDS = {"a2v": ("dev", "distilled_lora", "upsampler", "gemma"), "i2v": ("dev", "distilled_lora", "upsampler", "gemma"),
+         "distilled": ("distilled", "upsampler", "gemma")}
+
+
+class LocalSetupError(LtxflowError):
+    exit_code = 2
+
+
+def job_kind(mode: str, family: str) -> str:
+    if mode == "audio-to-video":
+        return "a2v"
+    return "distilled" if family.endswith("distilled") else "i2v"
+
+
+def find_weights(folder: Path, kinds: set[str]) -> dict[str, Path]:
+    """The weight files the job kinds need, by role; LocalSetupError listing every missing one."""
+    found, missing = {}, []
+    roles = sorted({r for k in kinds for r in NEEDS[k]})
+    for role in roles:
+        names, where = WEIGHTS[role]
+        hit = next((folder / n for n in names if (folder / n).exists()), None)
+        if hit is None:
+            missing.append(f"  {names[0]}{'/' if role == 'gemma' else ''}  ({where})")
+        else:
+            found[role] = hit
+    if missing:
+        raise LocalSetupError(f"backend local: {folder} lacks {len(missing)} of the weights this build needs:\n"
+                              + "\n".join(missing) + "\nDownload them into that folder (nothing is downloaded at "
+                              "run time); see the README, 'Rendering on your GPU'.")
+    return found
+
+
+def gpu_ids(env: Mapping[str, str] | None = None) -> list[str | None]:
+    """One entry per worker: the GPU ids it may see (CUDA_VISIBLE_DEVICES), or [None] for one worker
+    on whatever device torch finds (a single GPU or the CPU)."""
+    env = os.environ if env is None else env
+    if env.get("LTXFLOW_GPUS"):
+        return [g.strip() for g in env["LTXFLOW_GPUS"].split(",") if g.strip()]
+    if env.get("CUDA_VISIBLE_DEVICES", "").strip():
+        return [g.strip() for g in env["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            lines = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout.splitlines()
+        except (OSError, subprocess.SubprocessError):
+            lines = []
+        ids = [str(i) for i, line in enumerate(lines) if line.startswith("GPU ")]
+        if len(ids) > 1:
+            return ids
+    return [None]
+
+
+@dataclass
+class _WorkerHandle:
+    gpu: str | None
+    process: Any
+    conn: Any
+    device: str = "?"
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, models: Path | None, kinds_needed: set[str], *, fp8: bool = False,
+                 emit: Callable[..., None] = lambda *a, **k: None, stop: threading.Event | None = None,
+                 env: Mapping[str, str] | None = None):
+        self.models = models
+        self.kinds_needed = kinds_needed
+        self.fp8 = fp8
+        self.emit = emit
+        self.stop = stop or threading.Event()
+        self.env = dict(os.environ if env is None else env)
+        self.gpus = gpu_ids(self.env)
+        self.max_concurrency = len(self.gpus)  # one chunk per GPU at a time
+        self.weights: dict[str, Path] = {}
+        self.idle: queue.Queue[_WorkerHandle] = queue.Queue()
+        self.started: list[_WorkerHandle] = []
+        self.lock = threading.Lock()
+
+    def is_transient(self, error: BaseException) -> bool:
+        return False
+
+    def preflight(self) -> None:
+        if importlib.util.find_spec("ltx_pipelines") is None:
+            raise LocalSetupError("backend local needs Lightricks' LTX-2.3 pipelines: pip install 'ltxflow[local]'")
+        if self.models is None:
+            raise LocalSetupError("backend local needs a folder of LTX-2.3 weights: set `models:` in the project, "
+                                  "--models DIR or LTXFLOW_LTX_MODELS")
+        if not self.models.is_dir():
+            raise LocalSetupError(f"backend local: the weights folder {self.models} does not exist")
+        self.weights = find_weights(self.models, self.kinds_needed)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def _start(self, gpu: str | None) -> _WorkerHandle:
+        from ltxflow.backends.ltxworker import env_max_transformers, serve
+
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpu is not None:  # the child inherits the environment at start
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        try:
+            proc = ctx.Process(target=serve, name=f"ltxflow-gpu{gpu if gpu is not None else ''}", daemon=True,
+                               args=(child, {k: str(v) for k, v in self.weights.items()}, None, self.fp8,
+                                     env_max_transformers(), self.env.get("LTXFLOW_LOCAL_FAULT")))
+            proc.start()
+        finally:
+            if gpu is not None:
+                if saved is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        child.close()
+        handle = _WorkerHandle(gpu, proc, parent)
+        hello = self._receive(handle, "starting")
+        if not hello.get("ok"):
+            proc.join(timeout=5)
+            raise LocalSetupError(f"backend local: the worker could not start: {hello.get('message')}")
+        handle.device = str(hello.get("device"))
+        self.emit("worker_started", gpu=gpu, device=handle.device, pid=proc.pid)
+        return handle
+
+    def _receive(self, handle: _WorkerHandle, what: str) -> dict[str, Any]:
+        while not handle.conn.poll(0.2):
+            if not handle.process.is_alive():
+                raise BackendError(f"the worker on {handle.device} died while {what} "
+                                   f"(exit code {handle.process.exitcode})")
+        try:
+            return handle.conn.recv()
+        except (EOFError, OSError) as exc:
+            raise BackendError(f"the worker on {handle.device} stopped answering while {what}: {exc}") from None
+
+    def _acquire(self) -> _WorkerHandle:
+        try:
+            return self.idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self.lock:
+            free = [g for g in self.gpus if g not in {h.gpu for h in self.started}]
+            if free:
+                handle = self._start(free[0])
+                self.started.append(handle)
+                return handle
+        return self.idle.get()
+
+    def _release(self, handle: _WorkerHandle) -> None:
+        if handle.process.is_alive():
+            self.idle.put(handle)
+        else:  # a dead worker is replaced on the next job
+            with self.lock:
+                self.started.remove(handle)
+
+    def close(self) -> None:
+        for handle in self.started:
+            try:
+                handle.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        for handle in self.started:
+            handle.process.join(timeout=10)
+            if handle.process.is_alive():
+                handle.process.kill()
+        self.started.clear()
+
+    # -- one chunk ------------------------------------------------------------------------------
+
+    def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
+        if not self.weights:
+            self.preflight()
+        out = workdir / "local.mp4"
+        v = request.values
+        start = request.start_image if request.start_image is not None else None
+        end = request.end_image if request.end_image is not None else None
+        if request.start_image_url or request.end_image_url or any(lo.path is None for lo in request.loras):
+            raise BackendError(f"{request.chunk_id}: backend local reads images and LoRAs from files, not URLs")
+        job = {"kind": job_kind(request.mode, request.family), "prompt": request.prompt,
+               "negative_prompt": v.get("negative_prompt"), "seed": request.seed, "frames": request.frames,
+               "fps": float(request.fps), "width": request.width, "height": request.height,
+               "steps": v.get("steps"), "guidance": v.get("guidance_scale"),
+               "start_image": str(start) if start else None, "start_strength": v.get("image_strength", 1.0),
+               "end_image": str(end) if end else None, "end_strength": v.get("end_image_strength", 1.0),
+               "audio": str(request.audio) if request.audio else None,
+               "loras": [(str(lo.path), lo.scale) for lo in request.loras], "out": str(out)}
+        handle = self._acquire()
+        try:
+            handle.conn.send(job)
+            answer = self._receive(handle, f"rendering {request.chunk_id}")
+        finally:
+            self._release(handle)
+        if not answer.get("ok"):
+            raise BackendError(f"{request.chunk_id}: {answer.get('message')}")
+        return RenderResult(out, request.seed, 0.0, {"device": answer.get("device"), "gpu": handle.gpu,
+                                                     "seconds": answer.get("seconds"),
+                                                     "model_builds": answer.get("builds")})
