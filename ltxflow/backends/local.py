@@ -88,6 +88,28 @@ def gpu_ids(env: Mapping[str, str] | None = None) -> list[str | None]:
     return [None]
 
 
+def stereo_wav(wav: Path, workdir: Path) -> Path:
+    """The audio span as the A2V pipeline takes it: its audio VAE encodes two channels, and
+    ltx-pipelines 1.0.0 does not up-mix (a mono span fails inside the VAE)."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(wav)) as w:
+        channels, width, rate, data = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.readframes(w.getnframes())
+    if channels == 2:
+        return wav
+    samples = np.frombuffer(data, dtype={1: np.uint8, 2: "<i2", 4: "<i4"}[width]).reshape(-1, channels)
+    out = workdir / "audio-stereo.wav"
+    with wave.open(str(out), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(np.repeat(samples[:, :1], 2, axis=1).tobytes() if channels == 1
+                      else np.ascontiguousarray(samples[:, :2]).tobytes())
+    return out
+
+
 @dataclass
 class _WorkerHandle:
     gpu: str | None
@@ -218,7 +240,7 @@ class LocalBackend(Backend):
                "steps": v.get("steps"), "guidance": v.get("guidance_scale"),
                "start_image": str(start) if start else None, "start_strength": v.get("image_strength", 1.0),
                "end_image": str(end) if end else None, "end_strength": v.get("end_image_strength", 1.0),
-               "audio": str(request.audio) if request.audio else None,
+               "audio": str(stereo_wav(request.audio, workdir)) if request.audio else None,
                "loras": [(str(lo.path), lo.scale) for lo in request.loras], "out": str(out)}
         handle = self._acquire()
         try:
