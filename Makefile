@@ -5,6 +5,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCAL  := $(VENV)/.installed-local
 DEMO   := projects/demo/demo.yaml
 
 .PHONY: demo test bench install schema clean
@@ -18,13 +19,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# backend local's pipelines (torch, ltx-pipelines; about 2 GB): for `make test` only, not the demo.
+$(LOCAL): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,local]'
+	touch $(LOCAL)
+
 demo: $(STAMP)
 	$(BIN)/ltxflow plan $(DEMO)
 	$(BIN)/ltxflow build $(DEMO)
 	@echo "the demo video: projects/demo/out/neon-nights.mp4"
 
-test: $(STAMP)
-	$(BIN)/python -m pytest
+test: $(STAMP) $(LOCAL)
+	LTXFLOW_REQUIRE_LOCAL=1 $(BIN)/python -m pytest
 
 # Regenerate schemas/project.schema.json after changing the project models.
 schema: $(STAMP)

@@ -174,7 +174,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     _writable_folder(out.parent, f"the output's folder ({out})")
     find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
     stop = threading.Event()
-    models = opts.models or (Path(os.environ["LTXFLOW_LTX_MODELS"]) if os.environ.get("LTXFLOW_LTX_MODELS")
+    models = opts.models or (Path(os.environ["LTXFLOW_LTX_MODELS"]).expanduser() if os.environ.get("LTXFLOW_LTX_MODELS")
                              else rp.models)
     backend = make_backend(rp.backend, BackendContext(
         cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
@@ -239,7 +239,12 @@ def _run(rp, plan: Plan, sel: Selection, out: Path, fmt: Format, cache: Cache, b
     audio_job = audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt, cache.root / "audio") \
         if fmt.audio else None
     try:
-        outcomes = run_dag(sel.needed, parents, run_one, opts.jobs, on_failure=failed, stop=stop,
+        # A backend that keeps models loaded renders what shares them back to back: it gets no
+        # more chunks at once than it renders, so the order chosen here is the order it runs.
+        group, jobs = None, opts.jobs
+        if backend.keeps_models:
+            group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
+        outcomes = run_dag(sel.needed, parents, run_one, jobs, on_failure=failed, stop=stop, group=group,
                            on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
     except Cancelled as exc:
         audio_pool.shutdown(wait=True, cancel_futures=True)
@@ -280,6 +285,12 @@ def _run(rp, plan: Plan, sel: Selection, out: Path, fmt: Format, cache: Cache, b
                 [r.clip for r in results.values()], sel.needed)
     result.seconds = finish(out, **counts, cost_usd=spent)
     return result
+
+
+def _model_set(chunk) -> tuple:
+    """What a chunk's models are built from: its pipeline (mode, family) and its LoRAs."""
+    return (chunk.endpoint.mode, chunk.endpoint.family,
+            tuple((str(sorted(lo.media.identity().items())), lo.scale) for lo in chunk.loras))
 
 
 def _tally(outcomes: dict[str, Outcome]) -> tuple[dict[str, int], float]:

@@ -91,3 +91,20 @@ def test_keyboard_interrupt_cancels_what_has_not_started():
         run_dag(order, parent, work, jobs=1, stop=stop)
     assert stop.is_set()
     assert set(exc.value.outcomes) == {"c0.0", "c0.1"}
+
+
+def test_nodes_of_the_group_started_last_go_first():
+    """Backend local keeps one LoRA set's models loaded: independent chunks sharing it run together."""
+    order = ["a.0", "b.0", "c.0", "d.0", "e.0", "e.1"]
+    parent = {n: None for n in order} | {"e.1": "e.0"}
+    lora = {"a.0": "x", "b.0": "y", "c.0": "x", "d.0": "y", "e.0": "x", "e.1": "y"}
+    started: list[str] = []
+    run_dag(order, parent, lambda n, done: started.append(n), jobs=1, group=lora.__getitem__)
+    # e.0 has a chunk below it, so it starts first (critical path); then its group, x, runs out
+    # before y starts, and e.1 joins y's run.
+    assert started == ["e.0", "a.0", "c.0", "b.0", "d.0", "e.1"]
+    runs = sum(1 for i in range(1, len(started)) if lora[started[i]] != lora[started[i - 1]])
+    assert runs == 1
+    started.clear()
+    run_dag(order, parent, lambda n, done: started.append(n), jobs=1)
+    assert started == ["e.0", "a.0", "b.0", "c.0", "d.0", "e.1"]  # without groups: timeline order

@@ -74,6 +74,7 @@ class Backend(Protocol):
 
     name: str
     max_concurrency: int
+    keeps_models: bool = False  # True: chunks sharing a LoRA set should run back to back
 
     def preflight(self) -> None:
         """Called once before a build renders anything: fail fast (a missing key, no weights)."""

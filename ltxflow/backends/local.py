@@ -120,6 +120,7 @@ class _WorkerHandle:
 
 class LocalBackend(Backend):
     name = "local"
+    keeps_models = True
 
     def __init__(self, models: Path | None, kinds_needed: set[str], *, fp8: bool = False,
                  emit: Callable[..., None] = lambda *a, **k: None, stop: threading.Event | None = None,

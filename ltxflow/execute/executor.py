@@ -7,7 +7,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Generic, Literal, TypeVar
+from typing import Callable, Generic, Hashable, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -32,14 +32,18 @@ class Cancelled(Exception):
 def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str, dict[str, Outcome]], T],
             jobs: int, *, on_failure: Callable[[str, BaseException], str] = lambda n, e: str(e),
             on_skip: Callable[[str, str], None] = lambda n, why: None,
-            stop: threading.Event | None = None) -> dict[str, Outcome]:
+            stop: threading.Event | None = None,
+            group: Callable[[str], Hashable] | None = None) -> dict[str, Outcome]:
     """Run `work(node, outcomes_so_far)` for every node of `order` (a topological order), each
     after its parent (None: no parent) succeeded, at most `jobs` at once.
 
     A node whose parent failed or was skipped is skipped, with the reason. `on_failure` turns an
     exception into the message recorded for it. KeyboardInterrupt cancels every node not yet
     started, sets `stop` (so running work can give up), waits for running nodes to end, and
-    raises Cancelled with the outcomes so far."""
+    raises Cancelled with the outcomes so far.
+
+    `group(node)`, when given, names what a node shares with others (backend local: the LoRA set
+    its models are built with): among ready nodes, those of the group started last go first."""
     stop = stop or threading.Event()
     outcomes: dict[str, Outcome] = {}
     children: dict[str, list[str]] = {n: [] for n in order}
@@ -56,6 +60,7 @@ def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str
         below[n] = 1 + max((below[c] for c in children[n]), default=0)
     priority = {n: (-below[n], i) for i, n in enumerate(order)}
     running: dict[Future, tuple[str, float]] = {}
+    last_group: list[Hashable] = []
 
     def skip_below(node: str, why: str) -> None:
         for child in children[node]:
@@ -69,7 +74,11 @@ def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str
             while ready or running:
                 while ready and len(running) < jobs:
                     ready.sort(key=priority.__getitem__)  # most work below first, then timeline order
-                    node = ready.pop(0)
+                    same = [n for n in ready if last_group and group is not None and group(n) == last_group[0]]
+                    node = same[0] if same else ready[0]
+                    ready.remove(node)
+                    if group is not None:
+                        last_group[:] = [group(node)]
                     running[pool.submit(work, node, outcomes)] = (node, time.monotonic())
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in done:

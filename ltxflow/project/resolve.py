@@ -147,6 +147,8 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
             scenes.append(rs)
     _check_ids(errs, p.scenes)
     _check_start_images(errs, cat, scenes)
+    if backend == "local":
+        _check_local(errs, scenes)
     errs.raise_if_any()
     assert audio is not None and total is not None
     if audio_store is not None:
@@ -154,7 +156,8 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     return ResolvedProject(
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
-        output=output, scenes=tuple(scenes), models=(root / p.models) if p.models else None, fp8=p.fp8)
+        output=output, scenes=tuple(scenes), models=(root / Path(p.models).expanduser()) if p.models else None,
+        fp8=p.fp8)
 
 
 def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path:
@@ -371,6 +374,23 @@ def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int
         image=media.get(origins["image"]) if "image" in origins else None,
         end_image=media.get(origins["end_image"]) if "end_image" in origins else None,
         loras=loras, seed=values.get("seed"))
+
+
+def _check_local(errs: _Collector, scenes: list[ResolvedScene]) -> None:
+    """What backend local cannot do, found before any weights load: it reads media from files, and
+    the camera LoRAs fal adds for `camera:` are not part of the published LTX-2.3 weights."""
+    for s in scenes:
+        if "camera" in s.values:
+            errs.add(s.origins["camera"], f"backend local has no camera moves (fal adds camera LoRAs): drop camera "
+                                          f"in scene '{s.id}', or give a camera-control LoRA file in loras")
+        for term, m in (("image", s.image), ("end_image", s.end_image)):
+            if m is not None and m.ref.url is not None:
+                errs.add(s.origins[term], f"backend local reads images from files: download {m.ref.url} into the "
+                                          "project and name the file")
+        for j, lo in enumerate(s.loras):
+            if lo.media.ref.url is not None:
+                errs.add(s.origins["loras"] + (j, "path"), f"backend local reads LoRAs from files: download "
+                                                           f"{lo.media.ref.url} and name the file")
 
 
 def _check_params(errs: _Collector, ep: Endpoint, params: dict[str, Any], origins: dict[str, FieldPath],
