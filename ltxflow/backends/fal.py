@@ -168,8 +168,8 @@ class FalBackend(Backend):
             item = ep.fields[vocab["loras"]].item or ("path", "scale")
             loras = []
             for lo in request.loras:
-                entry: dict[str, Any] = {"path": lo.url or self.uploads.url_for(lo.path, request.chunk_id),  # type: ignore[arg-type]
-                                         "scale": lo.scale}
+                url = lo.url or self.uploads.url_for(lo.path, request.chunk_id)  # type: ignore[arg-type]
+                entry: dict[str, Any] = {"path": url, "scale": lo.scale}
                 if "transformer" in item:
                     entry["transformer"] = lo.transformer
                 loras.append(entry)
@@ -271,7 +271,8 @@ class FalBackend(Backend):
                             f"to {request.endpoint}{fields}: {exc}", transient=exc.transient)
 
 
-def cancel_in_flight(project: Path, cache_root: Path, env: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
+def cancel_in_flight(project: Path, cache_root: Path,
+                     env: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
     """Cancel the journalled requests of `project` that fal still runs: (chunk, request id, outcome)
     for each. Requests fal already finished stay journalled, so the next build collects them."""
     journal = Journal(cache_root)

@@ -258,7 +258,8 @@ class FalApi:
             try:
                 auth = f"{data.get('token_type', 'Bearer')} {data['token']}"
             except (KeyError, TypeError, AttributeError):
-                raise FalError(f"storage token: unexpected answer (fields {sorted(data) if isinstance(data, dict) else type(data).__name__})") from None
+                shape = sorted(data) if isinstance(data, dict) else type(data).__name__
+                raise FalError(f"storage token: unexpected answer (fields {shape})") from None
             base = self.hosts.cdn or str(data.get("base_url") or "").rstrip("/")
             if not base:
                 raise FalError("storage token: fal named no upload host; set LTXFLOW_FAL_CDN_URL")
