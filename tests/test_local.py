@@ -107,6 +107,7 @@ def test_every_pipeline_renders_through_normalize_and_stitch(tmp_path, weights):
     # One worker rendered all four, on one device, and kept what it built: the text encoder
     # once; the dev and distilled checkpoints' decoders once each.
     assert len({e["pid"] for e in evs if e["event"] == "worker_started"}) == 1
+    assert "float8_e4m3fn" not in recs["intro.0"]["details"]["transformer_dtypes"]
     builds = recs["outro.0"]["details"]["model_builds"]
     assert builds["text_encoder"] == 1 and builds["video_decoder"] == 2
     assert r.stderr == "" or "%|" not in r.stderr  # the pipelines' progress bars stay quiet
@@ -186,3 +187,21 @@ def test_one_worker_per_gpu_and_the_chunks_fan_out(tmp_path, weights):
     started = [e for e in evs if e["event"] == "worker_started"]
     assert sorted(e["gpu"] for e in started) == ["0", "1"] and len({e["pid"] for e in started}) == 2
     assert sorted(rec["details"]["gpu"] for rec in records(project).values()) == ["0", "1"]
+
+
+def test_fp8_casts_the_transformer_and_keys_the_chunks_apart(tmp_path, weights):
+    scenes = """
+  - id: one
+    prompt: "a red sun"
+    image: keyframes/a.png
+"""
+    plain = local_project(tmp_path / "bf16", weights, scenes, seconds=1.0)
+    fp8 = local_project(tmp_path / "fp8", weights, scenes, seconds=1.0, extra="fp8: true")
+    keys = [json.loads(ltx("plan", str(p), "--json", cwd=p.parent, check=True).stdout)["chunks"][0]["key"]
+            for p in (plain, fp8)]
+    assert keys[0] != keys[1]
+    r, _ = build(fp8)
+    assert r.returncode == 0, r.stderr
+    frames, _ = media(fp8.parent / "out" / "song.mp4")
+    assert frames == 24
+    assert "float8_e4m3fn" in records(fp8)["one.0"]["details"]["transformer_dtypes"]

@@ -253,4 +253,5 @@ class LocalBackend(Backend):
             raise BackendError(f"{request.chunk_id}: {answer.get('message')}")
         return RenderResult(out, request.seed, 0.0, {"device": answer.get("device"), "gpu": handle.gpu,
                                                      "seconds": answer.get("seconds"),
-                                                     "model_builds": answer.get("builds")})
+                                                     "model_builds": answer.get("builds"),
+                                                     "transformer_dtypes": answer.get("transformer_dtypes")})

@@ -69,6 +69,7 @@ class Worker:
         self.builds: dict[str, int] = {}
         self.pipelines: dict[tuple, Any] = {}
         self.frozen = False
+        self.dtypes: list[str] = []  # of the transformer built last
         apply_gemma_config(self.weights["gemma"])
 
     # -- models ---------------------------------------------------------------------------------
@@ -135,6 +136,9 @@ class Worker:
                     gc.collect()
                 worker.memo[key] = build(ledger)
                 worker.builds[name] = worker.builds.get(name, 0) + 1
+                if name == "transformer":
+                    worker.dtypes = sorted({str(p.dtype).removeprefix("torch.")
+                                            for p in worker.memo[key].parameters()})
             return worker.memo[key]
 
         return get
@@ -175,6 +179,7 @@ class Worker:
             self.frozen = True
         write_clip(video.numpy(), job["out"], job["width"], job["height"], fps)
         return {"ok": True, "clip": job["out"], "frames": int(video.shape[0]), "builds": dict(self.builds),
+                "transformer_dtypes": self.dtypes,
                 "seconds": round(time.monotonic() - t0, 3), "device": str(self.device)}
 
     def drop_models(self) -> None:
