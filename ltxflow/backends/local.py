@@ -136,6 +136,7 @@ class LocalBackend(Backend):
         self.weights: dict[str, Path] = {}
         self.idle: queue.Queue[_WorkerHandle] = queue.Queue()
         self.started: list[_WorkerHandle] = []
+        self.claimed: set[str | None] = set()  # GPUs with a worker, or one starting
         self.lock = threading.Lock()
 
     def is_transient(self, error: BaseException) -> bool:
@@ -184,6 +185,10 @@ class LocalBackend(Backend):
 
     def _receive(self, handle: _WorkerHandle, what: str) -> dict[str, Any]:
         while not handle.conn.poll(0.2):
+            if self.stop.is_set():  # Ctrl-C: a GPU chunk can take minutes; the worker is let go
+                handle.process.kill()
+                handle.process.join(timeout=10)
+                raise BackendError(f"stopped while {what}")
             if not handle.process.is_alive():
                 raise BackendError(f"the worker on {handle.device} died while {what} "
                                    f"(exit code {handle.process.exitcode})")
@@ -197,13 +202,22 @@ class LocalBackend(Backend):
             return self.idle.get_nowait()
         except queue.Empty:
             pass
-        with self.lock:
-            free = [g for g in self.gpus if g not in {h.gpu for h in self.started}]
+        with self.lock:  # claim a GPU without a worker, then start one on it (seconds) outside the lock
+            free = [g for g in self.gpus if g not in self.claimed]
+            gpu = free[0] if free else None
             if free:
-                handle = self._start(free[0])
-                self.started.append(handle)
-                return handle
-        return self.idle.get()
+                self.claimed.add(gpu)
+        if not free:
+            return self.idle.get()
+        try:
+            handle = self._start(gpu)
+        except BaseException:
+            with self.lock:
+                self.claimed.discard(gpu)
+            raise
+        with self.lock:
+            self.started.append(handle)
+        return handle
 
     def _release(self, handle: _WorkerHandle) -> None:
         if handle.process.is_alive():
@@ -211,6 +225,7 @@ class LocalBackend(Backend):
         else:  # a dead worker is replaced on the next job
             with self.lock:
                 self.started.remove(handle)
+                self.claimed.discard(handle.gpu)
 
     def close(self) -> None:
         for handle in self.started:
@@ -223,6 +238,7 @@ class LocalBackend(Backend):
             if handle.process.is_alive():
                 handle.process.kill()
         self.started.clear()
+        self.claimed.clear()
 
     # -- one chunk ------------------------------------------------------------------------------
 
@@ -230,9 +246,7 @@ class LocalBackend(Backend):
         if not self.weights:
             self.preflight()
         out = workdir / "local.mp4"
-        v = request.values
-        start = request.start_image if request.start_image is not None else None
-        end = request.end_image if request.end_image is not None else None
+        v, start, end = request.values, request.start_image, request.end_image
         if request.start_image_url or request.end_image_url or any(lo.path is None for lo in request.loras):
             raise BackendError(f"{request.chunk_id}: backend local reads images and LoRAs from files, not URLs")
         job = {"kind": job_kind(request.mode, request.family), "prompt": request.prompt,
