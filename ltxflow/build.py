@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -174,117 +175,110 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     _writable_folder(out.parent, f"the output's folder ({out})")
     find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
     stop = threading.Event()
-    models = opts.models or (Path(os.environ["LTXFLOW_LTX_MODELS"]).expanduser() if os.environ.get("LTXFLOW_LTX_MODELS")
-                             else rp.models)
+    env_models = os.environ.get("LTXFLOW_LTX_MODELS")
+    models = opts.models or (Path(env_models).expanduser() if env_models else rp.models)
     backend = make_backend(rp.backend, BackendContext(
         cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
         needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
-    try:
-        return _run(rp, plan, sel, out, fmt, cache, backend, opts, reporter, stop, project, project_sha, inputs, t0)
-    finally:
-        backend.close()
+    with closing(backend):  # a local backend's worker processes end with the build
+        statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
+                                  check_clips=False)  # ChunkWork checks each clip as it reuses it
+        to_render = [n for n in sel.needed if statuses[n].status == "render"]
+        in_flight = backend.in_flight()
+        resume = [n for n in to_render if plan.chunk(n).key in in_flight]
+        for n in sel.needed:  # cached, but a crash came between the commit and forgetting its request
+            if statuses[n].status == "cached" and plan.chunk(n).key in in_flight:
+                backend.committed(plan.chunk(n).key)
+        cost_now = round(sum(plan.chunk(n).cost_usd for n in to_render if n not in resume), 6)
+        max_cost = opts.max_cost if opts.max_cost is not None else rp.loaded.project.max_cost
+        if max_cost is not None and cost_now > max_cost:
+            limit = "--max-cost" if opts.max_cost is not None else f"max_cost in {rp.file}"
+            raise BuildArgumentError(
+                f"the {len(to_render) - len(resume)} chunks to render now would cost about ${cost_now:.2f}, above the "
+                f"limit of ${max_cost:.2f} ({limit}); nothing was submitted. Raise the limit, or build part of the "
+                "video with --only or --range")
+        if to_render:
+            backend.preflight()  # a missing or rejected key fails here, before anything is submitted
+        reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
+                       chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
+                       output=str(out), cost_now_usd=cost_now, resuming=len(resume))
+        work = ChunkWork(plan, cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s, stop=stop,
+                         emit=reporter.event)
 
+        def run_one(node: str, done: dict[str, Outcome]) -> ChunkResult:
+            res = work(node, done)
+            if res.state == "rendered":
+                reporter.event("chunk_done", chunk=node, seconds=round(res.render_s + res.normalize_s, 3),
+                               render_s=round(res.render_s, 3), normalize_s=round(res.normalize_s, 3),
+                               cost_usd=res.cost_usd)
+            return res
 
-def _run(rp, plan: Plan, sel: Selection, out: Path, fmt: Format, cache: Cache, backend, opts: BuildOptions,
-         reporter: Reporter, stop: threading.Event, project, project_sha: str, inputs, t0: float) -> BuildResult:
-    """The build once the plan, the output and the backend are settled."""
-    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
-                              check_clips=False)  # ChunkWork checks each clip as it reuses it
-    to_render = [n for n in sel.needed if statuses[n].status == "render"]
-    in_flight = backend.in_flight()
-    resume = [n for n in to_render if plan.chunk(n).key in in_flight]
-    for n in sel.needed:  # cached, but a crash came between the commit and forgetting its request
-        if statuses[n].status == "cached" and plan.chunk(n).key in in_flight:
-            backend.committed(plan.chunk(n).key)
-    cost_now = round(sum(plan.chunk(n).cost_usd for n in to_render if n not in resume), 6)
-    max_cost = opts.max_cost if opts.max_cost is not None else rp.loaded.project.max_cost
-    if max_cost is not None and cost_now > max_cost:
-        raise BuildArgumentError(
-            f"the {len(to_render) - len(resume)} chunks to render now would cost about ${cost_now:.2f}, above the "
-            f"limit of ${max_cost:.2f} ({'--max-cost' if opts.max_cost is not None else 'max_cost in ' + str(rp.file)}); "
-            "nothing was submitted. Raise the limit, or build part of the video with --only or --range")
-    if to_render:
-        backend.preflight()  # a missing or rejected key fails here, before anything is submitted
-    reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
-                   chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
-                   output=str(out), cost_now_usd=cost_now, resuming=len(resume))
-    work = ChunkWork(plan, cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s, stop=stop,
-                     emit=reporter.event)
+        def failed(node: str, exc: BaseException) -> str:
+            known = isinstance(exc, (LtxflowError, BackendError))
+            message = str(exc) if known and str(exc) else f"{type(exc).__name__}: {exc}"
+            reporter.event("chunk_failed", chunk=node, error=message)
+            return message
 
-    def run_one(node: str, done: dict[str, Outcome]) -> ChunkResult:
-        res = work(node, done)
-        if res.state == "rendered":
-            reporter.event("chunk_done", chunk=node, seconds=round(res.render_s + res.normalize_s, 3),
-                           render_s=round(res.render_s, 3), normalize_s=round(res.normalize_s, 3),
-                           cost_usd=res.cost_usd)
-        return res
+        def finish(output: Path | None, rendered: int, cached: int, failed: int, skipped: int, cost_usd: float,
+                   **extra: Any) -> float:
+            seconds = time.monotonic() - t0
+            reporter.event("build_done", output=str(output) if output else None, seconds=round(seconds, 3),
+                           rendered=rendered, cached=cached, failed=failed, skipped=skipped, cost_usd=cost_usd, **extra)
+            return seconds
 
-    def failed(node: str, exc: BaseException) -> str:
-        known = isinstance(exc, (LtxflowError, BackendError))
-        message = str(exc) if known and str(exc) else f"{type(exc).__name__}: {exc}"
-        reporter.event("chunk_failed", chunk=node, error=message)
-        return message
-
-    def finish(output: Path | None, rendered: int, cached: int, failed: int, skipped: int, cost_usd: float,
-               **extra: Any) -> float:
-        seconds = time.monotonic() - t0
-        reporter.event("build_done", output=str(output) if output else None, seconds=round(seconds, 3),
-                       rendered=rendered, cached=cached, failed=failed, skipped=skipped, cost_usd=cost_usd, **extra)
-        return seconds
-
-    parents = {c.id: c.chains_from for c in plan.chunks}
-    # The master audio is encoded while the chunks render (the AAC encode of a 2-minute stereo
-    # song takes seconds), so the stitch after the last chunk only remuxes.
-    audio_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltxflow-audio")
-    audio_job = audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt, cache.root / "audio") \
-        if fmt.audio else None
-    try:
-        # A backend that keeps models loaded renders what shares them back to back: it gets no
-        # more chunks at once than it renders, so the order chosen here is the order it runs.
-        group, jobs = None, opts.jobs
-        if backend.keeps_models:
-            group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
-        outcomes = run_dag(sel.needed, parents, run_one, jobs, on_failure=failed, stop=stop, group=group,
-                           on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
-    except Cancelled as exc:
-        audio_pool.shutdown(wait=True, cancel_futures=True)
-        counts, spent = _tally(exc.outcomes)
-        finish(None, **counts, cost_usd=spent, interrupted=True)
-        waiting = len(backend.in_flight() & {plan.chunk(n).key for n in sel.needed})
-        hosted = (f"; {waiting} request{'s' if waiting != 1 else ''} still run on {rp.backend} (paid for): the next "
-                  f"build collects them, `ltxflow cancel {project}` cancels them") if waiting else ""
-        raise Interrupted(f"interrupted: {counts['rendered'] + counts['cached']} chunks finished and are cached; "
-                          f"run the build again to go on{hosted}") from None
-    results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
-    counts, spent = _tally(outcomes)
-    save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
-    result = BuildResult(None, outcomes, 0.0, spent, counts=counts)
-    stitch_error = None
-    try:
-        if audio_job is not None and not (counts["failed"] or counts["skipped"]):
-            audio_job.result()  # an encoding failure surfaces here, before the stitch
-    except (LtxflowError, OSError) as exc:
-        stitch_error = str(exc)
-    finally:
-        audio_pool.shutdown(wait=True)
-    if counts["failed"] or counts["skipped"]:
-        result.seconds = finish(None, **counts, cost_usd=spent,
-                                failures={n: o.error for n, o in outcomes.items() if o.state != "ok"})
-        return result
-    if stitch_error is None:
+        parents = {c.id: c.chains_from for c in plan.chunks}
+        # The master audio is encoded while the chunks render (the AAC encode of a 2-minute stereo
+        # song takes seconds), so the stitch after the last chunk only remuxes.
+        audio_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltxflow-audio")
+        audio_job = audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt, cache.root / "audio") \
+            if fmt.audio else None
         try:
-            result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
+            # A backend that keeps models loaded renders what shares them back to back: it gets no
+            # more chunks at once than it renders, so the order chosen here is the order it runs.
+            group, jobs = None, opts.jobs
+            if backend.keeps_models:
+                group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
+            outcomes = run_dag(sel.needed, parents, run_one, jobs, on_failure=failed, stop=stop, group=group,
+                               on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
+        except Cancelled as exc:
+            audio_pool.shutdown(wait=True, cancel_futures=True)
+            counts, spent = _tally(exc.outcomes)
+            finish(None, **counts, cost_usd=spent, interrupted=True)
+            waiting = len(backend.in_flight() & {plan.chunk(n).key for n in sel.needed})
+            hosted = (f"; {waiting} request{'s' if waiting != 1 else ''} still run on {rp.backend} (paid for): "
+                      f"the next build collects them, `ltxflow cancel {project}` cancels them") if waiting else ""
+            raise Interrupted(f"interrupted: {counts['rendered'] + counts['cached']} chunks finished and are cached; "
+                              f"run the build again to go on{hosted}") from None
+        results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
+        counts, spent = _tally(outcomes)
+        save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
+        result = BuildResult(None, outcomes, 0.0, spent, counts=counts)
+        stitch_error = None
+        try:
+            if audio_job is not None and not (counts["failed"] or counts["skipped"]):
+                audio_job.result()  # an encoding failure surfaces here, before the stitch
         except (LtxflowError, OSError) as exc:
             stitch_error = str(exc)
-    if stitch_error is not None:  # every chunk is cached; the next build only stitches
-        finish(None, **counts, cost_usd=spent, failures={"stitch": stitch_error})
-        raise StitchFailed(f"the stitch failed: {stitch_error}")
-    result.output = out
-    options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
-    write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
-                [r.clip for r in results.values()], sel.needed)
-    result.seconds = finish(out, **counts, cost_usd=spent)
-    return result
+        finally:
+            audio_pool.shutdown(wait=True)
+        if counts["failed"] or counts["skipped"]:
+            result.seconds = finish(None, **counts, cost_usd=spent,
+                                    failures={n: o.error for n, o in outcomes.items() if o.state != "ok"})
+            return result
+        if stitch_error is None:
+            try:
+                result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
+            except (LtxflowError, OSError) as exc:
+                stitch_error = str(exc)
+        if stitch_error is not None:  # every chunk is cached; the next build only stitches
+            finish(None, **counts, cost_usd=spent, failures={"stitch": stitch_error})
+            raise StitchFailed(f"the stitch failed: {stitch_error}")
+        result.output = out
+        options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
+        write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
+                    [r.clip for r in results.values()], sel.needed)
+        result.seconds = finish(out, **counts, cost_usd=spent)
+        return result
 
 
 def _model_set(chunk) -> tuple:

@@ -21,6 +21,11 @@ def _project_args(p: argparse.ArgumentParser) -> None:
                    help="let media paths resolve outside the project's folder (off: project files are untrusted)")
 
 
+def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
+                                                  "or LTXFLOW_CACHE_DIR)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltxflow", description="Turn a song and a YAML scene list into an LTX-2.3 music video.")
@@ -39,8 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as stable JSON (see the README)")
     p.add_argument("--backend", choices=BACKEND_NAMES, help="override the project's backend")
     p.add_argument("--explain", action="store_true", help="say why each chunk that must render must render")
-    p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
-                                                  "or LTXFLOW_CACHE_DIR)")
+    _cache_dir_arg(p)
 
     p = sub.add_parser("build", help="render the chunks that are not cached and stitch the video", description=(
         "Render every chunk of the plan that is not cached, in dependency order and in parallel where "
@@ -55,8 +59,7 @@ def _parser() -> argparse.ArgumentParser:
                         "e.g. 0:30-1:00")
     p.add_argument("-o", "--output", type=Path, help="write the video here (default: the project's output; "
                                                       "--only/--range add a suffix)")
-    p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
-                                                  "or LTXFLOW_CACHE_DIR)")
+    _cache_dir_arg(p)
     p.add_argument("--retries", type=int, default=3, help="retries of a transient backend error (default 3)")
     p.add_argument("--models", type=Path, metavar="DIR",
                    help="backend local: the folder of LTX-2.3 weights (overrides LTXFLOW_LTX_MODELS and models:)")
@@ -87,8 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         "Cancel the hosted requests that builds of this project submitted and have not collected "
         "(the build journal in the cache). Requests fal already finished are kept for the next build."))
     p.add_argument("project", type=Path, help="the project file")
-    p.add_argument("--cache-dir", type=Path, help="the chunk cache (default: .ltxflow beside the project, "
-                                                  "or LTXFLOW_CACHE_DIR)")
+    _cache_dir_arg(p)
 
     p = sub.add_parser("fake-fal", help="run a local stand-in for fal's API (tests, dry runs)", description=(
         "Serve fal's queue and storage protocol on 127.0.0.1, validating each request against the "
@@ -144,7 +146,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
     from ltxflow.execute.chunkwork import variant_name
-    from ltxflow.execute.journal import keys_in_flight
+    from ltxflow.execute.journal import Journal
     from ltxflow.execute.status import chunk_statuses, load_index
     from ltxflow.media.encode import output_format
     from ltxflow.plan.view import plan_json, plan_table
@@ -155,7 +157,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     container = rp.output.suffix.lstrip(".").lower()
     fmt = output_format(container, rp.loaded.project.quality)
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
-                              in_flight=frozenset(keys_in_flight(cache.root)) if rp.backend == "fal" else frozenset())
+                              in_flight=frozenset(Journal(cache.root).keys()) if rp.backend == "fal" else frozenset())
     if args.json:
         print(json.dumps(plan_json(plan, statuses), indent=2))
     else:

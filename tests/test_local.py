@@ -82,6 +82,17 @@ EVERY_PIPELINE = """
 """
 
 
+TWO_CHAINS = """
+  - id: one
+    end: 1
+    prompt: "a red sun"
+    image: keyframes/a.png
+  - id: two
+    prompt: "a blue moon"
+    image: keyframes/b.png
+"""
+
+
 def build(project: Path, *extra: str, env: dict[str, str] | None = None):
     r = ltx("build", str(project), "--log-format", "json", *extra, cwd=project.parent, env=env)
     return r, [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
@@ -134,16 +145,7 @@ def test_weights_are_loaded_once_for_a_build_of_several_chunks(tmp_path, weights
 
 
 def test_out_of_memory_fails_one_chunk_with_advice_and_the_worker_goes_on(tmp_path, weights):
-    scenes = """
-  - id: one
-    end: 1
-    prompt: "a red sun"
-    image: keyframes/a.png
-  - id: two
-    prompt: "a blue moon"
-    image: keyframes/b.png
-"""
-    project = local_project(tmp_path, weights, scenes, seconds=2.0)
+    project = local_project(tmp_path, weights, TWO_CHAINS, seconds=2.0)
     r, evs = build(project, "--jobs", "1", env={"LTXFLOW_LOCAL_FAULT": "oom@red sun"})
     assert r.returncode == 1
     failed = [e for e in evs if e["event"] == "chunk_failed"]
@@ -172,16 +174,7 @@ def test_missing_weights_are_named_with_where_they_are_published(tmp_path, weigh
 def test_one_worker_per_gpu_and_the_chunks_fan_out(tmp_path, weights):
     """Two GPUs (LTXFLOW_GPUS names them; here the CPU stands in): two workers, each pinned with
     CUDA_VISIBLE_DEVICES, share the independent chains."""
-    scenes = """
-  - id: one
-    end: 1
-    prompt: "a red sun"
-    image: keyframes/a.png
-  - id: two
-    prompt: "a blue moon"
-    image: keyframes/b.png
-"""
-    project = local_project(tmp_path, weights, scenes, seconds=2.0)
+    project = local_project(tmp_path, weights, TWO_CHAINS, seconds=2.0)
     r, evs = build(project, env={"LTXFLOW_GPUS": "0,1"})
     assert r.returncode == 0, r.stderr
     started = [e for e in evs if e["event"] == "worker_started"]

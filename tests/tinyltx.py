@@ -192,6 +192,18 @@ def reinit_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model
 
 
+def renamed(sd: dict, prefixes: dict[str, str]) -> dict:
+    """`sd` with each key's prefix replaced as `prefixes` says (the first that matches; "" matches
+    anything); a key no prefix matches is an error."""
+    out = {}
+    for k, v in sd.items():
+        old = next((p for p in prefixes if k.startswith(p)), None)
+        if old is None:
+            raise KeyError(k)
+        out[prefixes[old] + k[len(old):]] = v
+    return out
+
+
 def to_bf16(sd: dict) -> dict:
     return {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
 
@@ -226,37 +238,19 @@ def build_all(out: Path, style_lora: Path | None = None) -> dict:
     ep = reinit_(EmbeddingsProcessorConfigurator.from_config(FULL_CONFIG), 2)
     ep_sd = ep.state_dict()
     stats["embeddings_processor"] = nparams(ep_sd)
-    for k, v in ep_sd.items():
-        if k.startswith("feature_extractor."):
-            ckpt["text_embedding_projection." + k[len("feature_extractor."):]] = v
-        elif k.startswith("video_connector."):
-            ckpt["model.diffusion_model.video_embeddings_connector." + k[len("video_connector."):]] = v
-        elif k.startswith("audio_connector."):
-            ckpt["model.diffusion_model.audio_embeddings_connector." + k[len("audio_connector."):]] = v
-        else:
-            raise KeyError(k)
+    ckpt.update(renamed(ep_sd, {"feature_extractor.": "text_embedding_projection.",
+                                "video_connector.": "model.diffusion_model.video_embeddings_connector.",
+                                "audio_connector.": "model.diffusion_model.audio_embeddings_connector."}))
 
-    # --- video VAE -----------------------------------------------------------
-    for name, conf, seed in (("encoder", VideoEncoderConfigurator, 3), ("decoder", VideoDecoderConfigurator, 4)):
-        m = reinit_(conf.from_config(FULL_CONFIG), seed)
-        sd = m.state_dict()
-        stats[f"video_{name}"] = nparams(sd)
-        for k, v in sd.items():
-            if k.startswith("per_channel_statistics."):
-                ckpt["vae." + k] = v  # shared by encoder & decoder
-            else:
-                ckpt[f"vae.{name}.{k}"] = v
-
-    # --- audio VAE -----------------------------------------------------------
-    for name, conf, seed in (("encoder", AudioEncoderConfigurator, 5), ("decoder", AudioDecoderConfigurator, 6)):
-        m = reinit_(conf.from_config(FULL_CONFIG), seed)
-        sd = m.state_dict()
-        stats[f"audio_{name}"] = nparams(sd)
-        for k, v in sd.items():
-            if k.startswith("per_channel_statistics."):
-                ckpt["audio_vae." + k] = v
-            else:
-                ckpt[f"audio_vae.{name}.{k}"] = v
+    # --- video and audio VAEs: encoder and decoder share per_channel_statistics -----------
+    vaes = (("video", "vae", (("encoder", VideoEncoderConfigurator, 3), ("decoder", VideoDecoderConfigurator, 4))),
+            ("audio", "audio_vae", (("encoder", AudioEncoderConfigurator, 5), ("decoder", AudioDecoderConfigurator, 6))))
+    for kind, prefix, parts in vaes:
+        for name, conf, seed in parts:
+            sd = reinit_(conf.from_config(FULL_CONFIG), seed).state_dict()
+            stats[f"{kind}_{name}"] = nparams(sd)
+            ckpt.update(renamed(sd, {"per_channel_statistics.": f"{prefix}.per_channel_statistics.",
+                                     "": f"{prefix}.{name}."}))
 
     # --- vocoder (+BWE) ------------------------------------------------------
     voc = reinit_(VocoderConfigurator.from_config(FULL_CONFIG), 7)
@@ -328,18 +322,11 @@ def build_gemma_dir(gdir: Path) -> int:
     (gdir / "config.json").write_text(cfg.to_json_string())  # ltx-core ignores it; backend local applies it
     torch.manual_seed(11)
     model = reinit_(Gemma3ForConditionalGeneration(cfg), 11)
-    sd = {}
-    for k, v in model.state_dict().items():  # transformers-4.5x names -> original HF checkpoint names
-        if k.startswith("model.language_model."):
-            sd["language_model.model." + k[len("model.language_model."):]] = v
-        elif k.startswith("model.vision_tower."):
-            sd["vision_tower." + k[len("model.vision_tower."):]] = v
-        elif k.startswith("model.multi_modal_projector."):
-            sd["multi_modal_projector." + k[len("model.multi_modal_projector."):]] = v
-        elif k == "lm_head.weight":
-            continue  # tied; GEMMA_LLM_KEY_OPS duplicates embed_tokens into lm_head
-        else:
-            raise KeyError(k)
+    # transformers-4.5x names -> the published checkpoint's names; lm_head is tied (ltx-core copies
+    # embed_tokens into it)
+    sd = renamed({k: v for k, v in model.state_dict().items() if k != "lm_head.weight"},
+                 {"model.language_model.": "language_model.model.", "model.vision_tower.": "vision_tower.",
+                  "model.multi_modal_projector.": "multi_modal_projector."})
     save_file(to_bf16(sd), str(gdir / "model-00001-of-00001.safetensors"), metadata={"format": "pt"})
     return nparams(sd)
 

@@ -19,10 +19,10 @@ from typing import Any, Callable, Mapping
 
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
 from ltxflow.backends.falapi import (KEY_HELP, FalApi, FalAuthError, FalError, FalHosts, FalKey, Handle,
-                                     RetryPolicy, SubmitLost, _say)
+                                     RetryPolicy, SubmitLost, _say, detail_field)
 from ltxflow.backends.falstore import UploadStore
 from ltxflow.endpoints import Endpoint, catalog
-from ltxflow.execute.journal import Journal, keys_in_flight
+from ltxflow.execute.journal import Journal
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import MediaError, file_digest
 
@@ -90,7 +90,7 @@ class FalBackend(Backend):
 
     def in_flight(self) -> set[str]:
         """Keys whose requests are already submitted (paid for) and will be followed, not resubmitted."""
-        return keys_in_flight(self.journal.dir.parent, self.api.hosts.queue)
+        return self.journal.keys(self.api.hosts.queue)
 
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
         ep = catalog().get(request.endpoint)
@@ -262,11 +262,8 @@ class FalBackend(Backend):
 
     def _rejected(self, request: ChunkRequest, exc: FalError, phase: str) -> BackendError:
         """A final error, naming the scene, the chunk and the fields fal complained about."""
-        fields = ""
-        if isinstance(exc.detail, list):
-            locs = [".".join(str(x) for x in d.get("loc", []) if x != "body") for d in exc.detail
-                    if isinstance(d, dict)]
-            fields = f" (field{'s' if len(locs) > 1 else ''} {', '.join(locs)})" if locs else ""
+        locs = [f for f in map(detail_field, exc.detail) if f] if isinstance(exc.detail, list) else []
+        fields = f" (field{'s' if len(locs) > 1 else ''} {', '.join(locs)})" if locs else ""
         return BackendError(f"scene {request.scene_id!r}, chunk {request.chunk_id}: fal rejected the {phase} "
                             f"to {request.endpoint}{fields}: {exc}", transient=exc.transient)
 

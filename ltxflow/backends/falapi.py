@@ -356,17 +356,18 @@ def _detail(resp: httpx.Response) -> Any:
     return data.get("detail", data) if isinstance(data, dict) else data
 
 
+def detail_field(item: Any) -> str | None:
+    """The field a validation detail item ({loc, msg, type}) names, e.g. `loras.0.scale`."""
+    if not isinstance(item, dict):
+        return None
+    return ".".join(str(x) for x in item.get("loc", []) if x != "body") or "?"
+
+
 def _say(detail: Any) -> str:
     """fal's detail as one line: a validation list becomes `field: message; ...`."""
     if isinstance(detail, list):
-        parts = []
-        for d in detail:
-            if isinstance(d, dict):
-                loc = [str(x) for x in d.get("loc", []) if x != "body"]
-                parts.append(f"{'.'.join(loc) or '?'}: {d.get('msg', d.get('type', '?'))}")
-            else:
-                parts.append(str(d))
-        return "; ".join(parts)
+        return "; ".join(f"{detail_field(d)}: {d.get('msg', d.get('type', '?'))}" if isinstance(d, dict)
+                         else str(d) for d in detail)
     return _short(detail)
 
 

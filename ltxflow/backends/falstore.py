@@ -32,7 +32,6 @@ class UploadStore:
         self.emit = emit
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
-        self.uploaded = 0  # files this process uploaded (not reused)
 
     def url_for(self, path: Path, chunk: str = "") -> str:
         """The URL of `path`'s content on fal's CDN, uploading it when no valid record exists."""
@@ -51,7 +50,6 @@ class UploadStore:
             content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             t0 = time.monotonic()
             url = self.upload(path, content_type, LIFETIME_S)
-            self.uploaded += 1
             self.emit("upload_done", chunk=chunk, file=path.name, bytes=path.stat().st_size,
                       seconds=round(time.monotonic() - t0, 3))
             write_json_atomic(record, {"url": url, "digest": digest, "host": self.host, "file": path.name,

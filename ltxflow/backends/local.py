@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
 from ltxflow.errors import LtxflowError
+from ltxflow.timeline import fps_str
 
 HF = "https://huggingface.co"
 # Each role: the file names Lightricks publishes (newest first) and where.
@@ -251,7 +252,7 @@ class LocalBackend(Backend):
             raise BackendError(f"{request.chunk_id}: backend local reads images and LoRAs from files, not URLs")
         job = {"kind": job_kind(request.mode, request.family), "prompt": request.prompt,
                "negative_prompt": v.get("negative_prompt"), "seed": request.seed, "frames": request.frames,
-               "fps": float(request.fps), "width": request.width, "height": request.height,
+               "fps": float(request.fps), "rate": fps_str(request.fps), "width": request.width, "height": request.height,
                "steps": v.get("steps"), "guidance": v.get("guidance_scale"),
                "start_image": str(start) if start else None, "start_strength": v.get("image_strength", 1.0),
                "end_image": str(end) if end else None, "end_strength": v.get("end_image_strength", 1.0),

@@ -177,7 +177,7 @@ class Worker:
             gc.collect()
             gc.freeze()
             self.frozen = True
-        write_clip(video.numpy(), job["out"], job["width"], job["height"], fps)
+        write_clip(video.numpy(), job["out"], job["rate"])
         return {"ok": True, "clip": job["out"], "frames": int(video.shape[0]), "builds": dict(self.builds),
                 "transformer_dtypes": self.dtypes,
                 "seconds": round(time.monotonic() - t0, 3), "device": str(self.device)}
@@ -190,17 +190,16 @@ class Worker:
             self.torch.cuda.empty_cache()
 
 
-def write_clip(frames, out: str, width: int, height: int, fps: float) -> None:
-    """Frames (uint8 [n, H, W, 3]) to a lossless clip for normalize."""
+def write_clip(frames, out: str, rate: str) -> None:
+    """Frames (uint8 [n, H, W, 3]) to a lossless clip for normalize, at `rate` ("24000/1001")."""
     from fractions import Fraction
 
-    from ltxflow.media.encode import FrameWriter, encode_frames_args
+    from ltxflow.media.encode import LOSSLESS_VIDEO, FrameWriter, encode_frames_args
     from ltxflow.media.ffmpeg import find_ffmpeg
 
-    video = ("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p")
     h, w = frames.shape[1:3]
-    rate = Fraction(str(fps)).limit_denominator(1001)
-    with FrameWriter(encode_frames_args(find_ffmpeg().path, w, h, rate, Path(out), video), Path(out),
+    args = encode_frames_args(find_ffmpeg().path, w, h, Fraction(rate), Path(out), LOSSLESS_VIDEO)
+    with FrameWriter(args, Path(out),
                      f"local clip {Path(out).name}") as writer:
         for frame in frames:
             writer.write(frame)

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
-from ltxflow.media.encode import FfmpegFailed, FrameWriter, encode_frames_args
+from ltxflow.media.encode import LOSSLESS_VIDEO, FfmpegFailed, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 
-RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p")
 
 
 class TestBackend(Backend):  # explicit: inherits the no-op preflight and committed
@@ -64,7 +63,7 @@ class TestBackend(Backend):  # explicit: inherits the no-op preflight and commit
         if request.chunk_id in self.fail:
             raise BackendError(f"{request.chunk_id}: simulated failure")
         out = workdir / "test.mp4"
-        args = encode_frames_args(find_ffmpeg().path, request.width, request.height, request.fps, out, RAW_VIDEO)
+        args = encode_frames_args(find_ffmpeg().path, request.width, request.height, request.fps, out, LOSSLESS_VIDEO)
         seed = hashlib.sha256(request.chunk_id.encode()).digest()
         try:
             with FrameWriter(args, out, f"test {request.chunk_id}") as writer:

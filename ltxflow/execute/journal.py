@@ -81,6 +81,10 @@ class Journal:
             if entry is not None:
                 yield entry
 
+    def keys(self, host: str | None = None) -> set[str]:
+        """Chunk keys with a journalled request (already paid for), on `host` when given."""
+        return {e.key for e in self.entries() if host is None or e.data.get("host") == host}
+
     def for_project(self, project: Path) -> list[JournalEntry]:
         where = str(project.resolve())
         return [e for e in self.entries() if e.project == where]
@@ -90,7 +94,3 @@ class Journal:
         safe = "".join(ch for ch in request_id if ch.isalnum() or ch in "-_")[:80] or "request"
         return self.results / f"{safe}{suffix}"
 
-
-def keys_in_flight(cache_root: Path, host: str | None = None) -> set[str]:
-    """Chunk keys with a journalled request (already paid for), on `host` when given."""
-    return {e.key for e in Journal(cache_root).entries() if host is None or e.data.get("host") == host}

@@ -56,10 +56,6 @@ class Faults:
         self.faults = list(faults or [])
         self.lock = threading.Lock()
 
-    def add(self, spec: str) -> None:
-        with self.lock:
-            self.faults.append(Fault.parse(spec))
-
     def take(self, kinds: tuple[str, ...], prompt: str, limit: int | None = None) -> list[Fault]:
         """Use up one of each fault of `kinds` (at most `limit` faults) that applies to a request
         with `prompt`."""

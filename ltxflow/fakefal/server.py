@@ -136,7 +136,7 @@ class FakeFal:
         """A real MP4: the requested size, frame count (+ a `frames` fault) and rate (or a `fps` fault)."""
         import numpy as np
 
-        from ltxflow.media.encode import FrameWriter, encode_frames_args
+        from ltxflow.media.encode import LOSSLESS_VIDEO, FrameWriter, encode_frames_args
         from ltxflow.media.ffmpeg import find_ffmpeg
 
         ep = catalog().endpoints[job.endpoint]
@@ -149,9 +149,8 @@ class FakeFal:
             fps = Fraction(str(f.arg)).limit_denominator(1001)
         seed = hashlib.sha256(json.dumps(job.body, sort_keys=True).encode()).digest()
         out = self.dir / f"{job.id}.mp4"
-        video = ("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p")
         ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-        with FrameWriter(encode_frames_args(find_ffmpeg().path, width, height, fps, out, video), out,
+        with FrameWriter(encode_frames_args(find_ffmpeg().path, width, height, fps, out, LOSSLESS_VIDEO), out,
                          f"fake fal {job.id}") as writer:
             for i in range(frames):
                 base = np.array([(seed[0] + 3 * i) % 256, seed[1], (seed[2] + 5 * i) % 256], dtype=np.float32)

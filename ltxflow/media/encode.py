@@ -62,6 +62,10 @@ def output_format(container: str, quality: Quality) -> Format:
     raise ValueError(f"unknown container {container!r}")
 
 
+# A lossless H.264 clip, quick to write: how generated frames are handed to normalize.
+LOSSLESS_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv444p")
+
+
 def timescale(fps: Fraction) -> int:
     """An MP4 track timescale on which every frame lasts a whole number of ticks (about 10 kHz)."""
     return fps.numerator * max(1, math.ceil(10_000 / fps.numerator))
