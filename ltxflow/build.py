@@ -161,7 +161,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
     project_sha = project_digest(Path(project))  # before reading it: see write_stamp
     rp = open_project(project, backend=opts.backend, allow_outside_paths=opts.allow_outside_paths,
-                      audio_store=cache.decoded_audio)
+                      audio_store=cache.decoded_audio, music_store=cache.music)
     inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
                                          for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
                                          if m is not None and m.ref.path is not None])

@@ -125,12 +125,19 @@ def _positive(text: str) -> int:
     return n
 
 
-def _plan(args: argparse.Namespace, audio_store: Path | None = None):
+def _plan(args: argparse.Namespace, cache=None):
+    """The project's plan; with a cache, the decoded song and its music analysis are kept in it
+    (without one, the analysis is kept in the project's default cache folder)."""
+    from ltxflow.execute.cache import default_cache_dir, music_store
     from ltxflow.plan.planner import build_plan
     from ltxflow.project.resolve import open_project
 
+    music = music_store(cache.root if cache is not None else
+                        default_cache_dir(Path(args.project).parent, getattr(args, "cache_dir", None)))
     return build_plan(open_project(args.project, backend=getattr(args, "backend", None),
-                                   allow_outside_paths=args.allow_outside_paths, audio_store=audio_store))
+                                   allow_outside_paths=args.allow_outside_paths,
+                                   audio_store=cache.decoded_audio if cache is not None else None,
+                                   music_store=music))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -152,7 +159,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.plan.view import plan_json, plan_table
 
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
-    plan = _plan(args, cache.decoded_audio)
+    plan = _plan(args, cache)
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
     fmt = output_format(container, rp.loaded.project.quality)

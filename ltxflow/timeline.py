@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 
 # Decimal spellings people use for the NTSC rates mean the exact rational rate.
@@ -86,6 +87,46 @@ def parse_seconds(value: object) -> Fraction:
     if seconds < 0:
         raise ValueError(f"{value!r} is negative")
     return seconds
+
+
+@dataclass(frozen=True)
+class MusicTime:
+    """A time in musical units, resolved to frames by the track's analysis: `bar 17` (the start of
+    bar 17), `bar 17 beat 3` (its third beat), `beat 64` (the 64th beat of the track). 1-based."""
+
+    unit: str  # "bar" | "beat"
+    number: int
+    beat: int | None = None  # the beat within the bar (unit "bar" only)
+
+    def __str__(self) -> str:
+        return f"{self.unit} {self.number}" + (f" beat {self.beat}" if self.beat is not None else "")
+
+
+_MUSICAL = re.compile(r"^(bar|beat)\s+(\d+)(?:\s+beat\s+(\d+))?$", re.IGNORECASE)
+MUSICAL_PATTERN = r"^\s*(bar\s+\d+(\s+beat\s+\d+)?|beat\s+\d+)\s*$"
+
+
+def parse_time(value: object) -> Fraction | MusicTime:
+    """A scene time: seconds or a timecode (see parse_seconds), or musical units: `bar N`,
+    `bar N beat M`, `beat N` (1-based). Raises ValueError."""
+    if isinstance(value, MusicTime):
+        return value
+    if isinstance(value, str):
+        m = _MUSICAL.fullmatch(value.strip())
+        if m:
+            unit, number, beat = m.group(1).lower(), int(m.group(2)), m.group(3)
+            if unit == "beat" and beat is not None:
+                raise ValueError(f"{value!r}: write `bar N beat M` or `beat N`")
+            if number < 1 or (beat is not None and int(beat) < 1):
+                raise ValueError(f"{value!r}: bars and beats count from 1")
+            return MusicTime(unit, number, int(beat) if beat is not None else None)
+        if re.match(r"^\s*(bar|beat)\b", value, re.IGNORECASE):
+            raise ValueError(f"{value!r} is not `bar N`, `bar N beat M` or `beat N` (N, M from 1)")
+    try:
+        return parse_seconds(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not seconds (12.5), a timecode (\"m:ss.fff\") "
+                         "or musical (`bar 17`, `bar 17 beat 3`, `beat 64`)") from None
 
 
 def round_half_up(x: Fraction) -> int:

@@ -97,16 +97,20 @@ class ProjectDir:
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory):
     """Tests never read or write a developer's .ltxflow cache: one empty cache for the session
-    unless a test sets its own (subprocesses inherit it)."""
+    unless a test sets its own (subprocesses inherit it). Music analyses are shared by the whole
+    session (they depend only on a song's bytes), so each test song is analysed once."""
     import os
 
-    old = os.environ.get("LTXFLOW_CACHE_DIR")
+    names = ("LTXFLOW_CACHE_DIR", "LTXFLOW_MUSIC_CACHE")
+    old = {name: os.environ.get(name) for name in names}
     os.environ["LTXFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
+    os.environ["LTXFLOW_MUSIC_CACHE"] = str(tmp_path_factory.mktemp("session-music"))
     yield
-    if old is None:
-        os.environ.pop("LTXFLOW_CACHE_DIR", None)
-    else:
-        os.environ["LTXFLOW_CACHE_DIR"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

@@ -32,6 +32,13 @@ RECORD = "record.json"
 CACHE_DIR_NAME = ".ltxflow"
 
 
+def music_store(cache_root: Path, env: dict[str, str] | None = None) -> Path:
+    """Where music analyses are kept, by the song's digest (see music/analysis.py): the cache's
+    music/ folder, or LTXFLOW_MUSIC_CACHE (one folder shared by projects that use the same songs)."""
+    shared = (os.environ if env is None else env).get("LTXFLOW_MUSIC_CACHE")
+    return Path(shared).expanduser() if shared else cache_root / "music"
+
+
 def default_cache_dir(project_root: Path, explicit: Path | None = None, env: dict[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if explicit is not None:
@@ -82,6 +89,10 @@ class Cache:
     def decoded_audio(self) -> Path:
         """Songs decoded to PCM, by the song file's digest (see probe.keep_audio)."""
         return self.root / "audio" / "decoded"
+
+    @property
+    def music(self) -> Path:
+        return music_store(self.root)
 
     def entry_dir(self, key: str) -> Path:
         return self.root / "chunks" / key[:2] / key

@@ -12,11 +12,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PlainValidator,
     WithJsonSchema,
     field_validator,
 )
 
-from ltxflow.timeline import fps_str, parse_fps, parse_seconds
+from ltxflow.timeline import MUSICAL_PATTERN, MusicTime, fps_str, parse_fps, parse_time
 
 CURRENT_VERSION = 1
 
@@ -73,15 +74,23 @@ Fps = Annotated[
     }),
 ]
 
+def _time_str(t: Fraction | MusicTime) -> str:
+    if isinstance(t, MusicTime):
+        return str(t)
+    return str(float(t)) if t.denominator != 1 else str(t.numerator)
+
+
 TimeSpec = Annotated[
-    Fraction,
-    BeforeValidator(parse_seconds),
-    PlainSerializer(lambda s: str(float(s)) if s.denominator != 1 else str(s.numerator), return_type=str),
+    Any,  # Fraction seconds, or a MusicTime resolved against the track's beats
+    PlainValidator(parse_time),
+    PlainSerializer(_time_str, return_type=str),
     WithJsonSchema({
-        "description": "seconds (12.5) or a timecode \"m:ss.fff\" / \"h:mm:ss.fff\"",
+        "description": "seconds (12.5), a timecode \"m:ss.fff\" / \"h:mm:ss.fff\", or musical: "
+                       "\"bar 17\", \"bar 17 beat 3\", \"beat 64\" (1-based, from the track's analysis)",
         "anyOf": [
             {"type": "number", "minimum": 0},
             {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?|(\d+:)?\d+:\d+(\.\d+)?)\s*$"},
+            {"type": "string", "pattern": MUSICAL_PATTERN},
         ],
     }),
 ]
@@ -138,6 +147,12 @@ class SceneParams(_Frozen):
     endpoint: str | None = Field(None, description="explicit endpoint id, e.g. fal-ai/ltx-2.3-quality/image-to-video")
     params: dict[str, Any] | None = Field(None, description="endpoint-specific extras, in the endpoint's own "
                                                             "field names, validated against it")
+    color_match: bool | None = Field(None, description="match each clip's colour statistics to the image it "
+                                                       "starts from (chain image or keyframe); default true")
+    seam: Literal["cut", "crossfade"] | None = Field(None, description="how each of this scene's chunks joins the "
+                                                                       "clip before it; default cut")
+    crossfade_frames: int | None = Field(None, ge=2, le=48, description="frames a crossfade seam blends "
+                                                                        "over, centred on the seam (default 8)")
 
 
 SCENE_PARAM_NAMES = tuple(SceneParams.model_fields)
@@ -149,8 +164,27 @@ class Scene(SceneParams):
     end: TimeSpec | None = Field(None, description="default: the next scene's start; last scene: end of audio")
 
 
+DEFAULT_CHAIN_OFFSET = 8  # one latent frame of LTX's VAE (8 pixel frames): see README, "The chain frame"
+
+
 class Chunking(_Frozen):
     max_frames: int = Field(481, ge=9, le=481, description="most frames one generation may produce (9..481)")
+    boundaries: Literal["even", "beats", "gaps"] = Field(
+        "beats", description="where seams inside a scene go: even (balanced chunks), beats (the nearest beat), "
+                             "gaps (the nearest quiet gap in the music)")
+    window: float = Field(2.0, gt=0, le=30, description="seconds a seam may move from its balanced place to land "
+                                                        "on a beat or gap")
+    chain_offset: int = Field(DEFAULT_CHAIN_OFFSET, ge=0, le=64,
+                              description="a chained chunk starts from the frame this many frames before the end "
+                                          "of the previous chunk, whose last frames are dropped")
+
+
+class Music(_Frozen):
+    """How the track's beats group into bars (the beats themselves come from the analysis)."""
+
+    beats_per_bar: int = Field(4, ge=1, le=16, description="beats in a bar (4 for 4/4)")
+    first_bar: int | None = Field(None, ge=1, description="the beat (1-based) bar 1 starts on; default: the "
+                                                          "phase whose beats carry the strongest onsets")
 
 
 class Project(_Frozen):
@@ -174,6 +208,7 @@ class Project(_Frozen):
     quality: Literal["low", "medium", "high", "maximum"] = Field(
         "high", description="encoder quality preset of the output video")
     chunking: Chunking = Field(default_factory=Chunking)
+    music: Music = Field(default_factory=Music)
     models: str | None = Field(None, min_length=1, description="folder of LTX-2.3 weights for backend local, "
                                                               "relative to the project file (LTXFLOW_LTX_MODELS "
                                                               "and --models override)")

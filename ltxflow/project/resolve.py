@@ -17,7 +17,8 @@ from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
 from ltxflow.project.media import Media, check_media
 from ltxflow.project.model import SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS, Scene
 from ltxflow.project.paths import PathRefused, media_ref
-from ltxflow.timeline import seconds_to_frame, timecode
+from ltxflow.music.grid import Grid
+from ltxflow.timeline import MusicTime, seconds_to_frame, timecode
 
 # auto resolution: the first keyframe's aspect ratio at about this many pixels.
 AUTO_AREA = 1280 * 704
@@ -50,6 +51,9 @@ class ResolvedScene:
     end_image: Media | None
     loras: tuple[ResolvedLora, ...]
     seed: int | None
+    color_match: bool = True  # match clip colour statistics to the image the chunk starts from
+    seam: str = "cut"  # how each chunk of the scene joins the clip before it: cut | crossfade
+    crossfade_frames: int = 8
 
     @property
     def frames(self) -> int:
@@ -76,6 +80,10 @@ class ResolvedProject:
     scenes: tuple[ResolvedScene, ...] = field(default=())
     models: Path | None = None  # the project's `models:` folder (backend local)
     fp8: bool = False
+    boundaries: str = "even"  # chunking.boundaries: even | beats | gaps
+    window: Fraction = Fraction(2)  # chunking.window, seconds
+    chain_offset: int = 0  # chunking.chain_offset
+    music: Grid | None = None  # the track's beats and bars, when the project uses them
 
     @property
     def file(self) -> str:
@@ -98,7 +106,7 @@ class _Collector:
 
 
 def open_project(path: str | Path, *, backend: str | None = None, allow_outside_paths: bool = False,
-                 audio_store: Path | None = None) -> ResolvedProject:
+                 audio_store: Path | None = None, music_store: Path | None = None) -> ResolvedProject:
     """Load and resolve a project file. Raises ProjectError with every problem found: when the
     file fails model validation, problems with the media it names are reported with it."""
     try:
@@ -108,15 +116,18 @@ def open_project(path: str | Path, *, backend: str | None = None, allow_outside_
         extra = [exc.source.diagnostic(p, m) for p, m in found.problems]
         raise ProjectError([*exc.diagnostics, *extra]) from None
     return resolve_project(loaded, backend=backend, allow_outside_paths=allow_outside_paths,
-                           audio_store=audio_store)
+                           audio_store=audio_store, music_store=music_store)
 
 
 def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_outside_paths: bool = False,
-                    audio_store: Path | None = None, cat: Catalog | None = None) -> ResolvedProject:
+                    audio_store: Path | None = None, music_store: Path | None = None,
+                    cat: Catalog | None = None) -> ResolvedProject:
     """Check media, place scenes on the frame grid and pick endpoints. Raises ProjectError.
 
     `audio_store`: where decoded songs are kept between runs; the song is kept there only once
-    the project is valid (nothing is written for an invalid project)."""
+    the project is valid (nothing is written for an invalid project). `music_store`: where the
+    track's analysis is kept (see music/analysis.py); it is made only when the project uses
+    musical times or music-placed seams."""
     cat = cat or catalog()
     p = loaded.project
     errs = _Collector(loaded)
@@ -132,7 +143,8 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     if total is not None and total < 1:
         errs.add(("audio",), f"the track is {float(audio.duration):.3f} s: shorter than one frame at the project fps")
         total = None
-    spans = _scene_frames(errs, loaded, total)
+    grid = _music(loaded, audio, music_store) if total is not None else None
+    spans = _scene_frames(errs, loaded, total, grid)
     backend = backend or p.backend
     multiple = LOCAL_SIZE_MULTIPLE if backend == "local" else SIZE_MULTIPLE
     width, height = _size(errs, loaded, media, multiple)
@@ -157,7 +169,25 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
         output=output, scenes=tuple(scenes), models=(root / Path(p.models).expanduser()) if p.models else None,
-        fp8=p.fp8)
+        fp8=p.fp8, boundaries=p.chunking.boundaries, window=Fraction(str(p.chunking.window)),
+        chain_offset=p.chunking.chain_offset, music=grid)
+
+
+def uses_music(loaded: LoadedProject) -> bool:
+    """Whether resolving needs the track's analysis: musical scene times, or seams placed on it."""
+    p = loaded.project
+    return p.chunking.boundaries != "even" or any(
+        isinstance(t, MusicTime) for s in p.scenes for t in (s.start, s.end))
+
+
+def _music(loaded: LoadedProject, audio: AudioTrack | None, store: Path | None) -> Grid | None:
+    if audio is None or not uses_music(loaded):
+        return None
+    from ltxflow.music.analysis import analyse_track
+    from ltxflow.music.grid import make_grid
+
+    m = loaded.project.music
+    return make_grid(analyse_track(audio, store), m.beats_per_bar, m.first_bar)
 
 
 def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path:
@@ -171,21 +201,35 @@ def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -
     return m.path
 
 
-def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int | None) -> list[tuple[int, int]]:
+def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int | None,
+                  grid: Grid | None = None) -> list[tuple[int, int]]:
     """Each scene's [start, end) on the frame grid; gaps, overlaps and order are reported.
-    `total` (the song's frames) is None when the audio could not be read."""
+    `total` (the song's frames) is None when the audio could not be read; musical times are
+    resolved on `grid`."""
     p = loaded.project
     fps = p.fps
     tc = lambda f: timecode(f, fps)  # noqa: E731
     n = len(p.scenes)
     spans: list[tuple[int, int]] = []
     prev_end = 0
+
+    def frame(t: Fraction | MusicTime, path: FieldPath, fallback: int) -> int:
+        if not isinstance(t, MusicTime):
+            return seconds_to_frame(t, fps)
+        if grid is None:  # the audio could not be read: reported already
+            return fallback
+        try:
+            return seconds_to_frame(Fraction(str(grid.seconds(t))), fps)
+        except ValueError as exc:
+            errs.add(path, str(exc))
+            return fallback
+
     for i, s in enumerate(p.scenes):
-        start = seconds_to_frame(s.start, fps) if s.start is not None else prev_end
+        start = frame(s.start, ("scenes", i, "start"), prev_end) if s.start is not None else prev_end
         if s.end is not None:
-            end = seconds_to_frame(s.end, fps)
+            end = frame(s.end, ("scenes", i, "end"), start + 1)
         elif i + 1 < n and p.scenes[i + 1].start is not None:
-            end = seconds_to_frame(p.scenes[i + 1].start, fps)
+            end = frame(p.scenes[i + 1].start, ("scenes", i + 1, "start"), start + 1)
         elif i + 1 < n:
             errs.add(("scenes", i), f"scene '{s.id}' needs an end (or the next scene a start)")
             end = start + 1
@@ -373,7 +417,8 @@ def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int
         origins=origins, params=values["params"],
         image=media.get(origins["image"]) if "image" in origins else None,
         end_image=media.get(origins["end_image"]) if "end_image" in origins else None,
-        loras=loras, seed=values.get("seed"))
+        loras=loras, seed=values.get("seed"), color_match=values.get("color_match", True),
+        seam=values.get("seam", "cut"), crossfade_frames=values.get("crossfade_frames", 8))
 
 
 def _check_local(errs: _Collector, scenes: list[ResolvedScene]) -> None:

@@ -1,0 +1,144 @@
+"""Music analysis of the master track (librosa): tempo, beats, onset envelope and quiet gaps,
+computed once per track digest and kept on disk, so later plans import no librosa."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ltxflow.media.probe import AudioTrack
+
+VERSION = 1  # bump when the analysis changes: cached analyses of another version are made again
+RATE = 22050  # the track is analysed mono at this rate
+HOP = 256  # onset envelope / level step: 11.6 ms
+QUIET_DB = 18.0  # a gap is this far below the track's loud parts (its 90th level percentile) ...
+MIN_GAP_S = 0.12  # ... for at least this long
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the planner and the report know of the music. Times in seconds from the track's start."""
+
+    digest: str  # the track's digest
+    duration: float
+    tempo: float  # beats per minute
+    beats: tuple[float, ...]
+    onset_rate: float  # onset envelope values per second
+    onset: tuple[float, ...]  # onset strength, 0..1
+    gaps: tuple[tuple[float, float], ...]  # quiet spans [start, end)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Analysis":
+        return cls(digest=data["digest"], duration=float(data["duration"]), tempo=float(data["tempo"]),
+                   beats=tuple(float(b) for b in data["beats"]), onset_rate=float(data["onset_rate"]),
+                   onset=tuple(float(v) for v in data["onset"]),
+                   gaps=tuple((float(a), float(b)) for a, b in data["gaps"]))
+
+    def onset_at(self, seconds: float) -> float:
+        if not self.onset:
+            return 0.0
+        i = min(len(self.onset) - 1, max(0, round(seconds * self.onset_rate)))
+        return self.onset[i]
+
+
+def cache_path(store: Path, digest: str) -> Path:
+    return store / f"{digest[:32]}-v{VERSION}.json"
+
+
+def load_cached(store: Path | None, digest: str) -> Analysis | None:
+    """The kept analysis of a track, or None (absent, unreadable or of another version)."""
+    if store is None:
+        return None
+    path = cache_path(store, digest)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != VERSION or data["analysis"]["digest"] != digest:
+            return None
+        return Analysis.from_json(data["analysis"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def analyse_track(track: AudioTrack, store: Path | None = None) -> Analysis:
+    """The track's analysis: read from `store` when kept there, else computed (imports librosa)
+    and kept. Writing is atomic; an unwritable store only costs the next plan the analysis again."""
+    cached = load_cached(store, track.digest)
+    if cached is not None:
+        return cached
+    analysis = compute(track)
+    if store is not None:
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            path = cache_path(store, track.digest)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            tmp.write_text(json.dumps({"version": VERSION, "analysis": analysis.to_json()}))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return analysis
+
+
+def mono_samples(track: AudioTrack):
+    """The whole track as mono float32 in -1..1 at its own rate (memory-mapped PCM, mixed down)."""
+    import numpy as np
+
+    if track.samples == 0:
+        return np.zeros(0, dtype=np.float32)
+    pcm = np.memmap(track.pcm_file, dtype="<i2", mode="r", shape=(track.samples, track.channels))
+    return (pcm.astype(np.float32).mean(axis=1) / 32768.0).astype(np.float32)
+
+
+def compute(track: AudioTrack) -> Analysis:
+    import librosa
+    import numpy as np
+
+    y = mono_samples(track)
+    if track.sample_rate != RATE and len(y):
+        y = librosa.resample(y, orig_sr=track.sample_rate, target_sr=RATE, res_type="soxr_hq")
+    duration = float(track.duration)
+    if len(y) < 4 * HOP or not np.any(y):
+        return Analysis(track.digest, duration, 0.0, (), RATE / HOP, (), ((0.0, duration),) if duration else ())
+    envelope = librosa.onset.onset_strength(y=y, sr=RATE, hop_length=HOP)
+    tempo, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=HOP)
+    beats = librosa.frames_to_time(frames, sr=RATE, hop_length=HOP)
+    peak = float(envelope.max()) or 1.0
+    rms = librosa.feature.rms(y=y, frame_length=4 * HOP, hop_length=HOP)[0]
+    return Analysis(
+        digest=track.digest, duration=duration, tempo=round(float(np.atleast_1d(tempo)[0]), 3),
+        beats=tuple(round(float(b), 4) for b in beats if b < duration),
+        onset_rate=RATE / HOP, onset=tuple(round(float(v) / peak, 3) for v in envelope),
+        gaps=quiet_gaps(rms, RATE / HOP, duration))
+
+
+def quiet_gaps(rms, rate: float, duration: float, quiet_db: float = QUIET_DB,
+               min_gap_s: float = MIN_GAP_S) -> tuple[tuple[float, float], ...]:
+    """Spans where the level (RMS per step, `rate` steps a second) stays `quiet_db` below the
+    track's loud parts (its 90th percentile) for at least `min_gap_s`."""
+    import numpy as np
+
+    level = 20 * np.log10(np.maximum(np.asarray(rms, dtype=np.float64), 1e-6))
+    if not len(level):
+        return ()
+    quiet = level < np.percentile(level, 90) - quiet_db
+    out = []
+    i, n = 0, len(quiet)
+    while i < n:
+        if not quiet[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and quiet[j]:
+            j += 1
+        # Level steps are centred on their times: a quiet run spans from the first one's centre
+        # to the last one's, shrunk by half a step so a gap never reaches into sound.
+        a, b = i / rate, min(duration, (j - 1) / rate)
+        if b - a >= min_gap_s:
+            out.append((round(a, 4), round(b, 4)))
+        i = j
+    return tuple(out)
