@@ -1,5 +1,8 @@
-"""Heavy libraries are imported only where they are used: never by `ltxflow plan`."""
+"""Heavy libraries are imported only where they are used: `ltxflow plan` imports none once the
+song's music analysis is cached, and none at all for a project that does not use the music."""
 
+import os
+import shutil
 import subprocess
 import sys
 
@@ -32,9 +35,26 @@ sys.exit(1 if attempts or loaded else 0)
 
 
 def test_plan_imports_no_heavy_library():
+    # The first plan analyses the demo's song (librosa) and keeps the analysis; later plans read it.
+    subprocess.run([sys.executable, "-m", "ltxflow", "plan", str(DEMO)], capture_output=True, check=True, cwd=REPO)
     r = subprocess.run([sys.executable, "-c", PROBE, str(DEMO)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "ATTEMPTS [] LOADED []" in r.stderr
+
+
+def test_even_boundaries_never_analyse_the_song(tmp_path):
+    demo = tmp_path / "demo"
+    shutil.copytree(DEMO.parent, demo, ignore=shutil.ignore_patterns(".ltxflow", "out"))
+    text = DEMO.read_text().replace("  max_frames: 481\n", "  max_frames: 481\n  boundaries: even\n")
+    assert "boundaries: even" in text
+    (demo / "demo.yaml").write_text(text)
+    music = tmp_path / "music"  # an empty analysis cache: nothing to read
+    env = {**os.environ, "LTXFLOW_MUSIC_CACHE": str(music)}
+    r = subprocess.run([sys.executable, "-c", PROBE, str(demo / "demo.yaml")], capture_output=True, text=True,
+                       cwd=REPO, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ATTEMPTS [] LOADED []" in r.stderr
+    assert not music.exists()
 
 
 def test_the_watch_catches_an_import():

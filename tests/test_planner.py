@@ -136,7 +136,7 @@ def test_request_args_use_the_endpoints_own_names():
     by_id = {c.id: c for c in plan.chunks}
     quality = by_id["intro.0"].args
     assert quality["resolution"] == {"width": 1280, "height": 704}
-    assert quality["frames_per_second"] == 24.0 and quality["num_frames"] == 193
+    assert quality["frames_per_second"] == 24.0 and quality["num_frames"] == 201  # 192 kept + 8 after the chain frame
     assert quality["num_inference_steps"] == 15 and quality["match_audio_length"] is False
     distilled = by_id["drop.0"].args
     assert distilled["video_size"] == {"width": 1280, "height": 704} and distilled["fps"] == 24.0

@@ -84,7 +84,7 @@ def make_grid(analysis: Analysis, beats_per_bar: int = 4, first_bar: int | None 
     best, best_score = 0, -1.0
     for phase in range(min(beats_per_bar, len(beats))):
         chosen = beats[phase::beats_per_bar]
-        score = sum(analysis.onset_at(b) for b in chosen) / len(chosen)
+        score = sum(analysis.accent(b) for b in chosen) / len(chosen)
         if score > best_score + 1e-9:
             best, best_score = phase, score
     return Grid(analysis, beats_per_bar, best)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal
@@ -9,7 +10,8 @@ from typing import Any, Literal
 import networkx as nx
 
 from ltxflow.endpoints import Endpoint
-from ltxflow.plan.chunks import split_scene
+from ltxflow.plan.chunks import Split, largest_valid, overheads, split_at, split_scene
+from ltxflow.plan.seams import Candidate, candidates, event_frames, place_seams
 from ltxflow.plan.keys import content_key, derive_seed
 from ltxflow.project.media import Media
 from ltxflow.project.resolve import ResolvedLora, ResolvedProject, ResolvedScene
@@ -74,6 +76,7 @@ class Chunk:
     hosted_cost_usd: float
     key: str
     key_inputs: dict[str, Any]  # what `key` hashes: compared between builds to say what changed
+    placed: str = "scene"  # how the seam at start_frame was placed: scene | even | beat | gap
 
     @property
     def kept_frames(self) -> int:
@@ -153,9 +156,10 @@ def build_plan(rp: ResolvedProject) -> Plan:
     graph = nx.DiGraph()
     chunks: list[Chunk] = []
     prev: Chunk | None = None
-    for scene in rp.scenes:
+    for k, scene in enumerate(rp.scenes):
         chained = scene.image is None and prev is not None
-        splits = split_scene(scene.frames, chained, rp.max_frames, end_anchored=scene.end_image is not None)
+        tail_after = k + 1 < len(rp.scenes) and rp.scenes[k + 1].image is None
+        splits, placed = split_on_music(rp, scene, chained, tail_after)
         cursor = scene.start_frame
         for i, sp in enumerate(splits):
             last = i == len(splits) - 1
@@ -191,7 +195,8 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 generated_frames=sp.generated, head=sp.head, tail=sp.tail, start_image=start,
                 end_image=end_image, chains_from=start.chunk, endpoint=ep, seed=seed, args=args, audio=audio,
                 loras=scene.loras, cost_usd=0.0 if rp.backend in FREE_BACKENDS else hosted,
-                hosted_cost_usd=hosted, key=content_key(key_inputs), key_inputs=key_inputs)
+                hosted_cost_usd=hosted, key=content_key(key_inputs), key_inputs=key_inputs,
+                placed="scene" if i == 0 else placed[i - 1])
             graph.add_node(chunk.id, chunk=chunk)
             if chunk.chains_from:
                 graph.add_edge(chunk.chains_from, chunk.id)
@@ -205,6 +210,36 @@ def build_plan(rp: ResolvedProject) -> Plan:
     if plan.total_frames != rp.total_frames:  # an invariant of split_scene and scene tiling
         raise AssertionError(f"plan keeps {plan.total_frames} frames, the timeline has {rp.total_frames}")
     return plan
+
+
+def split_on_music(rp: ResolvedProject, scene: ResolvedScene, chained: bool,
+                   tail_after: bool) -> tuple[list[Split], list[str]]:
+    """A scene's chunks, and how each inner seam was placed. The balanced split decides how many
+    chunks; with `boundaries: beats | gaps` each inner seam then moves to the nearest beat (or quiet
+    gap, else beat) within `window` of its balanced place, when the chunks around it still fit."""
+    end_anchored = scene.end_image is not None
+    even = split_scene(scene.frames, chained, rp.max_frames, end_anchored=end_anchored,
+                       chain_offset=rp.chain_offset, tail_after=tail_after)
+    if rp.boundaries == "even" or rp.music is None or len(even) == 1:
+        return even, ["even"] * (len(even) - 1)
+    ideals, at = [], 0
+    for sp in even[:-1]:
+        at += sp.kept
+        ideals.append(at)
+    order = ("beats",) if rp.boundaries == "beats" else ("gaps", "beats")
+    events = {kind: event_frames(rp.music, kind, rp.fps, scene.start_frame, scene.end_frame) for kind in order}
+    window = math.floor(rp.window * rp.fps)
+    top = largest_valid(rp.max_frames)
+    over = overheads(len(even), chained, rp.chain_offset, tail_after and not end_anchored)
+
+    def fits(i: int, kept: int) -> bool:
+        return kept >= 1 and over[i][0] + kept + over[i][1] <= top
+
+    chosen: list[Candidate] = place_seams(ideals, scene.frames, fits, [
+        candidates(ideal, window, events, scene.start_frame, order) for ideal in ideals])
+    splits = split_at(scene.frames, [c.offset for c in chosen], chained, rp.max_frames, end_anchored=end_anchored,
+                      chain_offset=rp.chain_offset, tail_after=tail_after)
+    return splits, [c.placed for c in chosen]
 
 
 def _start_identity(start: StartImage, prev: Chunk | None) -> Any:

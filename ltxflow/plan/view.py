@@ -25,6 +25,30 @@ def _start_image_json(s: StartImage) -> dict[str, Any]:
     return {"kind": "none"}
 
 
+def seam_json(c: Chunk, plan: Plan) -> dict[str, Any]:
+    """Where a chunk's first frame lands: how the seam was placed (scene | even | beat | gap) and,
+    when the project has a music analysis, the nearest beat and the quiet gap it lies in."""
+    music = plan.project.music
+    out: dict[str, Any] = {"frame": c.start_frame, "time_s": _seconds(c.start_frame, plan), "placed": c.placed}
+    if music is not None:
+        out["music"] = music.describe(float(frame_to_seconds(c.start_frame, plan.project.fps)))
+    return out
+
+
+def seam_text(c: Chunk, plan: Plan) -> str:
+    """'beat 37 (bar 10.1) +0.010s', 'gap 12.30-12.90 s', or how it was placed without music."""
+    if plan.project.music is None:
+        return c.placed
+    m = seam_json(c, plan)["music"]
+    parts = [f"{c.placed} |"]
+    if "gap" in m:
+        parts.append(f"in gap {m['gap'][0]:.2f}-{m['gap'][1]:.2f}s")
+    if "beat" in m:
+        b = m["beat"]
+        parts.append(f"beat {b['number']} (bar {b['bar']}.{b['beat_in_bar']}) {b['offset_s']:+.3f}s")
+    return " ".join(parts)
+
+
 def chunk_json(c: Chunk, plan: Plan, status: Any = None) -> dict[str, Any]:
     audio = None
     if c.audio:
@@ -56,6 +80,7 @@ def chunk_json(c: Chunk, plan: Plan, status: Any = None) -> dict[str, Any]:
         "hosted_cost_usd": c.hosted_cost_usd,
         "price_confirmed": c.endpoint.price_confirmed,
         "key": c.key,
+        "seam": seam_json(c, plan),
         **({"status": status.status, "reasons": list(status.reasons)} if status is not None else {}),
     }
 
@@ -113,7 +138,7 @@ def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool
     rp = plan.project
     fps = rp.fps
     statuses = statuses or {}
-    head = ("scene", "chunk", "time", "gen/kept", "start image", "endpoint", "seed", "cost", "status")
+    head = ("scene", "chunk", "time", "gen/kept", "start image", "endpoint", "seed", "cost", "status", "starts on")
     rows = []
     for c in plan.chunks:
         st = statuses.get(c.id)
@@ -121,7 +146,7 @@ def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool
             c.scene, c.id, f"{timecode(c.start_frame, fps)}-{timecode(c.end_frame, fps)}",
             f"{c.generated_frames}/{c.kept_frames}", _start_text(c.start_image),
             c.endpoint.id.removeprefix("fal-ai/") + ("" if c.endpoint.price_confirmed else "*"),
-            str(c.seed), _money(c.cost_usd), st.status if st else "-",
+            str(c.seed), _money(c.cost_usd), st.status if st else "-", seam_text(c, plan),
         ))
     widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
     right = {3, 6, 7}
@@ -129,7 +154,10 @@ def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool
     def line(r: tuple[str, ...]) -> str:
         return "  ".join(v.rjust(w) if i in right else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))).rstrip()
 
-    out = [f"{rp.name}: {rp.width}x{rp.height} @ {fps_str(fps)} fps, backend {rp.backend}",
+    music = rp.music
+    tempo = (f"; music {music.analysis.tempo:.1f} BPM, {len(music.beats)} beats, {len(music.bars)} bars of "
+             f"{music.beats_per_bar}, {len(music.gaps)} quiet gaps; seams on {rp.boundaries}") if music else ""
+    out = [f"{rp.name}: {rp.width}x{rp.height} @ {fps_str(fps)} fps, backend {rp.backend}{tempo}",
            line(head), line(tuple("-" * w for w in widths))]
     for c, row in zip(plan.chunks, rows):
         out.append(line(row))

@@ -174,9 +174,10 @@ class Chunking(_Frozen):
                              "gaps (the nearest quiet gap in the music)")
     window: float = Field(2.0, gt=0, le=30, description="seconds a seam may move from its balanced place to land "
                                                         "on a beat or gap")
-    chain_offset: int = Field(DEFAULT_CHAIN_OFFSET, ge=0, le=64,
-                              description="a chained chunk starts from the frame this many frames before the end "
-                                          "of the previous chunk, whose last frames are dropped")
+    chain_offset: int | None = Field(None, ge=0, le=64,
+                                     description="a chained chunk starts from the frame this many frames before "
+                                                 "the end of the previous chunk, whose last frames are dropped "
+                                                 f"(default {DEFAULT_CHAIN_OFFSET}, less when max_frames is below 33)")
 
 
 class Music(_Frozen):

@@ -15,7 +15,9 @@ from ltxflow.errors import Diagnostic, FieldPath, ProjectError
 from ltxflow.media.probe import AudioTrack, keep_audio
 from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
 from ltxflow.project.media import Media, check_media
-from ltxflow.project.model import SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS, Scene
+from ltxflow.plan.chunks import largest_valid
+from ltxflow.project.model import (DEFAULT_CHAIN_OFFSET, SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS,
+                                   Chunking, Scene)
 from ltxflow.project.paths import PathRefused, media_ref
 from ltxflow.music.grid import Grid
 from ltxflow.timeline import MusicTime, seconds_to_frame, timecode
@@ -170,7 +172,19 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
         output=output, scenes=tuple(scenes), models=(root / Path(p.models).expanduser()) if p.models else None,
         fp8=p.fp8, boundaries=p.chunking.boundaries, window=Fraction(str(p.chunking.window)),
-        chain_offset=p.chunking.chain_offset, music=grid)
+        chain_offset=_chain_offset(errs, p.chunking), music=grid)
+
+
+def _chain_offset(errs: _Collector, chunking: Chunking) -> int:
+    """chunking.chain_offset, or its default: 8 frames, at most a quarter of the longest chunk."""
+    top = largest_valid(chunking.max_frames)
+    if chunking.chain_offset is None:
+        return min(DEFAULT_CHAIN_OFFSET, (top - 1) // 4)
+    if chunking.chain_offset > top - 2:
+        errs.add(("chunking", "chain_offset"), f"chain_offset {chunking.chain_offset} leaves no frame to keep in "
+                                               f"a chunk of {top} frames (max_frames): at most {top - 2}")
+        errs.raise_if_any()
+    return chunking.chain_offset
 
 
 def uses_music(loaded: LoadedProject) -> bool:
