@@ -31,14 +31,17 @@ def test_plan_table():
     r = run("plan", "projects/demo/demo.yaml", "--backend", "fal")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "neon-nights: 1280x704 @ 24 fps, backend fal"
+    assert lines[0].startswith("neon-nights: 1280x704 @ 24 fps, backend fal; music 120.2 BPM")
     assert lines[1].split() == ["scene", "chunk", "time", "gen/kept", "start", "image", "endpoint", "seed", "cost",
-                                "status"]
+                                "status", "starts", "on"]
     verse0 = next(ln for ln in lines if ln.split()[:2] == ["verse", "verse.0"])
-    assert "0:08.000-0:19.000" in verse0 and "265/264" in verse0 and "chain intro.0" in verse0
-    assert verse0.split()[-1] == "render"  # nothing is cached in this test's cache
-    assert "to render now: 5 of 5 chunks, $1.94" in lines
-    assert lines[-1].startswith("5 chunks, 960 frames (0:40.000), 965 generated, longest chain 4; cost $1.94")
+    # 264 kept + the chain frame repeated + 8 frames after the frame verse.1 chains from
+    assert "0:08.000-0:19.000" in verse0 and "273/264" in verse0 and "chain intro.0" in verse0
+    assert verse0.split()[9] == "render"  # nothing is cached in this test's cache
+    verse1 = next(ln for ln in lines if ln.split()[:2] == ["verse", "verse.1"])
+    assert "beat | beat 39 (bar " in verse1  # the seam inside the verse (19 s at 120 BPM) is on a beat
+    assert "to render now: 5 of 5 chunks, $2.00" in lines
+    assert lines[-1].startswith("5 chunks, 960 frames (0:40.000), 989 generated, longest chain 4; cost $2.00")
 
 
 def test_plan_json_is_stable_and_complete():
@@ -47,8 +50,8 @@ def test_plan_json_is_stable_and_complete():
     plan = json.loads(r.stdout)
     assert run("plan", "projects/demo/demo.yaml", "--json").stdout == r.stdout
     assert (plan["fps"], plan["fps_rational"], plan["width"], plan["height"]) == (24.0, "24", 1280, 704)
-    assert plan["totals"] == {"frames": 960, "duration_s": 40.0, "chunks": 5, "generated_frames": 965,
-                              "cost_usd": 0.0, "hosted_cost_usd": 1.939404, "longest_chain": 4,
+    assert plan["totals"] == {"frames": 960, "duration_s": 40.0, "chunks": 5, "generated_frames": 989,
+                              "cost_usd": 0.0, "hosted_cost_usd": 1.997186, "longest_chain": 4,
                               "to_render": 5, "cost_now_usd": 0.0, "submitted": 0}
     required = {"id", "scene", "start_frame", "end_frame", "generated_frames", "start_image", "chains_from",
                 "endpoint", "seed", "cost_usd", "key"}

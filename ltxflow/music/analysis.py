@@ -108,7 +108,7 @@ def compute(track: AudioTrack) -> Analysis:
     if len(y) < 4 * HOP or not np.any(y):
         return Analysis(track.digest, duration, 0.0, (), RATE / HOP, (), ((0.0, duration),) if duration else ())
     envelope = librosa.onset.onset_strength(y=y, sr=RATE, hop_length=HOP)
-    tempo, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=HOP)
+    tempo, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=HOP, trim=False)
     beats = refine_beats(y, librosa.frames_to_time(frames, sr=RATE, hop_length=HOP))
     peak = float(envelope.max()) or 1.0
     rms = librosa.feature.rms(y=y, frame_length=4 * HOP, hop_length=HOP)[0]

@@ -48,7 +48,7 @@ def fewest_chunks(frames: int, chained: bool, top: int, chain_offset: int, tail_
 
 
 def split_scene(frames: int, chained: bool, max_frames: int = 481, end_anchored: bool = False,
-                chain_offset: int = 0, tail_after: bool = False) -> list[Split]:
+                chain_offset: int = 0, tail_after: bool = False, extra_chunks: int = 0) -> list[Split]:
     """Split a scene of `frames` kept frames into as few balanced chunks as the model allows.
 
     `chained`: the scene's first chunk starts from the previous chunk's chain frame (it generates
@@ -58,13 +58,14 @@ def split_scene(frames: int, chained: bool, max_frames: int = 481, end_anchored:
     surplus of rounding up to 8k+1 (at most 7 frames, beyond the 9-frame minimum) is trimmed from
     one chunk: the end of the last one. When `end_anchored` (the scene ends on an end image, which
     must stay its last frame) it is trimmed from the end of the first chunk instead, or, for a
-    one-chunk scene, dropped just after its start image.
+    one-chunk scene, dropped just after its start image. `extra_chunks` splits into that many
+    more chunks than the fewest (shorter chunks leave seams room to move onto the music).
     """
     if frames < 1:
         raise ValueError(f"a scene needs at least one frame, got {frames}")
     top = largest_valid(max_frames)
     tail_after = tail_after and not end_anchored
-    n = fewest_chunks(frames, chained, top, chain_offset, tail_after)
+    n = min(frames, fewest_chunks(frames, chained, top, chain_offset, tail_after) + extra_chunks)
     over = overheads(n, chained, chain_offset, tail_after)
     heads = [h for h, _ in over]
     tails = [t for _, t in over]
@@ -78,7 +79,12 @@ def split_scene(frames: int, chained: bool, max_frames: int = 481, end_anchored:
     if end_anchored and n == 1:
         heads[0] += surplus
         surplus = 0
-    tails[0 if end_anchored else n - 1] += surplus
+    # The surplus goes to one chunk; only with tiny chunks (9-frame minimums) may it exceed what
+    # that chunk keeps, and the rest then goes to its neighbours.
+    for i in (range(n) if end_anchored else range(n - 1, -1, -1)):
+        take = min(surplus, generated[i] - heads[i] - tails[i] - 1)
+        tails[i] += take
+        surplus -= take
     out = [Split(generated=g, head=h, kept=g - h - t, tail=t) for g, h, t in zip(generated, heads, tails)]
     assert sum(s.kept for s in out) == frames and all(
         valid_count(s.generated) and s.generated <= top and s.kept >= 1 for s in out), out

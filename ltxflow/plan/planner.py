@@ -17,6 +17,7 @@ from ltxflow.project.media import Media
 from ltxflow.project.resolve import ResolvedLora, ResolvedProject, ResolvedScene
 from ltxflow.timeline import frame_to_sample
 
+MORE_CHUNKS = 3  # chunks beyond the fewest a scene may take to put its seams on the music
 STITCH = "stitch"  # the DAG's final node; chunk ids always contain a dot, so it cannot collide
 FREE_BACKENDS = ("preview", "local", "test")
 # Backends that draw a chunk's place in the video into its frames (scene and chunk ids, timecodes):
@@ -216,30 +217,50 @@ def split_on_music(rp: ResolvedProject, scene: ResolvedScene, chained: bool,
                    tail_after: bool) -> tuple[list[Split], list[str]]:
     """A scene's chunks, and how each inner seam was placed. The balanced split decides how many
     chunks; with `boundaries: beats | gaps` each inner seam then moves to the nearest beat (or quiet
-    gap, else beat) within `window` of its balanced place, when the chunks around it still fit."""
+    gap, else beat) within `window` of its balanced place, where the chunks around it still fit.
+    When the fewest chunks are too full for every seam to move, up to MORE_CHUNKS chunks more are
+    tried, and the fewest that place every seam are used (each costs a chunk's few frames of
+    overhead); when none does, the split placing the most seams."""
     end_anchored = scene.end_image is not None
     even = split_scene(scene.frames, chained, rp.max_frames, end_anchored=end_anchored,
                        chain_offset=rp.chain_offset, tail_after=tail_after)
     if rp.boundaries == "even" or rp.music is None or len(even) == 1:
         return even, ["even"] * (len(even) - 1)
+    tries = []
+    for extra in range(MORE_CHUNKS + 1):
+        balanced = even if extra == 0 else split_scene(
+            scene.frames, chained, rp.max_frames, end_anchored=end_anchored, chain_offset=rp.chain_offset,
+            tail_after=tail_after, extra_chunks=extra)
+        placed = _placed(rp, scene, chained, tail_after, balanced)
+        unplaced = sum(c.placed != rp.boundaries.rstrip("s") for c in placed)
+        tries.append((unplaced, extra, placed))
+        if not unplaced or len(balanced) == scene.frames:
+            break
+    chosen = min(tries, key=lambda t: (t[0], t[1]))[2]
+    splits = split_at(scene.frames, [c.offset for c in chosen], chained, rp.max_frames, end_anchored=end_anchored,
+                      chain_offset=rp.chain_offset, tail_after=tail_after)
+    return splits, [c.placed for c in chosen]
+
+
+def _placed(rp: ResolvedProject, scene: ResolvedScene, chained: bool, tail_after: bool,
+            balanced: list[Split]) -> list[Candidate]:
+    """The seams of a balanced split moved onto the music (see split_on_music)."""
+    assert rp.music is not None
     ideals, at = [], 0
-    for sp in even[:-1]:
+    for sp in balanced[:-1]:
         at += sp.kept
         ideals.append(at)
     order = ("beats",) if rp.boundaries == "beats" else ("gaps", "beats")
     events = {kind: event_frames(rp.music, kind, rp.fps, scene.start_frame, scene.end_frame) for kind in order}
     window = math.floor(rp.window * rp.fps)
     top = largest_valid(rp.max_frames)
-    over = overheads(len(even), chained, rp.chain_offset, tail_after and not end_anchored)
+    over = overheads(len(balanced), chained, rp.chain_offset, tail_after and scene.end_image is None)
 
     def fits(i: int, kept: int) -> bool:
         return kept >= 1 and over[i][0] + kept + over[i][1] <= top
 
-    chosen: list[Candidate] = place_seams(ideals, scene.frames, fits, [
+    return place_seams(ideals, scene.frames, fits, [
         candidates(ideal, window, events, scene.start_frame, order) for ideal in ideals])
-    splits = split_at(scene.frames, [c.offset for c in chosen], chained, rp.max_frames, end_anchored=end_anchored,
-                      chain_offset=rp.chain_offset, tail_after=tail_after)
-    return splits, [c.placed for c in chosen]
 
 
 def _start_identity(start: StartImage, prev: Chunk | None) -> Any:

@@ -1,0 +1,245 @@
+"""Music analysis and seams on the music: synthetic tracks of known tempo and known quiet gaps,
+analysed by the real librosa, planned through the real loader, resolver and planner."""
+
+from __future__ import annotations
+
+import json
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from ltxflow.errors import ProjectError
+from ltxflow.plan.chunks import valid_count
+from ltxflow.timeline import MusicTime, parse_time
+
+from conftest import ProjectDir, plan_of
+
+FPS = ["24", "25", "30", "24000/1001"]
+BPM = 100.0
+FIRST_BEAT = 0.3  # seconds
+SECONDS = 36.0
+
+
+def write_clicks(path: Path, seconds: float = SECONDS, bpm: float = BPM, first: float = FIRST_BEAT,
+                 gaps: list[tuple[float, float]] = (), rate: int = 22050) -> list[float]:
+    """A drum-like click track: a low accented click on every 4th beat, a high one on the others,
+    over a quiet pad, silent inside `gaps`. Returns the true beat times."""
+    import numpy as np
+
+    n = round(seconds * rate)
+    t = np.arange(n) / rate
+    y = 0.05 * np.sin(2 * np.pi * 220 * t)
+    rng = np.random.default_rng(7)
+    beats = [first + i * 60 / bpm for i in range(int((seconds - first) * bpm / 60) + 1)]
+    beats = [b for b in beats if b < seconds - 0.1]
+    length = round(0.08 * rate)
+    env = np.exp(-np.arange(length) / (0.015 * rate))
+    for i, b in enumerate(beats):
+        at = round(b * rate)
+        tone = np.sin(2 * np.pi * (150 if i % 4 == 0 else 900) * np.arange(length) / rate)
+        click = (1.0 if i % 4 == 0 else 0.5) * env * (0.6 * tone + rng.normal(0, 0.2, length))
+        y[at:at + length] += click[: n - at]
+    for a, b in gaps:
+        y[round(a * rate):round(b * rate)] = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((y / np.abs(y).max() * 0.8 * 32767).astype("<i2").tobytes())
+    return [b for b in beats if not any(a <= b < e for a, e in gaps)]
+
+
+@pytest.fixture(scope="module")
+def clicks(tmp_path_factory) -> tuple[ProjectDir, list[float]]:
+    d = ProjectDir(tmp_path_factory.mktemp("music") / "proj", seconds=1)
+    return d, write_clicks(d.root / "media" / "clicks.wav")
+
+
+def project(fps: str, scenes: str, chunking: str = "{boundaries: beats, max_frames: 97}", extra: str = "") -> str:
+    return (f'version: 1\naudio: media/clicks.wav\nfps: "{fps}"\nresolution: 256x128\n'
+            f"chunking: {chunking}\n{extra}scenes:\n{scenes}")
+
+
+ONE_SCENE = "  - id: all\n    prompt: one long scene\n    image: keyframes/a.png\n"
+
+
+def inner_seams(plan) -> list:
+    return [c for c in plan.chunks if c.index > 0]
+
+
+def check_valid(plan, max_frames: int) -> None:
+    assert plan.total_frames == plan.project.total_frames
+    for c in plan.chunks:
+        assert valid_count(c.generated_frames) and c.generated_frames <= max_frames
+        assert c.head + c.kept_frames + c.tail == c.generated_frames
+
+
+@pytest.mark.parametrize("fps", FPS)
+def test_beats_seams_land_within_a_frame_of_a_true_beat(clicks, fps):
+    d, beats = clicks
+    plan = plan_of(d.write(project(fps, ONE_SCENE), f"beats-{fps.replace('/', '_')}.yaml"))
+    rate = Fraction(fps) if "/" not in fps else Fraction(*map(int, fps.split("/")))
+    check_valid(plan, 97)
+    seams = inner_seams(plan)
+    assert len(seams) >= 8
+    for c in seams:
+        t = c.start_frame / rate
+        nearest = min(beats, key=lambda b: abs(b - t))
+        assert abs(t - Fraction(str(nearest))) <= 1 / rate, (c.id, float(t), nearest)
+        assert c.placed == "beat"
+    assert abs(plan.project.music.analysis.tempo - BPM) < 2
+
+
+def test_even_boundaries_keep_the_balanced_split(clicks):
+    d, beats = clicks
+    beats_plan = plan_of(d.write(project("24", ONE_SCENE), "b.yaml"))
+    even_plan = plan_of(d.write(project("24", ONE_SCENE, "{boundaries: even, max_frames: 97}"), "e.yaml"))
+    assert even_plan.project.music is None  # nothing asks for the music: it is not analysed
+    assert [c.placed for c in inner_seams(even_plan)] == ["even"] * len(inner_seams(even_plan))
+    assert len(even_plan.chunks) == len(beats_plan.chunks)
+    assert [c.start_frame for c in even_plan.chunks] != [c.start_frame for c in beats_plan.chunks]
+
+
+GAPS = [(4.0, 4.6), (8.6, 9.2), (13.1, 13.7), (17.5, 18.1), (22.2, 22.8), (26.7, 27.3), (31.0, 31.6)]
+
+
+@pytest.mark.parametrize("fps", ["24", "30000/1001"])
+def test_gaps_seams_land_inside_quiet_gaps(tmp_path, fps):
+    d = ProjectDir(tmp_path / "proj", seconds=1)
+    write_clicks(d.root / "media" / "clicks.wav", gaps=GAPS)
+    plan = plan_of(d.write(project(fps, ONE_SCENE, "{boundaries: gaps, max_frames: 161, window: 3}")))
+    rate = Fraction(*map(int, fps.split("/"))) if "/" in fps else Fraction(fps)
+    check_valid(plan, 161)
+    found = plan.project.music.gaps
+    for a, b in GAPS:  # each silence is found (within a few ms of where it is)
+        assert any(abs(ga - a) < 0.05 and abs(gb - b) < 0.05 for ga, gb in found), (a, b, found)
+    seams = inner_seams(plan)
+    assert len(seams) >= 4
+    for c in seams:
+        t = float(c.start_frame / rate)
+        assert c.placed == "gap" and any(a <= t <= b for a, b in GAPS), (c.id, t)
+
+
+def test_a_seam_with_no_beat_in_reach_stays_balanced(tmp_path):
+    d = ProjectDir(tmp_path / "proj", seconds=1)
+    write_clicks(d.root / "media" / "clicks.wav", bpm=20)  # a beat every 3 s
+    plan = plan_of(d.write(project("24", ONE_SCENE, "{boundaries: beats, max_frames: 49, window: 0.2}")))
+    check_valid(plan, 49)
+    placed = [c.placed for c in inner_seams(plan)]
+    assert "even" in placed and set(placed) <= {"beat", "even"}
+
+
+@pytest.mark.parametrize("fps", FPS)
+@pytest.mark.parametrize("offset", [0, 3, 8, 16])
+def test_chain_offset_keeps_exact_totals(clicks, fps, offset):
+    d, _ = clicks
+    scenes = ("  - id: a\n    prompt: a\n    image: keyframes/a.png\n    end: 9.3\n"
+              "  - id: b\n    prompt: b\n    end: 20.05\n"
+              "  - id: c\n    prompt: c\n    image: keyframes/b.png\n    end: 27\n"
+              "  - id: d\n    prompt: d\n    model: ltx-2.3-22b-distilled\n    end_image: keyframes/a.png\n")
+    for boundaries in ("even", "beats"):
+        plan = plan_of(d.write(project(fps, scenes, f"{{boundaries: {boundaries}, max_frames: 121, "
+                                                    f"chain_offset: {offset}}}"), "co.yaml"))
+        check_valid(plan, 121)
+        by_id = {c.id: c for c in plan.chunks}
+        for c in plan.chunks:
+            if c.chains_from:
+                src = by_id[c.chains_from]
+                # The chain image is `offset` (or more: rounding) frames before the source's end,
+                # and the source keeps exactly up to it.
+                assert c.start_image.frame == src.chain_frame == src.head + src.kept_frames - 1
+                assert src.tail >= offset
+                assert src.end_frame == c.start_frame
+        ends_on_image = [c for c in plan.chunks if c.end_image is not None]
+        assert ends_on_image and all(c.tail == 0 for c in ends_on_image)  # the end image stays last
+        assert by_id["b.0"].start_image.kind == "chain" and by_id["c.0"].start_image.kind == "keyframe"
+
+
+def test_default_chain_offset_is_eight_frames_and_shrinks_for_short_chunks(clicks):
+    d, _ = clicks
+    scenes = "  - id: a\n    prompt: a\n    image: keyframes/a.png\n"
+    for max_frames, expected in ((481, 8), (33, 8), (17, 4), (9, 2)):
+        plan = plan_of(d.write(project("24", scenes, f"{{boundaries: even, max_frames: {max_frames}}}"), "d.yaml"))
+        assert plan.project.chain_offset == expected
+        assert all(c.tail >= expected for c in plan.chunks[:-1])
+
+
+def test_chain_offset_too_large_for_max_frames_is_an_error(clicks):
+    d, _ = clicks
+    path = d.write(project("24", "  - id: a\n    prompt: a\n", "{max_frames: 17, chain_offset: 16}"), "big.yaml")
+    with pytest.raises(ProjectError) as e:
+        plan_of(path)
+    assert "big.yaml:5" in str(e.value) and "chunking.chain_offset" in str(e.value) and "at most 15" in str(e.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("bar 17", MusicTime("bar", 17)), ("beat 64", MusicTime("beat", 64)),
+    ("bar 3 beat 2", MusicTime("bar", 3, 2)), ("  Bar 2  ", MusicTime("bar", 2)),
+    ("12.5", Fraction(25, 2)), ("1:02.5", Fraction(125, 2)),
+])
+def test_time_grammar(text, expected):
+    assert parse_time(text) == expected
+
+
+@pytest.mark.parametrize("text", ["bar 0", "beat 3 beat 2", "bar", "bar x", "bars 3", "beat -1"])
+def test_time_grammar_rejects(text):
+    with pytest.raises(ValueError):
+        parse_time(text)
+
+
+def test_scene_times_in_bars_and_beats(clicks):
+    d, beats = clicks
+    scenes = ("  - id: intro\n    prompt: a\n    image: keyframes/a.png\n    end: bar 3\n"
+              "  - id: verse\n    prompt: b\n    end: beat 30\n"
+              "  - id: chorus\n    prompt: c\n    end: bar 12 beat 3\n"
+              "  - id: outro\n    prompt: d\n")
+    plan = plan_of(d.write(project("24", scenes, extra="music: {first_bar: 1}\n"), "bars.yaml"))
+    fps = Fraction(24)
+    s = {x.id: x for x in plan.project.scenes}
+    near = lambda f, t: abs(Fraction(f) / fps - Fraction(str(t))) <= Fraction(1, 2) / fps  # noqa: E731
+    assert near(s["intro"].end_frame, beats[8])  # bar 3 starts on beat 9 in 4/4
+    assert near(s["verse"].end_frame, beats[29])
+    assert near(s["chorus"].end_frame, beats[4 * 11 + 2])
+    assert s["verse"].start_frame == s["intro"].end_frame
+
+
+def test_beats_are_found_where_they_are_and_the_accented_one_starts_bar_one(clicks):
+    d, beats = clicks
+    plan = plan_of(d.write(project("24", ONE_SCENE), "phase.yaml"))
+    grid = plan.project.music
+    assert len(grid.beats) == len(beats)
+    assert max(abs(a - b) for a, b in zip(grid.beats, beats)) < 0.005  # within 5 ms of the clicks
+    assert grid.phase == 0 and grid.bars[:3] == grid.beats[0:9:4]  # the low click is on beats 1, 5, 9, ...
+
+
+def test_a_musical_time_past_the_end_names_the_field(clicks):
+    d, beats = clicks
+    path = d.write(project("24", "  - id: a\n    prompt: a\n    end: bar 400\n  - id: b\n    prompt: b\n"),
+                   "late.yaml")
+    with pytest.raises(ProjectError) as e:
+        plan_of(path)
+    text = str(e.value)
+    assert "late.yaml:9" in text and "scenes[0].end" in text and f"it has {len(beats)} beats" in text
+
+
+def test_plan_shows_where_seams_land_and_caches_the_analysis(clicks, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    d, _ = clicks
+    path = d.write(project("24", ONE_SCENE), "show.yaml")
+    music = tmp_path / "music"
+    env = {**os.environ, "LTXFLOW_MUSIC_CACHE": str(music)}
+    r = subprocess.run([sys.executable, "-m", "ltxflow", "plan", str(path), "--json"], capture_output=True,
+                       text=True, env=env, check=True)
+    data = json.loads(r.stdout)
+    seams = [c["seam"] for c in data["chunks"][1:]]
+    assert all(s["placed"] == "beat" and abs(s["music"]["beat"]["offset_s"]) <= 1 / 24 for s in seams)
+    assert [p.suffix for p in music.iterdir()] == [".json"]  # kept by the song's digest
+    r = subprocess.run([sys.executable, "-m", "ltxflow", "plan", str(path)], capture_output=True, text=True,
+                       env=env, check=True)
+    assert "BPM" in r.stdout and "beat |" in r.stdout and "(bar " in r.stdout
