@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -159,3 +160,60 @@ def test_reference_stats_interpolate_from_the_start_image_moment():
     assert ref[:, 0] == pytest.approx(50 + 100 * np.arange(1, 11) / 10)
     assert frame_stats(b)[3:] == pytest.approx([0, 0, 0])
 
+
+def records(cache: Path) -> dict[str, dict]:
+    out = {}
+    for f in (cache / "chunks").glob("*/*/record.json"):
+        rec = json.loads(f.read_text())
+        out[rec["chunk"]] = {**rec, "dir": f.parent}
+    return out
+
+
+def test_build_matches_chained_chunks_and_a_toggle_renormalizes_without_rendering(tmp_path):
+    from test_build import build_json, ltx, make_project, media, names
+
+    project = make_project(tmp_path)
+    plan = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, check=True).stdout)
+    chunks = [c["id"] for c in plan["chunks"]]
+    verse = [c for c in chunks if c.startswith("verse.")]
+    intro = [c for c in chunks if c.startswith("intro.")]
+    assert len(verse) >= 2 and len(intro) >= 2
+    _, first = build_json(project)
+    assert names(first, "chunk_done") == sorted(chunks)
+    recs = records(tmp_path / "cache")
+    # A chunk of a keyframe scene matches to the keyframe, even when it chains; a chained chunk of a
+    # scene without one, to the chain frame it started from, which is its source's matched frame.
+    assert recs[intro[1]]["normalize"]["color_match"]["reference"] == "keyframe a.png"
+    v0 = recs[verse[0]]
+    assert v0["normalize"]["color_match"]["reference"] == f"chain frame of {intro[-1]}"
+    tagged = [k for k in recs[intro[-1]]["frames"] if "." in k]
+    assert len(tagged) == 1 and v0["chain_digest"] == recs[intro[-1]]["frames"][tagged[0]]
+    (variant,) = v0["variants"]
+    assert "-cm" in variant and variant in v0["color_match"]
+
+    # color_match off for the verse: its first chunk is normalized again from its cached raw clip,
+    # not rendered; the chunks after it start from a frame that is no longer matched, so they render.
+    project.write_text(project.read_text().replace("    camera: dolly_in\n", "    camera: dolly_in\n"
+                                                   "    color_match: false\n"))
+    plan = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, check=True).stdout)
+    status = {c["id"]: c["status"] for c in plan["chunks"]}
+    assert [c for c in chunks if status[c] == "render"] == verse[1:]
+    _, second = build_json(project)
+    assert names(second, "chunk_started") == verse[1:]
+    assert set(names(second, "chunk_cached")) == set(chunks) - set(verse[1:])
+    recs = records(tmp_path / "cache")
+    assert recs[verse[0]]["dir"] == v0["dir"] and recs[verse[0]]["created"] == v0["created"]  # not rendered
+    assert len(recs[verse[0]]["variants"]) == 2  # matched and as generated, side by side
+    assert all("color_match" not in recs[c]["normalize"] for c in verse[1:])
+    # The re-rendered chunk replaced its entry (same key, another start image), so the next build reuses it.
+    plain = [d for k, d in recs[verse[0]]["frames"].items() if "." not in k]
+    assert recs[verse[1]]["chain_digest"] == plain[0] != v0["frames"][next(iter(v0["frames"]))]
+    assert media(tmp_path / "out" / "video.mp4")[0] == 144
+
+    # Back on: the matched clip of the verse's first chunk is still in the cache and used as it is.
+    clip = v0["dir"] / f"clip.{variant}"
+    mtime = clip.stat().st_mtime_ns
+    project.write_text(project.read_text().replace("    color_match: false\n", ""))
+    _, third = build_json(project)
+    assert names(third, "chunk_started") == verse[1:]
+    assert clip.stat().st_mtime_ns == mtime
