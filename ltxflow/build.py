@@ -181,7 +181,8 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
         needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
     with closing(backend):  # a local backend's worker processes end with the build
-        statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
+        statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),
+                                  lambda c, tag: variant_name(c, fmt, tag=tag),
                                   check_clips=False)  # ChunkWork checks each clip as it reuses it
         to_render = [n for n in sel.needed if statuses[n].status == "render"]
         in_flight = backend.in_flight()
@@ -306,7 +307,7 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
     for cid, lo, hi in sel.pieces:
         chunk, res = plan.chunk(cid), results[cid]
         # A whole chunk, or part of one (--range): a variant holding just those frames.
-        clip, digest = work.part(res.entry, chunk, chunk.head + lo - chunk.start_frame, hi - lo)
+        clip, digest = work.part(res, chunk.head + lo - chunk.start_frame, hi - lo)
         clips.append(clip)
         ident.append([chunk.key, clip.name, digest])  # the clip's bytes: a re-rendered chunk re-stitches
     signature = content_key({"clips": ident, "segments": sel.segments, "audio": rp.audio.digest,

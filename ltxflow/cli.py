@@ -163,7 +163,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
     fmt = output_format(container, rp.loaded.project.quality)
-    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),
+                              lambda c, tag: variant_name(c, fmt, tag=tag),
                               in_flight=frozenset(Journal(cache.root).keys()) if rp.backend == "fal" else frozenset())
     if args.json:
         print(json.dumps(plan_json(plan, statuses), indent=2))

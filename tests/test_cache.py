@@ -35,6 +35,19 @@ def test_an_unusable_entry_is_replaced(tmp_path):
     assert ours and json.loads((entry.dir / "record.json").read_text())["key"] == key
 
 
+def test_an_entry_made_from_another_start_is_replaced(tmp_path):
+    # A chained chunk renders again when its start image changed; its key did not (colour matching
+    # of the chunk before it changed), so the old entry must give way to the new one.
+    cache = Cache(tmp_path / "c")
+    key = "ee" * 32
+    cache.commit(work_with(cache, "a", b"old"), key, {"raw": "raw.mp4", "chain_digest": "old"})
+    entry, ours = cache.commit(work_with(cache, "b", b"new"), key, {"raw": "raw.mp4", "chain_digest": "new"},
+                               usable=lambda e: e.record["chain_digest"] == "new")
+    assert ours and (entry.dir / "raw.mp4").read_bytes() == b"new"
+    assert cache.lookup(key)[0].record["chain_digest"] == "new"
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []
+
+
 def test_half_written_work_is_never_an_entry(tmp_path):
     cache = Cache(tmp_path / "c")
     key = "ef" * 32

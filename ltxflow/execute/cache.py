@@ -5,8 +5,9 @@ leaves anything that looks finished):
 
     chunks/<key[:2]>/<key>/record.json     what made it: key inputs, seed, backend, cost, timings
                            raw.<ext>       the clip as the backend produced it
-                           clip.<variant>  normalized clips: <head>-<kept>-<format tag>.<ext>
-                           frame<N>.png    raw frame N, the chain image a following chunk starts from
+                           clip.<variant>  normalized clips: <head>-<kept>-<format tag>[-<colour tag>].<ext>
+                           frame<N>.png    frame N as generated, the chain image a following chunk starts from
+                           frame<N>.<colour tag>.png   frame N colour-matched (see execute/colorref.py)
     audio/                 span WAVs for backends, encoded master audio for stitching
     index/<project>.json   the last build's chunk keys and key inputs (for `plan --explain`)
     outputs/<hash>.json    signatures of stitched outputs (to skip an up-to-date stitch)
@@ -23,7 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import MediaError, file_digest
@@ -70,11 +71,22 @@ class Entry:
     def clip(self, variant: str) -> Path:
         return self.dir / f"clip.{variant}"
 
-    def frame(self, index: int) -> Path:
-        return self.dir / f"frame{index}.png"
+    def frame(self, index: int, tag: str | None = None) -> Path:
+        """Chain frame `index` as generated, or as colour-matched under `tag`."""
+        return self.dir / frame_name(index, tag)
 
-    def frame_digest(self, index: int) -> str | None:
-        return self.record.get("frames", {}).get(str(index))
+    def frame_digest(self, index: int, tag: str | None = None) -> str | None:
+        return self.record.get("frames", {}).get(frame_key(index, tag))
+
+
+def frame_name(index: int, tag: str | None = None) -> str:
+    """The file of chain frame `index`: as generated, or colour-matched under `tag`."""
+    return f"frame{index}.{tag}.png" if tag else f"frame{index}.png"
+
+
+def frame_key(index: int, tag: str | None = None) -> str:
+    """Names a chain frame in a record's `frames`: "N", or "N.<colour tag>"."""
+    return f"{index}.{tag}" if tag else str(index)
 
 
 class Cache:
@@ -124,10 +136,10 @@ class Cache:
             return self.verify_clip(path, frames, width, height)
         return None if file_digest(path) == recorded else "its bytes changed since it was written"
 
-    def frame_problem(self, entry: Entry, index: int) -> str | None:
-        """None when the chain frame PNG `index` is there with its recorded digest."""
-        recorded = entry.frame_digest(index)
-        path = entry.frame(index)
+    def frame_problem(self, entry: Entry, index: int, tag: str | None = None) -> str | None:
+        """None when the chain frame PNG `index` (under colour tag `tag`) is there with its recorded digest."""
+        recorded = entry.frame_digest(index, tag)
+        path = entry.frame(index, tag)
         if recorded is None or not path.is_file():
             return "missing"
         return None if file_digest(path) == recorded else "its bytes changed since it was written"
@@ -150,19 +162,21 @@ class Cache:
         d.mkdir(parents=True)
         return d
 
-    def commit(self, work: Path, key: str, record: dict[str, Any]) -> tuple[Entry, bool]:
+    def commit(self, work: Path, key: str, record: dict[str, Any],
+               usable: Callable[[Entry], bool] = lambda entry: True) -> tuple[Entry, bool]:
         """Write the record into `work` and rename the folder into place as the entry for `key`.
 
         Returns (entry, True), or (the existing entry, False) when another build committed a
         usable entry for the key first: the first one wins and `work` is discarded. An unusable
-        previous entry is moved aside and deleted."""
+        previous entry is moved aside and deleted; so is one for which `usable(entry)` is False
+        (a chained chunk rendered from a start image that has changed since)."""
         record = {**record, "key": key}
         write_json_atomic(work / RECORD, record)
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
             existing, _ = self.lookup(key)
-            if existing is not None:
+            if existing is not None and usable(existing):
                 shutil.rmtree(work, ignore_errors=True)
                 return existing, False
             trash = self.tmp / f"trash-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -175,7 +189,7 @@ class Cache:
             os.replace(work, final)
         except OSError:  # another build renamed its entry into place between our check and now
             existing, _ = self.lookup(key)
-            if existing is None:
+            if existing is None or not usable(existing):
                 raise
             shutil.rmtree(work, ignore_errors=True)
             return existing, False

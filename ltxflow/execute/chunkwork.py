@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
-from ltxflow.execute.cache import Cache, Entry
+from ltxflow.execute.cache import Cache, Entry, frame_key, frame_name
+from ltxflow.execute.colorref import ColorRef, color_ref, color_target
 from ltxflow.media.encode import Format
 from ltxflow.media.normalize import normalize_clip
 from ltxflow.media.probe import MediaError, file_digest
@@ -31,16 +32,24 @@ class ChunkResult:
     entry: Entry
     clip: Path
     chain_digest: str  # digest of its last kept frame, which a following chunk starts from
+    chain_png: Path  # that frame
     cost_usd: float = 0.0
     render_s: float = 0.0
     normalize_s: float = 0.0
+    color: ColorRef | None = None  # what its clip and chain frame are colour-matched to (None: not)
+
+    @property
+    def tag(self) -> str | None:
+        return self.color.tag if self.color else None
 
 
-def variant_name(chunk: Chunk, fmt: Format, head: int | None = None, kept: int | None = None) -> str:
-    """Names a normalized clip: which raw frames it keeps, in which format."""
+def variant_name(chunk: Chunk, fmt: Format, head: int | None = None, kept: int | None = None,
+                 tag: str | None = None) -> str:
+    """Names a normalized clip: which raw frames it keeps, in which format, matched to which
+    colour reference (`tag`, see execute/colorref.py; None: colours as generated)."""
     head = chunk.head if head is None else head
     kept = chunk.kept_frames if kept is None else kept
-    return f"{head}-{kept}-{fmt.tag}.{fmt.clip_ext}"
+    return f"{head}-{kept}-{fmt.tag}{f'-{tag}' if tag else ''}.{fmt.clip_ext}"
 
 
 class ChunkWork:
@@ -57,6 +66,7 @@ class ChunkWork:
         self.slots = threading.Semaphore(max(1, backend.max_concurrency))
         self.rp = plan.project
         self.values = {s.id: s.values for s in self.rp.scenes}
+        self.scenes = {s.id: s for s in self.rp.scenes}
 
     # -- reuse ---------------------------------------------------------------------------------
 
@@ -64,10 +74,11 @@ class ChunkWork:
         chunk = self.plan.chunk(chunk_id)
         source = done[chunk.chains_from].value if chunk.chains_from else None
         want = source.chain_digest if source else None
+        color = color_ref(chunk, self.scenes[chunk.scene], (source.chain_png, want) if source else None)
         entry, problem = self.cache.lookup(chunk.key)
         if entry is not None and entry.record.get("chain_digest") == want:
             try:
-                result = self._reuse(chunk, entry)
+                result = self._reuse(chunk, entry, color)
                 self.emit("chunk_cached", chunk=chunk.id)
                 return result
             except MediaError as exc:
@@ -75,94 +86,115 @@ class ChunkWork:
         if problem:
             self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cache entry is unusable ({problem}); "
                                                          "rendering it again")
-        return self._render(chunk, source)
+        return self._render(chunk, source, color)
 
-    def _reuse(self, chunk: Chunk, entry: Entry, state: str = "cached") -> ChunkResult:
+    def _reuse(self, chunk: Chunk, entry: Entry, color: ColorRef | None, state: str = "cached") -> ChunkResult:
         """The chunk from its entry, its clip variant and chain frame checked against their recorded
-        digests and made again from the raw clip when missing or damaged. Raises MediaError when
-        the raw clip itself cannot be decoded."""
-        variant = variant_name(chunk, self.fmt)
+        digests and made again from the raw clip when missing or damaged (a change of colour
+        reference only makes another variant). Raises MediaError when the raw clip itself cannot
+        be decoded, ColorReferenceError when a colour reference image cannot be read."""
+        tag = color.tag if color else None
+        variant = variant_name(chunk, self.fmt, tag=tag)
         t0 = time.monotonic()
         problem = self.cache.clip_problem(entry, variant, chunk.kept_frames, self.rp.width, self.rp.height)
-        frame_problem = self.cache.frame_problem(entry, chunk.chain_frame)
+        frame_problem = self.cache.frame_problem(entry, chunk.chain_frame, tag)
         if problem or frame_problem:
             for what, why in (("clip", problem), ("chain frame", frame_problem)):
                 if why and why != "missing":
                     self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cached {what} is damaged ({why}); "
                                                                  "making it again from the raw clip")
-            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, chain=True)
-        return ChunkResult(chunk.id, state, entry, entry.clip(variant), entry.frame_digest(chunk.chain_frame) or "",
-                           normalize_s=time.monotonic() - t0)
+            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, color, chain=True)
+        return ChunkResult(chunk.id, state, entry, entry.clip(variant),
+                           entry.frame_digest(chunk.chain_frame, tag) or "", entry.frame(chunk.chain_frame, tag),
+                           normalize_s=time.monotonic() - t0, color=color)
 
-    def part(self, entry: Entry, chunk: Chunk, head: int, kept: int) -> tuple[Path, str]:
-        """A clip of `kept` raw frames from `head` of a cached chunk (for --range), made once;
-        returns it with its digest."""
-        variant = variant_name(chunk, self.fmt, head, kept)
+    def part(self, result: ChunkResult, head: int, kept: int) -> tuple[Path, str]:
+        """A clip of `kept` raw frames from `head` of a chunk this build has (for --range), colour
+        matched as its whole clip is, made once; returns it with its digest."""
+        chunk, entry = self.plan.chunk(result.chunk), result.entry
+        variant = variant_name(chunk, self.fmt, head, kept, result.tag)
         if self.cache.clip_problem(entry, variant, kept, self.rp.width, self.rp.height) is not None:
-            entry = self._derive(entry, chunk, head, kept, chain=False)
+            entry = self._derive(entry, chunk, head, kept, result.color, chain=False)
         return entry.clip(variant), entry.record["variants"][variant]
 
-    def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, *, chain: bool) -> Entry:
+    def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, color: ColorRef | None, *,
+                chain: bool) -> Entry:
         """Normalize a clip variant (and the chain frame after it) from the entry's raw clip into
-        the entry, recording their digests."""
-        variant = variant_name(chunk, self.fmt, head, kept)
+        the entry, recording their digests (and what colour matching did, by variant)."""
+        tag = color.tag if color else None
+        target = color_target(color, chunk, self.rp.width, self.rp.height) if color else None
+        variant = variant_name(chunk, self.fmt, head, kept, tag)
         last = head + kept - 1
         png = entry.dir / f".frame{last}.{os.getpid()}.{threading.get_ident()}.png" if chain else None
+        reports = []
         try:
-            clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: normalize_clip(
+            clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: reports.append(normalize_clip(
                 entry.raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
-                width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt))
+                width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target)))
             frames = dict(entry.record.get("frames", {}))
             if png is not None:
-                png.replace(entry.frame(last))
-                frames[str(last)] = file_digest(entry.frame(last))
+                png.replace(entry.frame(last, tag))
+                frames[frame_key(last, tag)] = file_digest(entry.frame(last, tag))
         finally:
             if png is not None:
                 png.unlink(missing_ok=True)
         variants = {**entry.record.get("variants", {}), variant: file_digest(clip)}
-        return self.cache.update_record(entry, frames=frames, variants=variants)
+        changes: dict[str, Any] = {"frames": frames, "variants": variants}
+        if reports and reports[0].color is not None:
+            changes["color_match"] = {**entry.record.get("color_match", {}), variant: reports[0].color}
+        return self.cache.update_record(entry, **changes)
 
     # -- render ---------------------------------------------------------------------------------
 
-    def _render(self, chunk: Chunk, source: ChunkResult | None) -> ChunkResult:
+    def _render(self, chunk: Chunk, source: ChunkResult | None, color: ColorRef | None) -> ChunkResult:
         work = self.cache.work_dir(chunk.key[:16])
         try:
             request = self._request(chunk, work, source)
+            # Read before rendering: an unreadable reference fails the chunk before it is paid for.
+            target = color_target(color, chunk, self.rp.width, self.rp.height) if color else None
             result, render_s = self._render_with_retries(chunk, request, work)
             raw = work / f"raw{result.clip.suffix or '.mp4'}"
             result.clip.replace(raw)
             t1 = time.monotonic()
-            variant = variant_name(chunk, self.fmt)
-            chain = work / f"frame{chunk.chain_frame}.png"
+            tag = color.tag if color else None
+            variant = variant_name(chunk, self.fmt, tag=tag)
+            chain = work / frame_name(chunk.chain_frame, tag)
             report = normalize_clip(raw, work / f"clip.{variant}", chain, head=chunk.head, kept=chunk.kept_frames,
                                     generated=chunk.generated_frames, width=self.rp.width,
-                                    height=self.rp.height, fps=self.rp.fps, fmt=self.fmt)
+                                    height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target)
             normalize_s = time.monotonic() - t1
             for d in report.deviations:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "
                                                              f"({d}); conformed")
+            want = source.chain_digest if source else None
             record = {
                 "chunk": chunk.id, "scene": chunk.scene, "project": self.rp.name, "backend": self.backend.name,
                 "endpoint": chunk.endpoint.id, "seed": result.seed, "cost_usd": result.cost_usd,
                 "chains_from": chunk.chains_from,
-                "chain_digest": source.chain_digest if source else None,
-                "raw": raw.name, "frames": {str(chunk.chain_frame): file_digest(chain)},
+                "chain_digest": want,
+                "raw": raw.name, "frames": {frame_key(chunk.chain_frame, tag): file_digest(chain)},
                 "variants": {variant: file_digest(work / f"clip.{variant}")},
                 "normalize": report.record(), "details": result.details,
                 "timings": {"render_s": round(render_s, 3), "normalize_s": round(normalize_s, 3)},
                 "inputs": chunk.key_inputs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "ltxflow": __version__,
             }
-            entry, ours = self.cache.commit(work, chunk.key, record)
+            if report.color is not None:
+                record["color_match"] = {variant: report.color}
+            # An entry for this key made from another start image (its chain source was matched
+            # differently then) is replaced; one from another build with the same start wins.
+            entry, ours = self.cache.commit(work, chunk.key, record,
+                                            usable=lambda e: e.record.get("chain_digest") == want)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
         self.backend.committed(chunk.key)
         if not ours:  # another build committed this key first: use its entry (what it cached wins)
-            return replace(self._reuse(chunk, entry, state="rendered"), cost_usd=result.cost_usd,
+            return replace(self._reuse(chunk, entry, color, state="rendered"), cost_usd=result.cost_usd,
                            render_s=render_s, normalize_s=normalize_s)
-        return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), record["frames"][str(chunk.chain_frame)],
-                           result.cost_usd, render_s, normalize_s)
+        return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), record["frames"][frame_key(
+            chunk.chain_frame, tag)], entry.frame(chunk.chain_frame, tag), result.cost_usd, render_s, normalize_s,
+            color=color)
 
     def _render_with_retries(self, chunk: Chunk, request: ChunkRequest, work: Path) -> tuple[RenderResult, float]:
         """The backend's result and the seconds it took (not counting the wait for a slot)."""
@@ -193,7 +225,7 @@ class ChunkWork:
             start, start_url = media.ref.path, media.ref.url
         elif chunk.start_image.kind == "chain":
             assert source is not None
-            start = source.entry.frame(chunk.start_image.frame)
+            start = source.chain_png
         if chunk.end_image is not None:
             end, end_url = chunk.end_image.ref.path, chunk.end_image.ref.url
         audio = self._audio_span(chunk) if chunk.audio else None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ltxflow.execute.cache import Cache, project_id, write_json_atomic
+from ltxflow.execute.colorref import color_ref
 from ltxflow.plan.planner import Chunk, Plan
 
 # What a changed key input means to a person.
@@ -74,16 +75,19 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
                    check_clips: bool = True, in_flight: frozenset[str] = frozenset()) -> dict[str, ChunkStatus]:
     """cached or render for every chunk of the plan, in plan order, with the reasons to render.
 
-    `previous` is the last build's index; `variant(chunk)` names the clip variant a build uses.
-    `check_clips` also hashes each cached clip, to note the ones to be normalized again (for
-    `plan --explain`; a build checks them as it reuses them). Chunks not cached whose keys are
-    `in_flight` (journalled hosted requests) are `submitted`."""
+    `previous` is the last build's index; `variant(chunk, colour tag)` names the clip variant a
+    build uses. `check_clips` also hashes each cached clip, to note the ones to be normalized again
+    (for `plan --explain`; a build checks them as it reuses them). Chunks not cached whose keys are
+    `in_flight` (journalled hosted requests) are `submitted`. No image is read: a chunk's colour
+    reference is named by digests resolve and the cache recorded (see execute/colorref.py)."""
     rp = plan.project
+    scenes = {s.id: s for s in rp.scenes}
     out: dict[str, ChunkStatus] = {}
-    entries: dict[str, Any] = {}
+    # The chain frame each cached chunk would hand on (as the build would match it): (PNG, digest).
+    chains: dict[str, tuple[Path, str] | None] = {}
     for c in plan.chunks:
         entry, problem = cache.lookup(c.key)
-        entries[c.id] = entry
+        chains[c.id] = None
         if entry is None and c.key in in_flight:
             out[c.id] = ChunkStatus("submitted", ("submitted by an earlier build (paid for); "
                                                   "the next build collects the result",))
@@ -103,13 +107,16 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
             if out[c.chains_from].status != "cached":
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) must render",))
                 continue
-            source = entries[c.chains_from]
-            want = source.frame_digest(c.start_image.frame) if source else None
-            if want is None or entry.record.get("chain_digest") != want:
+            chain = chains[c.chains_from]
+            if chain is None or entry.record.get("chain_digest") != chain[1]:
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) changed",))
                 continue
+        color = color_ref(c, scenes[c.scene], chains[c.chains_from] if c.chains_from else None)
+        tag = color.tag if color else None
+        digest = entry.frame_digest(c.chain_frame, tag)
+        chains[c.id] = (entry.frame(c.chain_frame, tag), digest) if digest else None
         notes: tuple[str, ...] = ()
-        if check_clips and cache.clip_problem(entry, variant(c), c.kept_frames, rp.width, rp.height) is not None:
+        if check_clips and cache.clip_problem(entry, variant(c, tag), c.kept_frames, rp.width, rp.height) is not None:
             notes = ("its clip is normalized again from the cached raw clip",)
         out[c.id] = ChunkStatus("cached", notes)
     return out

@@ -1,17 +1,21 @@
 """Normalize a generated clip once, as it enters the cache: keep the planned frames, conform them
-to the project's size, pixel format and rate, and keep the last one as the next chunk's chain image."""
+to the project's size, pixel format and rate (and colour, when asked), and keep the last one as
+the next chunk's chain image."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ltxflow.media.encode import Format, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.frames import decode_rgb, video_info
 from ltxflow.media.probe import MediaError
+
+if TYPE_CHECKING:
+    from ltxflow.media.colormatch import ColorTarget
 
 
 @dataclass
@@ -21,22 +25,34 @@ class NormalizeReport:
     raw_frames: int = 0
     raw_size: tuple[int, int] = (0, 0)
     deviations: list[str] = field(default_factory=list)
+    color: dict[str, Any] | None = None  # what colour matching did; None: not asked for
 
     def record(self) -> dict[str, Any]:
-        return {"raw_frames": self.raw_frames, "raw_size": list(self.raw_size), "deviations": self.deviations}
+        out = {"raw_frames": self.raw_frames, "raw_size": list(self.raw_size), "deviations": self.deviations}
+        if self.color is not None:
+            out["color_match"] = self.color
+        return out
 
 
 def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, kept: int, generated: int,
-                   width: int, height: int, fps: Fraction, fmt: Format) -> NormalizeReport:
+                   width: int, height: int, fps: Fraction, fmt: Format,
+                   color: ColorTarget | None = None) -> NormalizeReport:
     """Write frames [head, head + kept) of `raw` to `out` as the project's clip format.
 
     Frames are taken by index, whatever the clip's timestamps or rate say. A clip with fewer
     frames than requested holds its last frame; extra frames are dropped; another size is scaled
     to cover and centre-cropped. Each deviation is reported. The last kept frame is written to
-    `chain_png` as an exact PNG when given. Raises MediaError for an undecodable clip."""
+    `chain_png` as an exact PNG when given. Raises MediaError for an undecodable clip.
+
+    `color`: match the frames' colour statistics to a reference (see media/colormatch.py). The
+    clip is then decoded twice: once for the statistics of the span's frames, once to write the
+    corrected frames; the chain PNG is the corrected last frame."""
     from PIL import Image
 
     report = NormalizeReport()
+    fix, first = None, head
+    if color is not None:
+        fix, first, report.color = _color_correction(raw, color, head, kept, width, height, fps)
     args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video)
     last = None
     with FrameWriter(args, out, f"normalize {raw.name}") as writer:
@@ -46,6 +62,8 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
                 report.raw_size = (frame.shape[1], frame.shape[0])
             if head <= i < head + kept:
                 last = _conform(frame, width, height)
+                if fix is not None:
+                    last = fix.apply(last, i - first)
                 writer.write(last)
         if report.raw_frames == 0:
             raise MediaError(f"{raw.name}: no frames")
@@ -53,6 +71,8 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
         for _ in range(head + kept - max(head, min(report.raw_frames, head + kept))):
             if last is None:
                 last = _conform(frame, width, height)
+                if fix is not None:
+                    last = fix.apply(last, head - first)
             writer.write(last)
     if report.raw_frames != generated:
         report.deviations.append(f"frames: asked for {generated}, got {report.raw_frames}")
@@ -65,6 +85,50 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
     if chain_png is not None:
         Image.fromarray(last).save(chain_png, compress_level=1)
     return report
+
+
+def _color_correction(raw: Path, color: ColorTarget, head: int, kept: int, width: int, height: int,
+                      fps: Fraction):
+    """(the correction for the target's span, the span's first raw frame, a report of it): the
+    first pass over the raw clip. Frames of the span the clip does not have are the last frame
+    it has, held (as the second pass writes them)."""
+    from contextlib import closing
+
+    import numpy as np
+
+    from ltxflow.media import colormatch as cm
+
+    first, count = color.span or (head, kept)
+    stats = []
+    frame = None
+    with closing(decode_rgb(raw)) as frames:
+        for i, frame in enumerate(frames):
+            if i >= first + count:
+                break
+            if i >= first:
+                stats.append(cm.frame_stats(_conform(frame, width, height)))
+    if frame is None:
+        raise MediaError(f"{raw.name}: no frames")
+    if not stats:
+        stats.append(cm.frame_stats(_conform(frame, width, height)))
+    stats += [stats[-1]] * (count - len(stats))
+    fix = cm.correction(np.array(stats), cm.reference_stats(color, first, count),
+                        half=max(1, round(fps / 2)))
+    return fix, first, {"reference": color.label, "end": color.end is not None, **fix.summary()}
+
+
+def reference_image(path: Path, width: int, height: int):
+    """An image file as an HxWx3 uint8 array conformed to width x height as clip frames are (a
+    colour reference). Raises MediaError when it cannot be read."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            rgb = np.asarray(img.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise MediaError(f"{path.name}: cannot be read as a colour reference ({exc})") from None
+    return _conform(rgb, width, height)
 
 
 def _conform(frame, width: int, height: int):
