@@ -87,13 +87,14 @@ def test_version():
 def test_invalid_project_exits_2_and_writes_nothing(tmp_path):
     proj = tmp_path / "demo"
     shutil.copytree(DEMO.parent, proj)
-    text = (proj / "demo.yaml").read_text().replace('end: "0:30"', 'end: "0:07"').replace("steps: 15", "stepz: 15")
+    text = (proj / "demo.yaml").read_text().replace('end: bar 16', 'end: "0:07"').replace("steps: 15", "stepz: 15")
     (proj / "demo.yaml").write_text(text)
     before = sorted(p.relative_to(proj) for p in proj.rglob("*"))
     r = run("plan", "demo.yaml", cwd=proj)
     assert r.returncode == 2
     err = r.stderr.splitlines()
-    assert any(ln.startswith("demo.yaml:17:3: defaults.stepz: unknown key 'stepz' (did you mean 'steps'?)")
+    assert 'end: "0:07"' in text
+    assert any(ln.startswith("demo.yaml:21:3: defaults.stepz: unknown key 'stepz' (did you mean 'steps'?)")
                for ln in err), r.stderr
     assert err[-1] == "1 problem found"  # model errors stop before timing errors are looked for
     assert r.stdout == ""

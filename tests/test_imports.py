@@ -45,8 +45,10 @@ def test_plan_imports_no_heavy_library():
 def test_even_boundaries_never_analyse_the_song(tmp_path):
     demo = tmp_path / "demo"
     shutil.copytree(DEMO.parent, demo, ignore=shutil.ignore_patterns(".ltxflow", "out"))
-    text = DEMO.read_text().replace("  max_frames: 481\n", "  max_frames: 481\n  boundaries: even\n")
-    assert "boundaries: even" in text
+    text = DEMO.read_text().replace("boundaries: beats", "boundaries: even")
+    for bar, seconds in (("bar 5", "8"), ("bar 16", "30"), ("bar 19", "36")):
+        text = text.replace(f"end: {bar} ", f"end: {seconds} ").replace(f"end: {bar}\n", f"end: {seconds}\n")
+    assert "boundaries: even" in text and "end: bar" not in text
     (demo / "demo.yaml").write_text(text)
     music = tmp_path / "music"  # an empty analysis cache: nothing to read
     env = {**os.environ, "LTXFLOW_MUSIC_CACHE": str(music)}
