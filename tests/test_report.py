@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_music, write_png
-from test_build import events, ltx
+from test_build import events, ltx, make_project
 
 PROMPT = 'an opening card <script>alert("x")</script> & "friends"'
 
@@ -23,18 +22,7 @@ PROMPT = 'an opening card <script>alert("x")</script> & "friends"'
 def make_report_project(root: Path, boundaries: str = "beats") -> Path:
     """Three scenes on a 6 s song at 128x64, 25-frame chunks: intro (keyframe) -> verse (chained) ->
     outro (its own keyframe). `boundaries: beats` analyses the song (a music grid); `even` does not."""
-    write_music(root / "media" / "song.wav", 6.0)
-    write_png(root / "keyframes" / "a.png", (96, 48), (220, 60, 90))
-    write_png(root / "keyframes" / "b.png", (96, 48), (40, 160, 220))
-    path = root / "song.yaml"
-    path.write_text(f"""version: 1
-audio: media/song.wav
-fps: 24
-resolution: 128x64
-output: out/video.mp4
-quality: low
-chunking: {{max_frames: 25, boundaries: {boundaries}}}
-scenes:
+    return make_project(root, chunking=f"max_frames: 25, boundaries: {boundaries}", scenes=f"""
   - id: intro
     end: 2
     prompt: {json.dumps(PROMPT)}
@@ -46,7 +34,6 @@ scenes:
     prompt: "a second keyframe starts an independent chain"
     image: keyframes/b.png
 """)
-    return path
 
 
 # -- reading the page back -----------------------------------------------------------------------
@@ -313,7 +300,9 @@ def test_a_report_that_cannot_be_written_never_fails_the_build(tmp_path):
 
 def test_invalid_project_exits_2_and_writes_no_report(tmp_path):
     project = make_report_project(tmp_path)
-    project.write_text(project.read_text().replace("fps: 24", "fps: 99"))
+    text = project.read_text()
+    assert 'fps: "24"' in text
+    project.write_text(text.replace('fps: "24"', 'fps: "99"'))
     r = ltx("report", str(project), cwd=tmp_path)
     assert r.returncode == 2 and "fps" in r.stderr
     assert not (tmp_path / "out").exists()
