@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 LOCAL  := $(VENV)/.installed-local
 DEMO   := projects/demo/demo.yaml
 
-.PHONY: demo test bench install schema clean
+.PHONY: demo test bench install schema clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ltxflow needs Python >= 3.11")'
@@ -29,8 +29,26 @@ demo: $(STAMP)
 	$(BIN)/ltxflow build $(DEMO)
 	@echo "the demo video: projects/demo/out/neon-nights.mp4"
 
-test: $(STAMP) $(LOCAL)
+test: $(STAMP) $(LOCAL) chromium
 	LTXFLOW_REQUIRE_LOCAL=1 $(BIN)/python -m pytest
+
+# The report's browser test drives a system Chromium through Playwright (which downloads no browser):
+# LTXFLOW_CHROMIUM, else chromium, chromium-browser or google-chrome on PATH. When none is there and
+# this runs as root with apt-get, Debian's chromium package is installed. For `make test` only.
+chromium:
+	@if [ -n "$$LTXFLOW_CHROMIUM" ]; then \
+	    echo "chromium: LTXFLOW_CHROMIUM=$$LTXFLOW_CHROMIUM"; \
+	elif found=$$(command -v chromium || command -v chromium-browser || command -v google-chrome); then \
+	    echo "chromium: $$found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "chromium: none on PATH; installing Debian's chromium package: apt-get install -y chromium"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium || { \
+	        echo "chromium: the install failed; apt-get update, then installing again"; \
+	        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }; \
+	else \
+	    echo "chromium: none found, and installing one needs root and apt-get; the browser test skips" \
+	         "(or fails under LTXFLOW_REQUIRE_BROWSER=1)"; \
+	fi
 
 # Regenerate schemas/project.schema.json after changing the project models.
 schema: $(STAMP)

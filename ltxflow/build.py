@@ -28,6 +28,7 @@ from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Plan, build_plan
 from ltxflow.progress import Reporter
 from ltxflow.project.resolve import open_project
+from ltxflow.report import report_paths, write_report
 from ltxflow.timeline import seconds_to_frame, timecode
 from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
 
@@ -278,8 +279,22 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
         write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
                     [r.clip for r in results.values()], sel.needed)
+        _report(plan, cache, fmt, out, {n: r.clip for n, r in results.items()}, reporter)
         result.seconds = finish(out, **counts, cost_usd=spent)
         return result
+
+
+def _report(plan: Plan, cache: Cache, fmt: Format, out: Path, clips: dict[str, Path], reporter: Reporter) -> None:
+    """The build report beside the video. The video is written: a report that fails is a warning."""
+    paths = report_paths(out)
+    t0 = time.monotonic()
+    try:
+        write_report(plan, cache, fmt, out, paths, clips)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build's result stands
+        reporter.event("warning", message=f"the build report was not written: {type(exc).__name__}: {exc}")
+        return
+    reporter.event("report_written", report=str(paths.html), contact_sheet=str(paths.contact),
+                   seconds=round(time.monotonic() - t0, 3))
 
 
 def _model_set(chunk) -> tuple:

@@ -69,6 +69,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="text (a live display on a terminal) or json (one object per line, for CI)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings, failures and errors")
 
+    p = sub.add_parser("report", help="write the build report from the plan and the cache", description=(
+        "Write the build report (an HTML page and a contact sheet PNG: chunks with their first and last "
+        "frames, seam scores, the waveform with beats and seams) from the plan and what the cache holds, "
+        "without rendering. Chunks not in the cache are listed as not rendered. Exit 0, or 2 for an invalid "
+        "project."))
+    _project_args(p)
+    p.add_argument("--backend", choices=BACKEND_NAMES, help="the backend the chunks were built with "
+                                                            "(default: the project's)")
+    _cache_dir_arg(p)
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write the HTML here (default: <video>.report.html beside the project's output); "
+                        "the contact sheet goes beside it as <name>.contact.png")
+
     p = sub.add_parser("cache", help="list or clean the chunk cache",
                        description="Inspect (ls) or clean (gc) the content-addressed chunk cache.")
     csub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -178,6 +191,7 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     from ltxflow import uptodate
     from ltxflow.execute.cache import default_cache_dir
     from ltxflow.progress import make_reporter
+    from ltxflow.report import report_paths
     from ltxflow.timeline import parse_range
 
     project = Path(args.project)
@@ -188,8 +202,8 @@ def _up_to_date(args: argparse.Namespace) -> bool:
         return False  # the full build reports it
     options = uptodate.stamp_options(args.backend, args.only, time_range, args.output, args.allow_outside_paths)
     data = uptodate.check(uptodate.stamp_path(root, project, options), project)
-    if data is None:
-        return False
+    if data is None or not report_paths(Path(data["output"])).html.is_file():
+        return False  # nothing to skip, or the report is gone: the full build writes it again
     reporter = make_reporter(args.log_format, args.quiet)
     chunks = data["chunks"]
     n = len(chunks)
@@ -227,6 +241,25 @@ def cmd_build(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if args.log_format != "json":
         print(result.output)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ltxflow.execute.cache import Cache, default_cache_dir
+    from ltxflow.media.encode import output_format
+    from ltxflow.report import paths_for_html, report_paths, write_report
+
+    cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
+    plan = _plan(args, cache)
+    rp = plan.project
+    paths = paths_for_html(args.output) if args.output else report_paths(rp.output)
+    report = write_report(plan, cache, output_format(rp.output.suffix.lstrip(".").lower(), rp.loaded.project.quality),
+                          rp.output, paths)
+    rendered = sum(1 for r in report.rows if r.state == "rendered")
+    worst = report.worst
+    weakest = f"; weakest seam {worst.before} | {worst.after}, score {worst.score:.2f}" if worst else ""
+    print(f"{rendered} of {len(report.rows)} chunks rendered{weakest}; contact sheet {paths.contact}", file=sys.stderr)
+    print(paths.html)
     return EXIT_OK
 
 
@@ -303,7 +336,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "build": cmd_build, "cache": cmd_cache,
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "build": cmd_build, "report": cmd_report, "cache": cmd_cache,
             "cancel": cmd_cancel, "fake-fal": cmd_fake_fal, "schema": cmd_schema}
 
 

@@ -9,7 +9,7 @@ import time
 from typing import Any, Protocol, TextIO
 
 # Events (see the README): build_started, chunk_cached, chunk_started, chunk_retry, chunk_done,
-# chunk_failed, chunk_skipped, warning, stitch_done, build_done; from hosted backends also
+# chunk_failed, chunk_skipped, warning, stitch_done, report_written, build_done; from hosted backends also
 # upload_done, chunk_submitted, chunk_resumed, chunk_queue, chunk_log, fal_retry.
 
 
@@ -98,6 +98,8 @@ class TextReporter:
             if f.get("skipped"):
                 return f"{el} {f['output']} is up to date"
             return f"{el} stitched {f['output']}: {f['frames']} frames in {f['seconds']:.2f}s"
+        if name == "report_written":
+            return f"{el} report: {f['report']} (contact sheet {f['contact_sheet']})"
         if name == "build_done":
             return None if self.quiet and not f.get("failed") else self._summary(f)
         return None

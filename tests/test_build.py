@@ -21,7 +21,7 @@ LTXFLOW = Path(sys.executable).parent / "ltxflow"
 
 
 def make_project(root: Path, fps: str = "24", seconds: float = 6.0, extra: str = "", output: str = "out/video.mp4",
-                 scenes: str | None = None) -> Path:
+                 scenes: str | None = None, chunking: str = "max_frames: 25") -> Path:
     write_music(root / "media" / "song.wav", seconds)
     write_png(root / "keyframes" / "a.png", (96, 48), (220, 60, 90))
     write_png(root / "keyframes" / "b.png", (96, 48), (40, 160, 220))
@@ -46,7 +46,7 @@ fps: "{fps}"
 resolution: 128x64
 output: {output}
 quality: low
-chunking: {{max_frames: 25}}
+chunking: {{{chunking}}}
 {extra}
 scenes:{scenes}""")
     return path

@@ -72,7 +72,7 @@ def test_schema_command_matches_the_committed_file():
     assert r.stdout == (REPO / "schemas" / "project.schema.json").read_text(), "run `make schema`"
 
 
-@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["build"], ["cache"], ["cache", "ls"],
+@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["build"], ["report"], ["cache"], ["cache", "ls"],
                                      ["cache", "gc"], ["schema"]])
 def test_help_everywhere(command):
     r = run(*command, "--help")

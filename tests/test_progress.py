@@ -20,6 +20,7 @@ EVENTS = [
     ("chunk_queue", dict(chunk="a.0", request_id="r1", status="COMPLETED", queue_position=None)),
     ("chunk_done", dict(chunk="a.0", seconds=1.0, render_s=0.9, normalize_s=0.1, cost_usd=0.25)),
     ("chunk_failed", dict(chunk="b.0", error="scene 'b', chunk b.0: fal rejected the submit")),
+    ("report_written", dict(report="out/v.report.html", contact_sheet="out/v.contact.png", seconds=0.4)),
     ("build_done", dict(output=None, rendered=1, cached=0, failed=1, skipped=0, cost_usd=0.25, seconds=2.0)),
 ]
 
@@ -33,7 +34,8 @@ def test_text_reporter_says_what_fal_is_doing():
     for words in ("submitted a.0 to fal-ai/x (request r1)", "b.0: following request r0",
                   "a.0: in queue, position 3", "a.0: running", "a.0: Generating video",
                   "status of r1: retrying in 0.5s (try 2): HTTP 503: busy", "FAILED b.0",
-                  "build failed (1 rendered, 0 cached, 1 failed; $0.25 spent"):
+                  "build failed (1 rendered, 0 cached, 1 failed; $0.25 spent",
+                  "report: out/v.report.html (contact sheet out/v.contact.png)"):
         assert words in text, words
     assert "COMPLETED" not in text
 

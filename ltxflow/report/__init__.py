@@ -1,0 +1,60 @@
+"""The build report: an HTML page and a contact sheet beside the video, made from the plan and the cache.
+
+Importing this package is cheap (the CLI's no-op check names the report's path); the work is done
+by write_report, which imports the rest."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from ltxflow.execute.cache import Cache
+    from ltxflow.media.encode import Format
+    from ltxflow.plan.planner import Plan
+    from ltxflow.report.gather import Report
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    contact: Path
+
+
+def report_paths(video: Path) -> ReportPaths:
+    """Beside a video: <stem>.report.html and <stem>.contact.png."""
+    return paths_for_html(video.with_name(f"{video.stem}.report.html"))
+
+
+def paths_for_html(html: Path) -> ReportPaths:
+    """A report written to `html`, its contact sheet beside it: x.report.html or x.html -> x.contact.png."""
+    stem = html.name[: -len(html.suffix)] if html.suffix else html.name
+    stem = stem[: -len(".report")] if stem.endswith(".report") else stem
+    return ReportPaths(html, html.with_name(f"{stem}.contact.png"))
+
+
+def write_report(plan: Plan, cache: Cache, fmt: Format, video: Path | None, paths: ReportPaths,
+                 clips: Mapping[str, Path] | None = None) -> Report:
+    """Gather the report (see gather.gather) and write both files, each replacing the old one
+    only once it is complete. Raises OSError when a file cannot be written."""
+    from ltxflow.report.gather import gather
+    from ltxflow.report.page import render_html
+    from ltxflow.report.sheet import contact_sheet
+
+    report = gather(plan, cache, fmt, video, clips)
+    _write_atomic(paths.contact, contact_sheet(report))
+    _write_atomic(paths.html, render_html(report, paths.contact.name).encode("utf-8"))
+    return report
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

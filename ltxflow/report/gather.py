@@ -1,0 +1,229 @@
+"""What the build report shows, gathered from a plan and the cache: chunks, thumbnails, seam scores, music."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from ltxflow.media.probe import MediaError
+from ltxflow.timeline import frame_to_sample, frame_to_seconds
+
+if TYPE_CHECKING:
+    from ltxflow.execute.cache import Cache, Entry
+    from ltxflow.media.encode import Format
+    from ltxflow.plan.planner import Chunk, Plan
+
+SEAM_FRAMES = 9  # frames read at each end of a clip: 8 consecutive differences on each side of a seam
+SCORE_FLOOR = 1.0  # 8-bit levels: a typical step below this counts as this (still pictures have ~0)
+ENVELOPE_POINTS = 2400
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """One chunk as the report shows it. `state`: rendered (its cache entry is current), stale (the
+    cache holds a render the next build replaces), or missing (not in the cache)."""
+
+    chunk: Chunk
+    prompt: str
+    state: str
+    notes: tuple[str, ...]
+    record: Mapping[str, Any]  # the cache entry's record ({} when missing)
+    first_jpeg: bytes | None = None  # thumbnails of the first and last kept frame
+    last_jpeg: bytes | None = None
+
+    @property
+    def seed(self) -> int:
+        """The seed the backend reports it used, else the planned one."""
+        seed = self.record.get("seed")
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else self.chunk.seed
+
+    @property
+    def cost_usd(self) -> float:
+        """What the render cost, or for a chunk not rendered, what the plan expects it to."""
+        if not self.record:
+            return self.chunk.cost_usd
+        cost = self.record.get("cost_usd")
+        return float(cost) if isinstance(cost, (int, float)) else 0.0
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """render_s and normalize_s, where the record has them."""
+        t = self.record.get("timings")
+        return {k: float(v) for k, v in t.items() if isinstance(v, (int, float))} if isinstance(t, dict) else {}
+
+
+@dataclass(frozen=True)
+class Seam:
+    """A chunk boundary at timeline frame `frame`. `across`: the difference between the frames on
+    either side; `typical`: the median step between consecutive frames next to it, inside the two
+    clips. None when a side is not rendered. `chained`: the chunk after starts from the chunk
+    before (continuity is expected); otherwise it starts from a keyframe (a cut is intended)."""
+
+    frame: int
+    before: str
+    after: str
+    chained: bool
+    across: float | None
+    typical: float | None
+    music: str | None  # where it lands on the music, when the project has an analysis
+
+    @property
+    def score(self) -> float | None:
+        """How many typical steps the jump across the seam is: about 1 is seamless."""
+        if self.across is None or self.typical is None:
+            return None
+        return self.across / max(self.typical, SCORE_FLOOR)
+
+
+@dataclass(frozen=True)
+class Report:
+    plan: Plan
+    rows: tuple[ChunkRow, ...]
+    seams: tuple[Seam, ...]
+    envelope: tuple[float, ...]  # peak levels 0..1 over the video's span of the master track
+    video: Path | None  # the output the report describes
+    video_date: datetime | None  # when it was written; None when it does not exist
+    generated: datetime
+
+    @property
+    def weakest(self) -> tuple[Seam, ...]:
+        """Chained seams with scores, worst first (cuts to a keyframe are meant to jump)."""
+        scored = [s for s in self.seams if s.chained and s.score is not None]
+        return tuple(sorted(scored, key=lambda s: (-(s.score or 0.0), s.frame)))
+
+    @property
+    def worst(self) -> Seam | None:
+        return self.weakest[0] if self.weakest else None
+
+    @property
+    def spent_usd(self) -> float:
+        return round(sum(r.cost_usd for r in self.rows if r.record), 6)
+
+    @property
+    def to_spend_usd(self) -> float:
+        return round(sum(r.chunk.cost_usd for r in self.rows if r.state != "rendered"), 6)
+
+
+@dataclass(frozen=True)
+class _Ends:
+    first: Any
+    last: Any
+    head_steps: list[float]
+    tail_steps: list[float]
+
+
+def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
+           clips: Mapping[str, Path] | None = None) -> Report:
+    """The report of a plan from what its cache holds. `clips` names the normalized clip of a chunk
+    (a build passes the ones it stitched); otherwise the clip variant `fmt` names is used, or
+    another variant keeping the same frames. Reads only the first and last SEAM_FRAMES frames of
+    each clip, and the master track's decoded PCM."""
+    from ltxflow.execute.chunkwork import variant_name
+    from ltxflow.execute.status import chunk_statuses, load_index
+
+    rp = plan.project
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
+                              check_clips=False)
+    rows: list[ChunkRow] = []
+    seams: list[Seam] = []
+    prev: tuple[Chunk, _Ends | None] | None = None  # seams are scored as chunks are read
+    for c in plan.chunks:
+        status = statuses[c.id]
+        entry, problem = cache.lookup(c.key)
+        clip = None
+        if entry is not None:
+            clip = (clips or {}).get(c.id) or _clip_of(entry, c, variant_name(c, fmt))
+        row, ends = _row(c, entry, problem, status.status == "cached", status.reasons, clip)
+        rows.append(row)
+        if prev is not None:
+            seams.append(_seam(plan, prev[0], prev[1], c, ends))
+        prev = (c, ends)
+    return Report(plan, tuple(rows), tuple(seams), tuple(_envelope(plan)), video, _mtime(video),
+                  datetime.now().astimezone())
+
+
+def _row(c: Chunk, entry: Entry | None, problem: str | None, current: bool, reasons: tuple[str, ...],
+         clip: Path | None) -> tuple[ChunkRow, _Ends | None]:
+    """A chunk's row, and its end frames for scoring the seams beside it (None without a clip)."""
+    from ltxflow.media.thumbs import clip_ends, jpeg, steps
+
+    prompt = str(c.args.get(c.endpoint.vocab["prompt"], ""))
+    if entry is None:
+        notes = [f"not rendered: {'; '.join(reasons) or 'not in the cache'}"]
+        if problem:
+            notes.append(f"its cache entry is unusable ({problem})")
+        return ChunkRow(c, prompt, "missing", tuple(notes), {}), None
+    state = "rendered" if current else "stale"
+    notes = [] if current else [f"the next build renders it again: {'; '.join(reasons)}"]
+    if clip is None:
+        notes.append("no normalized clip in the cache yet (the next build makes it from the raw clip)")
+        return ChunkRow(c, prompt, state, tuple(notes), entry.record), None
+    try:
+        e = clip_ends(clip, SEAM_FRAMES, c.kept_frames)
+    except MediaError as exc:
+        notes.append(f"its clip cannot be read ({exc})")
+        return ChunkRow(c, prompt, state, tuple(notes), entry.record), None
+    return (ChunkRow(c, prompt, state, tuple(notes), entry.record, jpeg(e.first), jpeg(e.last)),
+            _Ends(e.first, e.last, steps(e.head), steps(e.tail)))
+
+
+def _seam(plan: Plan, before: Chunk, a: _Ends | None, after: Chunk, b: _Ends | None) -> Seam:
+    """The seam between two neighbouring chunks: the jump across it against the steps beside it."""
+    from ltxflow.media.thumbs import mean_abs_diff
+
+    across = typical = None
+    if a is not None and b is not None and a.last.shape == b.first.shape:
+        across = mean_abs_diff(a.last, b.first)
+        near = a.tail_steps + b.head_steps
+        typical = statistics.median(near) if near else 0.0
+    return Seam(after.start_frame, before.id, after.id, after.chains_from == before.id, across, typical,
+                describe_music(plan, after.start_frame))
+
+
+def _clip_of(entry: Entry, chunk: Chunk, variant: str) -> Path | None:
+    """The entry's clip in the wanted variant, else any variant keeping the chunk's frames."""
+    if entry.clip(variant).is_file():
+        return entry.clip(variant)
+    prefix = f"{chunk.head}-{chunk.kept_frames}-"
+    for name in sorted(entry.record.get("variants", {})):
+        if name.startswith(prefix) and entry.clip(name).is_file():
+            return entry.clip(name)
+    return None
+
+
+def describe_music(plan: Plan, frame: int) -> str | None:
+    """Where a timeline frame lands on the music: the nearest beat and bar, and a quiet gap."""
+    grid = plan.project.music
+    if grid is None:
+        return None
+    where = grid.describe(float(frame_to_seconds(frame, plan.project.fps)))
+    parts = []
+    beat = where.get("beat")
+    if beat:
+        bar = f"bar {beat['bar']} beat {beat['beat_in_bar']}" if beat["bar"] >= 1 else f"pickup beat {beat['number']}"
+        parts.append(f"{bar} ({beat['offset_s']:+.3f} s from the beat)")
+    gap = where.get("gap")
+    if gap:
+        parts.append(f"in a quiet gap {gap[0]:.2f}-{gap[1]:.2f} s")
+    return ", ".join(parts) or "no beats found in the track"
+
+
+def _envelope(plan: Plan) -> list[float]:
+    from ltxflow.media.waveform import peak_envelope
+
+    rp = plan.project
+    end = frame_to_sample(rp.total_frames, rp.fps, rp.audio.sample_rate)
+    try:
+        return peak_envelope(rp.audio, 0, end, ENVELOPE_POINTS)
+    except (OSError, ValueError):
+        return []  # the decoded track is gone: the strip is drawn without it
+
+
+def _mtime(path: Path | None) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(path.stat().st_mtime).astimezone() if path else None
+    except OSError:
+        return None

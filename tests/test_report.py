@@ -1,0 +1,359 @@
+"""The build report (HTML and contact sheet) from real builds, read back with html.parser; its parts on real media."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import statistics
+from fractions import Fraction
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from test_build import events, ltx, make_project
+
+PROMPT = 'an opening card <script>alert("x")</script> & "friends"'
+
+
+def make_report_project(root: Path, boundaries: str = "beats") -> Path:
+    """Three scenes on a 6 s song at 128x64, 25-frame chunks: intro (keyframe) -> verse (chained) ->
+    outro (its own keyframe). `boundaries: beats` analyses the song (a music grid); `even` does not."""
+    return make_project(root, chunking=f"max_frames: 25, boundaries: {boundaries}", scenes=f"""
+  - id: intro
+    end: 2
+    prompt: {json.dumps(PROMPT)}
+    image: keyframes/a.png
+  - id: verse
+    end: 4.5
+    prompt: "the verse, chained from the intro"
+  - id: outro
+    prompt: "a second keyframe starts an independent chain"
+    image: keyframes/b.png
+""")
+
+
+# -- reading the page back -----------------------------------------------------------------------
+
+VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class Node:
+    def __init__(self, tag: str, attrs: dict[str, str | None]):
+        self.tag, self.attrs, self.children = tag, attrs, []
+
+    @property
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+    def walk(self):
+        for c in self.children:
+            if isinstance(c, Node):
+                yield c
+                yield from c.walk()
+
+    def find_all(self, tag: str | None = None, cls: str | None = None) -> list["Node"]:
+        return [n for n in self.walk() if (tag is None or n.tag == tag) and (cls is None or cls in n.classes)]
+
+
+class Page(HTMLParser):
+    """The page as a tree; fails on an end tag that closes nothing (a broken page)."""
+
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.root = Node("#root", {})
+        self.stack = [self.root]
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        node = Node(tag, dict(attrs))
+        self.stack[-1].children.append(node)
+        if tag not in VOID:
+            self.stack.append(node)
+
+    def handle_startendtag(self, tag, attrs):
+        self.stack[-1].children.append(Node(tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, 0, -1):
+            if self.stack[i].tag == tag:
+                del self.stack[i:]
+                return
+        raise AssertionError(f"</{tag}> closes nothing")
+
+    def handle_data(self, data):
+        self.stack[-1].children.append(data)
+
+    def by_id(self, ident: str) -> Node:
+        found = [n for n in self.root.walk() if n.attrs.get("id") == ident]
+        assert len(found) == 1, f"{len(found)} elements with id {ident}"
+        return found[0]
+
+
+def read_page(path: Path) -> tuple[str, Page]:
+    text = path.read_text(encoding="utf-8")
+    page = Page(text)
+    assert [n.tag for n in page.stack] == ["#root"], "elements left open"
+    return text, page
+
+
+def seam_rows(page: Page) -> list[dict]:
+    rows = []
+    for tr in page.root.find_all("tr", "seam"):
+        cells = [td.text() for td in tr.find_all("td")]
+        before, after = cells[3].split(" \u2192 ")
+        num = lambda s: None if s == "\u2013" else float(s)  # noqa: E731
+        rows.append({"frame": int(cells[2]), "before": before, "after": after, "chained": cells[4] == "chained",
+                     "across": num(cells[5]), "typical": num(cells[6]), "score": num(cells[7]), "music": cells[8],
+                     "worst": "worst" in tr.classes})
+    return rows
+
+
+# -- what the test backend draws (backends/testing.py): flat colours by chunk id and frame ------------
+
+def colour(chunk_id: str, i: int) -> np.ndarray:
+    s = hashlib.sha256(chunk_id.encode()).digest()
+    return np.array([(s[0] + 3 * i) % 256, s[1], (s[2] + i) % 256], dtype=float)
+
+
+def expected_seams(plan: dict) -> list[dict]:
+    """Across and typical for every seam, from the test backend's colours and the plan's frames."""
+    out = []
+    chunks = plan["chunks"]
+    for a, b in zip(chunks, chunks[1:]):
+        last = a["head_frames"] + a["kept_frames"] - 1
+        first = b["head_frames"]
+        steps = [np.abs(colour(a["id"], i) - colour(a["id"], i - 1)).mean() for i in range(last - 7, last + 1)]
+        steps += [np.abs(colour(b["id"], i + 1) - colour(b["id"], i)).mean() for i in range(first, first + 8)]
+        across = np.abs(colour(a["id"], last) - colour(b["id"], first)).mean()
+        out.append({"frame": b["start_frame"], "before": a["id"], "after": b["id"],
+                    "chained": b["chains_from"] == a["id"], "across": across, "typical": statistics.median(steps)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    project = make_report_project(root)
+    r = ltx("build", str(project), "--backend", "test", "--log-format", "json", cwd=root, check=True)
+    plan = json.loads(ltx("plan", str(project), "--backend", "test", "--json", cwd=root, check=True).stdout)
+    return project, events(r.stdout), plan
+
+
+def test_build_writes_a_self_contained_report(built):
+    project, evs, plan = built
+    out = project.parent / "out"
+    written = [e for e in evs if e["event"] == "report_written"]
+    assert written and written[0]["report"] == str(out / "video.report.html")
+    assert written[0]["contact_sheet"] == str(out / "video.contact.png")
+    assert [e["event"] for e in evs].index("report_written") < [e["event"] for e in evs].index("build_done")
+    text, page = read_page(out / "video.report.html")
+
+    assert "http://" not in text and "https://" not in text and "<script" not in text and "@import" not in text
+    for node in page.root.walk():
+        for name in ("src", "href", "xlink:href", "srcset", "poster", "action"):
+            value = node.attrs.get(name)
+            assert value is None or value.startswith("data:"), f"<{node.tag} {name}={value[:40]!r}>"
+
+    ids = [c["id"] for c in plan["chunks"]]
+    assert len(ids) >= 6
+    for cid in ids:
+        article = page.by_id(f"chunk-{cid}")
+        assert "rendered" in article.classes
+        thumbs = article.find_all("img", "thumb")
+        assert len(thumbs) == 2
+        for img in thumbs:
+            assert img.attrs["src"].startswith("data:image/jpeg;base64,")
+            from PIL import Image
+
+            with Image.open(io.BytesIO(base64.b64decode(img.attrs["src"].split(",", 1)[1]))) as im:
+                assert im.size == (128, 64)
+        facts = article.text()
+        c = next(c for c in plan["chunks"] if c["id"] == cid)
+        for words in (f"seed{c['seed']}", c["endpoint"], f"{c['start_frame']}-{c['end_frame'] - 1}",
+                      "render time"):
+            assert words in facts.replace("\n", ""), (cid, words)
+
+    # The prompt reaches the page escaped: no script element, and its text reads as written.
+    intro = page.by_id("chunk-intro.0").find_all("dd", "prompt")[0]
+    assert intro.text() == PROMPT
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &quot;friends&quot;" in text
+
+
+def test_seam_scores_match_what_the_frames_hold(built):
+    project, _, plan = built
+    _, page = read_page(project.parent / "out" / "video.report.html")
+    rows = seam_rows(page)
+    expected = expected_seams(plan)
+    assert [(r["frame"], r["before"], r["after"], r["chained"]) for r in rows] == \
+        [(e["frame"], e["before"], e["after"], e["chained"]) for e in expected]
+    for r, e in zip(rows, expected):
+        assert r["across"] == pytest.approx(e["across"], abs=2.0), r
+        assert r["typical"] == pytest.approx(e["typical"], abs=0.5), r
+        assert r["score"] == pytest.approx(r["across"] / max(r["typical"], 1.0), rel=0.01)
+    # The worst is the chained seam with the largest jump for its neighbourhood; cuts to a keyframe
+    # are listed but not ranked.
+    chained = [e for e in expected if e["chained"]]
+    worst = max(chained, key=lambda e: e["across"] / max(e["typical"], 1.0))
+    marked = [r for r in rows if r["worst"]]
+    assert [(r["before"], r["after"]) for r in marked] == [(worst["before"], worst["after"])]
+    first = page.by_id("weakest").find_all("li")[0]
+    assert "worst" in first.classes and first.text().startswith(f"{worst['before']} | {worst['after']} ")
+    assert len(page.by_id("weakest").find_all("li")) == min(5, len(chained))
+
+    # The strip: the envelope, beats and bars (the project has a music grid), one line per seam,
+    # the worst one coloured, scene names; every seam row says where it lands on the music.
+    strip = page.by_id("waveform")
+    assert len(strip.find_all("polygon", "wave")) == 1
+    assert strip.find_all("line", "beat") and strip.find_all("line", "bar")
+    assert len(strip.find_all("line", "seam-line")) == len(rows)
+    assert len(strip.find_all("line", "worst")) == 1
+    assert [t.text() for t in strip.find_all("text", "scene-name")] == ["intro", "verse", "outro"]
+    assert all(r["music"].startswith(("bar ", "pickup beat")) for r in rows)
+
+
+def test_contact_sheet_shows_every_chunk(built):
+    from PIL import Image
+
+    from ltxflow.report.sheet import COLUMNS, GAP, HEADER_H, LABEL_H, PAD, THUMB_W
+
+    project, _, plan = built
+    with Image.open(project.parent / "out" / "video.contact.png") as im:
+        sheet = np.asarray(im.convert("RGB"))
+    th = THUMB_W // 2  # the video is 128x64
+    n = len(plan["chunks"])
+    assert sheet.shape[:2] == (HEADER_H + PAD + ((n + COLUMNS - 1) // COLUMNS) * (LABEL_H + th + PAD),
+                               2 * PAD + COLUMNS * (2 * THUMB_W + GAP) + (COLUMNS - 1) * PAD)
+    # Each chunk's cell holds its first and last kept frames: the test backend's colours.
+    for k, c in enumerate(plan["chunks"]):
+        x = PAD + (k % COLUMNS) * (2 * THUMB_W + GAP + PAD) + THUMB_W // 2
+        y = HEADER_H + PAD + (k // COLUMNS) * (LABEL_H + th + PAD) + LABEL_H + th // 2
+        for dx, frame in ((0, c["head_frames"]), (THUMB_W + GAP, c["head_frames"] + c["kept_frames"] - 1)):
+            assert np.abs(sheet[y, x + dx].astype(float) - colour(c["id"], frame)).max() <= 6, c["id"]
+
+
+def test_report_command_after_a_build_agrees_with_the_build(built):
+    project, _, plan = built
+    target = project.parent / "elsewhere" / "again.report.html"
+    r = ltx("report", str(project), "--backend", "test", "-o", str(target), cwd=project.parent, check=True)
+    assert r.stdout.strip() == str(target)
+    assert (project.parent / "elsewhere" / "again.contact.png").is_file()
+    assert f"{len(plan['chunks'])} of {len(plan['chunks'])} chunks rendered" in r.stderr
+    _, page = read_page(target)
+    _, from_build = read_page(project.parent / "out" / "video.report.html")
+    assert seam_rows(page) == seam_rows(from_build)
+
+
+def test_report_on_a_partly_rendered_cache_without_music(tmp_path):
+    project = make_report_project(tmp_path, boundaries="even")
+    ltx("build", str(project), "--backend", "test", "--only", "outro", cwd=tmp_path, check=True)
+    assert (tmp_path / "out" / "video.outro.report.html").is_file()
+    r = ltx("report", str(project), "--backend", "test", cwd=tmp_path, check=True)
+    html_path = tmp_path / "out" / "video.report.html"
+    assert r.stdout.strip() == str(html_path) and (tmp_path / "out" / "video.contact.png").is_file()
+    plan = json.loads(ltx("plan", str(project), "--backend", "test", "--json", cwd=tmp_path, check=True).stdout)
+    text, page = read_page(html_path)
+    for c in plan["chunks"]:
+        article = page.by_id(f"chunk-{c['id']}")
+        if c["scene"] == "outro":
+            assert "rendered" in article.classes and len(article.find_all("img", "thumb")) == 2
+        else:
+            assert "missing" in article.classes and not article.find_all("img")
+            assert len(article.find_all("div", "none")) == 2 and "not rendered: new" in article.text()
+    rendered = sum(1 for c in plan["chunks"] if c["scene"] == "outro")
+    assert f"{rendered} of {len(plan['chunks'])} chunks rendered" in r.stderr
+    rows = seam_rows(page)
+    assert all(r["score"] is None for r in rows if not r["after"].startswith("outro"))
+    assert all(r["score"] is not None for r in rows if r["before"].startswith("outro"))
+    # No music analysis: no beats drawn, and the page says why.
+    assert not page.by_id("waveform").find_all("line", "beat") and "no music analysis" in text
+    assert all(r["music"] == "" for r in rows)
+    assert page.by_id("waveform").find_all("polygon", "wave")
+
+
+def test_a_report_that_cannot_be_written_never_fails_the_build(tmp_path):
+    project = make_report_project(tmp_path, boundaries="even")
+    blocker = tmp_path / "out" / "video.report.html"
+    blocker.mkdir(parents=True)  # a folder where the report goes
+    r = ltx("build", str(project), "--backend", "test", "--log-format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    evs = events(r.stdout)
+    assert (tmp_path / "out" / "video.mp4").is_file()
+    assert any(e["event"] == "warning" and "report" in e["message"] for e in evs)
+    assert not any(e["event"] == "report_written" for e in evs)
+    # The next build has nothing to render, but writes the missing report.
+    blocker.rmdir()
+    r = ltx("build", str(project), "--backend", "test", "--log-format", "json", cwd=tmp_path, check=True)
+    evs = events(r.stdout)
+    assert not any(e["event"] == "chunk_started" for e in evs)
+    assert any(e["event"] == "report_written" for e in evs) and blocker.is_file()
+    text = ltx("build", str(project), "--backend", "test", cwd=tmp_path, check=True).stderr
+    assert "up to date" in text  # with the report there, the no-op check skips the build again
+
+
+def test_invalid_project_exits_2_and_writes_no_report(tmp_path):
+    project = make_report_project(tmp_path)
+    text = project.read_text()
+    assert 'fps: "24"' in text
+    project.write_text(text.replace('fps: "24"', 'fps: "99"'))
+    r = ltx("report", str(project), cwd=tmp_path)
+    assert r.returncode == 2 and "fps" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# -- the parts, on real media --------------------------------------------------------------------
+
+def test_clip_ends_reads_the_first_and_last_frames(tmp_path):
+    """A clip with keyframes every 8 frames: the tail comes from a seek, and matches the frames written."""
+    from ltxflow.media.encode import FrameWriter, encode_frames_args, output_format
+    from ltxflow.media.ffmpeg import find_ffmpeg
+    from ltxflow.media.thumbs import clip_ends
+
+    clip = tmp_path / "grey.mp4"
+    args = encode_frames_args(find_ffmpeg().path, 64, 32, Fraction(24), clip,
+                              [*output_format("mp4", "high").video, "-g", "8"])
+    with FrameWriter(args, clip, "test clip") as w:
+        for i in range(60):
+            w.write(np.full((32, 64, 3), 4 * i, dtype=np.uint8))
+    for told in (60, 50):  # a wrong count makes it decode the whole clip instead
+        ends = clip_ends(clip, 4, told)
+        assert [round(f.mean() / 4) for f in ends.head] == [0, 1, 2, 3]
+        assert [round(f.mean() / 4) for f in ends.tail] == [56, 57, 58, 59]
+        assert ends.first.shape == (32, 64, 3)
+
+
+def test_peak_envelope_matches_the_samples(tmp_path):
+    from ltxflow.media.probe import AudioTrack
+    from ltxflow.media.waveform import peak_envelope
+
+    rng = np.random.default_rng(3)
+    pcm = (rng.standard_normal((48_001, 2)) * 4000).clip(-32768, 32767).astype("<i2")
+    pcm[10_000:12_000] = 0
+    path = tmp_path / "song.s16"
+    pcm.tofile(path)
+    track = AudioTrack(path, "d", "pcm_s16le", 16000, 2, len(pcm), path)
+    env = peak_envelope(track, 0, 60_000, 30)  # past the end is silence
+    edges = np.linspace(0, 60_000, 31).round().astype(int)
+    want = [np.abs(pcm[a:min(b, len(pcm))].astype(int)).max() / 32768 if a < len(pcm) else 0.0
+            for a, b in zip(edges, edges[1:])]
+    assert env == pytest.approx(want)
+    assert env[-1] == 0.0 and env[5] == 0.0 and min(env[:5]) > 0.1
+
+
+def test_seam_score_and_report_paths():
+    from ltxflow.report import paths_for_html, report_paths
+    from ltxflow.report.gather import Seam
+
+    s = lambda across, typical: Seam(10, "a.0", "a.1", True, across, typical, None)  # noqa: E731
+    assert s(6.0, 2.0).score == 3.0 and s(6.0, 0.02).score == 6.0  # a still picture: the floor of 1 level
+    assert s(None, None).score is None
+    assert report_paths(Path("out/v.mp4")).html == Path("out/v.report.html")
+    assert report_paths(Path("out/v.verse.mp4")).contact == Path("out/v.verse.contact.png")
+    assert paths_for_html(Path("x/page.html")).contact == Path("x/page.contact.png")
