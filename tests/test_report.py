@@ -21,18 +21,23 @@ PROMPT = 'an opening card <script>alert("x")</script> & "friends"'
 
 def make_report_project(root: Path, boundaries: str = "beats") -> Path:
     """Three scenes on a 6 s song at 128x64, 25-frame chunks: intro (keyframe) -> verse (chained) ->
-    outro (its own keyframe). `boundaries: beats` analyses the song (a music grid); `even` does not."""
+    outro (its own keyframe). `boundaries: beats` analyses the song (a music grid); `even` does not.
+    Colours are left as the test backend draws them (known flat colours the seam scores are checked
+    against), so color_match is off."""
     return make_project(root, chunking=f"max_frames: 25, boundaries: {boundaries}", scenes=f"""
   - id: intro
     end: 2
     prompt: {json.dumps(PROMPT)}
     image: keyframes/a.png
+    color_match: false
   - id: verse
     end: 4.5
     prompt: "the verse, chained from the intro"
+    color_match: false
   - id: outro
     prompt: "a second keyframe starts an independent chain"
     image: keyframes/b.png
+    color_match: false
 """)
 
 
