@@ -27,17 +27,19 @@ class NormalizeReport:
 
 
 def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, kept: int, generated: int,
-                   width: int, height: int, fps: Fraction, fmt: Format) -> NormalizeReport:
+                   width: int, height: int, fps: Fraction, fmt: Format,
+                   keyframes: tuple[int, ...] = ()) -> NormalizeReport:
     """Write frames [head, head + kept) of `raw` to `out` as the project's clip format.
 
     Frames are taken by index, whatever the clip's timestamps or rate say. A clip with fewer
     frames than requested holds its last frame; extra frames are dropped; another size is scaled
     to cover and centre-cropped. Each deviation is reported. The last kept frame is written to
-    `chain_png` as an exact PNG when given. Raises MediaError for an undecodable clip."""
+    `chain_png` as an exact PNG when given. `keyframes`: output frames that start a closed group
+    of pictures, where a crossfade stitch cuts the clip. Raises MediaError for an undecodable clip."""
     from PIL import Image
 
     report = NormalizeReport()
-    args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video)
+    args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video, keyframes=keyframes)
     last = None
     with FrameWriter(args, out, f"normalize {raw.name}") as writer:
         for i, frame in enumerate(decode_rgb(raw)):
