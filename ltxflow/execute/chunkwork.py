@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
@@ -36,21 +36,27 @@ class ChunkResult:
     normalize_s: float = 0.0
 
 
-def variant_name(chunk: Chunk, fmt: Format, head: int | None = None, kept: int | None = None) -> str:
-    """Names a normalized clip: which raw frames it keeps, in which format."""
+def variant_name(chunk: Chunk, fmt: Format, head: int | None = None, kept: int | None = None,
+                 keyframes: tuple[int, ...] = ()) -> str:
+    """Names a normalized clip: which raw frames it keeps, in which format, with which forced key
+    frames (where a crossfade stitch cuts it; "-k4.21")."""
     head = chunk.head if head is None else head
     kept = chunk.kept_frames if kept is None else kept
-    return f"{head}-{kept}-{fmt.tag}.{fmt.clip_ext}"
+    keys = f"-k{'.'.join(map(str, keyframes))}" if keyframes else ""
+    return f"{head}-{kept}-{fmt.tag}{keys}.{fmt.clip_ext}"
 
 
 class ChunkWork:
     """Callable per chunk id inside the executor. Thread-safe: each chunk writes only its own
-    work folder and entry; the backend's concurrency limit is a semaphore."""
+    work folder and entry; the backend's concurrency limit is a semaphore. `keyframes`: the key
+    frames each chunk's clip is normalized with (seams.chunk_keyframes; none when absent)."""
 
     def __init__(self, plan: Plan, cache: Cache, backend: Backend, fmt: Format, *,
                  retries: int = 3, backoff_s: float = 1.0, stop: threading.Event | None = None,
-                 emit: Callable[..., None] = lambda *a, **k: None):
+                 emit: Callable[..., None] = lambda *a, **k: None,
+                 keyframes: Mapping[str, tuple[int, ...]] | None = None):
         self.plan, self.cache, self.backend, self.fmt = plan, cache, backend, fmt
+        self.keyframes = dict(keyframes or {})
         self.retries, self.backoff_s = retries, backoff_s
         self.stop = stop or threading.Event()
         self.emit = emit
@@ -81,7 +87,8 @@ class ChunkWork:
         """The chunk from its entry, its clip variant and chain frame checked against their recorded
         digests and made again from the raw clip when missing or damaged. Raises MediaError when
         the raw clip itself cannot be decoded."""
-        variant = variant_name(chunk, self.fmt)
+        keys = self.keyframes.get(chunk.id, ())
+        variant = variant_name(chunk, self.fmt, keyframes=keys)
         t0 = time.monotonic()
         problem = self.cache.clip_problem(entry, variant, chunk.kept_frames, self.rp.width, self.rp.height)
         frame_problem = self.cache.frame_problem(entry, chunk.chain_frame)
@@ -90,28 +97,33 @@ class ChunkWork:
                 if why and why != "missing":
                     self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cached {what} is damaged ({why}); "
                                                                  "making it again from the raw clip")
-            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, chain=True)
+            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, chain=True, keyframes=keys)
         return ChunkResult(chunk.id, state, entry, entry.clip(variant), entry.frame_digest(chunk.chain_frame) or "",
                            normalize_s=time.monotonic() - t0)
 
-    def part(self, entry: Entry, chunk: Chunk, head: int, kept: int) -> tuple[Path, str]:
-        """A clip of `kept` raw frames from `head` of a cached chunk (for --range), made once;
-        returns it with its digest."""
-        variant = variant_name(chunk, self.fmt, head, kept)
+    def part(self, entry: Entry, chunk: Chunk, head: int, kept: int,
+             keyframes: tuple[int, ...] = ()) -> tuple[Path, str]:
+        """A clip of `kept` raw frames from `head` of a cached chunk (for --range, --only) with at
+        least `keyframes` forced, made once; returns it with its digest."""
+        standard = self.keyframes.get(chunk.id, ())
+        if (head, kept) == (chunk.head, chunk.kept_frames) and set(keyframes) <= set(standard):
+            keyframes = standard  # the whole build's clip serves: it can be cut at these and more
+        variant = variant_name(chunk, self.fmt, head, kept, keyframes)
         if self.cache.clip_problem(entry, variant, kept, self.rp.width, self.rp.height) is not None:
-            entry = self._derive(entry, chunk, head, kept, chain=False)
+            entry = self._derive(entry, chunk, head, kept, chain=False, keyframes=keyframes)
         return entry.clip(variant), entry.record["variants"][variant]
 
-    def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, *, chain: bool) -> Entry:
+    def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, *, chain: bool,
+                keyframes: tuple[int, ...] = ()) -> Entry:
         """Normalize a clip variant (and the chain frame after it) from the entry's raw clip into
         the entry, recording their digests."""
-        variant = variant_name(chunk, self.fmt, head, kept)
+        variant = variant_name(chunk, self.fmt, head, kept, keyframes)
         last = head + kept - 1
         png = entry.dir / f".frame{last}.{os.getpid()}.{threading.get_ident()}.png" if chain else None
         try:
             clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: normalize_clip(
                 entry.raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
-                width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt))
+                width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, keyframes=keyframes))
             frames = dict(entry.record.get("frames", {}))
             if png is not None:
                 png.replace(entry.frame(last))
@@ -132,11 +144,12 @@ class ChunkWork:
             raw = work / f"raw{result.clip.suffix or '.mp4'}"
             result.clip.replace(raw)
             t1 = time.monotonic()
-            variant = variant_name(chunk, self.fmt)
+            keys = self.keyframes.get(chunk.id, ())
+            variant = variant_name(chunk, self.fmt, keyframes=keys)
             chain = work / f"frame{chunk.chain_frame}.png"
             report = normalize_clip(raw, work / f"clip.{variant}", chain, head=chunk.head, kept=chunk.kept_frames,
                                     generated=chunk.generated_frames, width=self.rp.width,
-                                    height=self.rp.height, fps=self.rp.fps, fmt=self.fmt)
+                                    height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, keyframes=keys)
             normalize_s = time.monotonic() - t1
             for d in report.deviations:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "
