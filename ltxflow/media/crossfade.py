@@ -4,7 +4,9 @@ and every other frame is copied untouched."""
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_right
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -74,9 +76,10 @@ def blend(a: Sequence, b: Sequence, window: Window) -> Iterator:
     import numpy as np
 
     n = window.frames
+    wide = np.uint16 if 511 * n < 2**16 else np.uint32  # 255 * 2n + n at most
     for j, (ai, bi, _) in enumerate(window.sources()):
         wa, wb = 2 * n - 2 * j - 1, 2 * j + 1  # (1 - a_j) and a_j, times 2n
-        mix = a[window.before + ai].astype(np.uint32) * wa + b[bi].astype(np.uint32) * wb + n
+        mix = a[window.before + ai].astype(wide) * wa + b[bi].astype(wide) * wb + n
         yield (mix // (2 * n)).astype(np.uint8)
 
 
@@ -90,30 +93,35 @@ def _frames(path: Path, count: int) -> list:
 def join(clips: Sequence[Path], seams: Seams, fps: Fraction, fmt: Format, work: Path) -> tuple[list[Path], int]:
     """The files to concatenate for `clips` (one per piece of `seams`, normalized with its split's
     key frames): the bodies cut from the clips and the windows, encoded with fmt.video, in order.
-    Returns them with the number of frames encoded. Work files go in `work`."""
-    ffmpeg = find_ffmpeg().path
+    Returns them with the number of frames encoded. Work files go in `work`; windows are made a
+    few at a time (each is a decode, a blend and an ffmpeg encode of a handful of frames)."""
     parts = [split_clip(clip, s, fps, work / f"piece{i}") for i, (clip, s) in enumerate(zip(clips, seams.splits))]
-    windows = {w.index: w for w in seams.windows}
-    files: list[Path] = []
-    encoded = 0
-    for i, split in enumerate(seams.splits):
-        w = windows.get(i)
-        if w is not None:
-            a_len = seams.splits[i - 1].frames
-            a = _frames(parts[i - 1][(a_len - w.before, a_len)], w.before)
-            b = _frames(parts[i][(0, w.after)], w.after)
-            height, width = b[0].shape[:2]
-            path = work / f"window{i}.{fmt.clip_ext}"
-            args = encode_frames_args(ffmpeg, width, height, fps, path, fmt.video, exact_duration=True)
-            with FrameWriter(args, path, f"crossfade into {seams.pieces[i].name}") as writer:
-                for frame in blend(a, b, w):
-                    writer.write(frame)
-            if video_info(path).frames != w.frames:
-                raise MediaError(f"{path.name}: the crossfade into {seams.pieces[i].name} encoded "
-                                 f"{video_info(path).frames} frames, expected {w.frames}")
-            encoded += writer.frames
-            files.append(path)
-        lo, hi = split.body
-        if hi > lo:
-            files.append(parts[i][(lo, hi)])
-    return files, encoded
+    jobs = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="ltxflow-fade") as pool:
+        for w in seams.windows:
+            a_len = seams.splits[w.index - 1].frames
+            jobs[w.index] = pool.submit(_window, parts[w.index - 1][(a_len - w.before, a_len)],
+                                        parts[w.index][(0, w.after)], w, work / f"window{w.index}.{fmt.clip_ext}",
+                                        seams.pieces[w.index].name, fps, fmt)
+        files: list[Path] = []
+        for i, split in enumerate(seams.splits):
+            if i in jobs:
+                files.append(jobs[i].result())
+            lo, hi = split.body
+            if hi > lo:
+                files.append(parts[i][(lo, hi)])
+    return files, sum(w.frames for w in seams.windows)
+
+
+def _window(a_part: Path, b_part: Path, w: Window, out: Path, name: str, fps: Fraction, fmt: Format) -> Path:
+    """Encode window `w` from the parts holding A's last and B's first frames into `out`."""
+    a, b = _frames(a_part, w.before), _frames(b_part, w.after)
+    height, width = b[0].shape[:2]
+    args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video, exact_duration=True)
+    with FrameWriter(args, out, f"crossfade into {name}") as writer:
+        for frame in blend(a, b, w):
+            writer.write(frame)
+    got = video_info(out).frames
+    if got != w.frames or writer.frames != w.frames:
+        raise MediaError(f"{out.name}: the crossfade into {name} encoded {got} frames, expected {w.frames}")
+    return out
