@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ltxflow import __version__, timeline
+from ltxflow import __version__, crossfades, timeline
 from ltxflow.backends import make_backend
 from ltxflow.backends.base import BackendContext, BackendError
 from ltxflow.errors import LtxflowError
@@ -181,9 +181,10 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     backend = make_backend(rp.backend, BackendContext(
         cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
         needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
+    keyframes = crossfades.chunk_keyframes(plan, fmt)  # where crossfade seams cut each chunk's clip
     with closing(backend):  # a local backend's worker processes end with the build
         statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),
-                                  lambda c, tag: variant_name(c, fmt, tag=tag),
+                                  lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id]),
                                   check_clips=False)  # ChunkWork checks each clip as it reuses it
         to_render = [n for n in sel.needed if statuses[n].status == "render"]
         in_flight = backend.in_flight()
@@ -205,7 +206,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
                        chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
                        output=str(out), cost_now_usd=cost_now, resuming=len(resume))
         work = ChunkWork(plan, cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s, stop=stop,
-                         emit=reporter.event)
+                         emit=reporter.event, keyframes=keyframes)
 
         def run_one(node: str, done: dict[str, Outcome]) -> ChunkResult:
             res = work(node, done)
@@ -317,24 +318,31 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
             fmt: Format, out: Path, reporter: Reporter) -> bool:
     """Stitch the selection into `out` unless it is already up to date. True when it stitched."""
     rp = plan.project
+    joins = crossfades.plan_seams(crossfades.selection_pieces(plan, sel.pieces))
     clips: list[Path] = []
     ident: list[Any] = []
-    for cid, lo, hi in sel.pieces:
+    for (cid, lo, hi), split in zip(sel.pieces, joins.splits):
         chunk, res = plan.chunk(cid), results[cid]
-        # A whole chunk, or part of one (--range): a variant holding just those frames.
-        clip, digest = work.part(res, chunk.head + lo - chunk.start_frame, hi - lo)
+        # A whole chunk, or part of one (--range): a variant holding just those frames, colour
+        # matched as the whole chunk is, with the key frames its crossfades cut it at.
+        clip, digest = work.part(res, chunk.head + lo - chunk.start_frame, hi - lo, crossfades.forced(split, fmt))
         clips.append(clip)
         ident.append([chunk.key, clip.name, digest])  # the clip's bytes: a re-rendered chunk re-stitches
-    signature = content_key({"clips": ident, "segments": sel.segments, "audio": rp.audio.digest,
-                             "format": [fmt.container, fmt.quality], "fps": rp.fps, "ltxflow": __version__})
+    shape = {"clips": ident, "segments": sel.segments, "audio": rp.audio.digest,
+             "format": [fmt.container, fmt.quality], "fps": rp.fps, "ltxflow": __version__}
+    if joins.windows:
+        shape["windows"] = [[w.index, w.before, w.after] for w in joins.windows]
+    signature = content_key(shape)
     stamp = cache.root / "outputs" / f"{content_key(str(out.resolve()))[:24]}.json"
     if _output_current(out, stamp, signature):
         reporter.event("stitch_done", output=str(out), skipped=True, frames=sum(b - a for a, b in sel.segments),
                        seconds=0.0)
         return False
+    for chunk_id, message in joins.notes:
+        reporter.event("warning", chunk=chunk_id, message=message)
     scratch = cache.work_dir("stitch")
     try:
-        report = stitch(clips, sel.segments, rp.audio, rp.fps, fmt, out, cache.root / "audio", scratch)
+        report = stitch(clips, sel.segments, rp.audio, rp.fps, fmt, out, cache.root / "audio", scratch, joins)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     st = out.stat()
@@ -342,7 +350,8 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
                               "mtime_ns": st.st_mtime_ns})
     reporter.event("stitch_done", output=str(out), skipped=False, frames=report.frames,
                    audio_samples=report.audio_samples, audio_cached=report.audio_cached,
-                   seconds=round(report.seconds, 3))
+                   seconds=round(report.seconds, 3), crossfades=len(joins.windows),
+                   reencoded_frames=report.reencoded)
     return True
 
 

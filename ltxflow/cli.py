@@ -170,14 +170,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.status import chunk_statuses, load_index
     from ltxflow.media.encode import output_format
     from ltxflow.plan.view import plan_json, plan_table
+    from ltxflow.crossfades import chunk_keyframes
 
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
     plan = _plan(args, cache)
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
     fmt = output_format(container, rp.loaded.project.quality)
+    keyframes = chunk_keyframes(plan, fmt)
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),
-                              lambda c, tag: variant_name(c, fmt, tag=tag),
+                              lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id]),
                               in_flight=frozenset(Journal(cache.root).keys()) if rp.backend == "fal" else frozenset())
     if args.json:
         print(json.dumps(plan_json(plan, statuses), indent=2))

@@ -97,7 +97,8 @@ class TextReporter:
         if name == "stitch_done":
             if f.get("skipped"):
                 return f"{el} {f['output']} is up to date"
-            return f"{el} stitched {f['output']}: {f['frames']} frames in {f['seconds']:.2f}s"
+            fades = f", {f['crossfades']} crossfades" if f.get("crossfades") else ""
+            return f"{el} stitched {f['output']}: {f['frames']} frames{fades} in {f['seconds']:.2f}s"
         if name == "report_written":
             return f"{el} report: {f['report']} (contact sheet {f['contact_sheet']})"
         if name == "build_done":

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
@@ -44,22 +44,27 @@ class ChunkResult:
 
 
 def variant_name(chunk: Chunk, fmt: Format, head: int | None = None, kept: int | None = None,
-                 tag: str | None = None) -> str:
+                 tag: str | None = None, keyframes: tuple[int, ...] = ()) -> str:
     """Names a normalized clip: which raw frames it keeps, in which format, matched to which
-    colour reference (`tag`, see execute/colorref.py; None: colours as generated)."""
+    colour reference (`tag`, see execute/colorref.py; None: colours as generated), with which
+    forced key frames (where a crossfade stitch cuts it; "-k4.21")."""
     head = chunk.head if head is None else head
     kept = chunk.kept_frames if kept is None else kept
-    return f"{head}-{kept}-{fmt.tag}{f'-{tag}' if tag else ''}.{fmt.clip_ext}"
+    keys = f"-k{'.'.join(map(str, keyframes))}" if keyframes else ""
+    return f"{head}-{kept}-{fmt.tag}{f'-{tag}' if tag else ''}{keys}.{fmt.clip_ext}"
 
 
 class ChunkWork:
     """Callable per chunk id inside the executor. Thread-safe: each chunk writes only its own
-    work folder and entry; the backend's concurrency limit is a semaphore."""
+    work folder and entry; the backend's concurrency limit is a semaphore. `keyframes`: the key
+    frames each chunk's clip is normalized with (seams.chunk_keyframes; none when absent)."""
 
     def __init__(self, plan: Plan, cache: Cache, backend: Backend, fmt: Format, *,
                  retries: int = 3, backoff_s: float = 1.0, stop: threading.Event | None = None,
-                 emit: Callable[..., None] = lambda *a, **k: None):
+                 emit: Callable[..., None] = lambda *a, **k: None,
+                 keyframes: Mapping[str, tuple[int, ...]] | None = None):
         self.plan, self.cache, self.backend, self.fmt = plan, cache, backend, fmt
+        self.keyframes = dict(keyframes or {})
         self.retries, self.backoff_s = retries, backoff_s
         self.stop = stop or threading.Event()
         self.emit = emit
@@ -91,10 +96,12 @@ class ChunkWork:
     def _reuse(self, chunk: Chunk, entry: Entry, color: ColorRef | None, state: str = "cached") -> ChunkResult:
         """The chunk from its entry, its clip variant and chain frame checked against their recorded
         digests and made again from the raw clip when missing or damaged (a change of colour
-        reference only makes another variant). Raises MediaError when the raw clip itself cannot
-        be decoded, ColorReferenceError when a colour reference image cannot be read."""
+        reference or of crossfade key frames only makes another variant). Raises MediaError when
+        the raw clip itself cannot be decoded, ColorReferenceError when a colour reference image
+        cannot be read."""
         tag = color.tag if color else None
-        variant = variant_name(chunk, self.fmt, tag=tag)
+        keys = self.keyframes.get(chunk.id, ())
+        variant = variant_name(chunk, self.fmt, tag=tag, keyframes=keys)
         t0 = time.monotonic()
         problem = self.cache.clip_problem(entry, variant, chunk.kept_frames, self.rp.width, self.rp.height)
         frame_problem = self.cache.frame_problem(entry, chunk.chain_frame, tag)
@@ -103,34 +110,40 @@ class ChunkWork:
                 if why and why != "missing":
                     self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cached {what} is damaged ({why}); "
                                                                  "making it again from the raw clip")
-            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, color, chain=True)
+            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, color, chain=True, keyframes=keys)
         return ChunkResult(chunk.id, state, entry, entry.clip(variant),
                            entry.frame_digest(chunk.chain_frame, tag) or "", entry.frame(chunk.chain_frame, tag),
                            normalize_s=time.monotonic() - t0, color=color)
 
-    def part(self, result: ChunkResult, head: int, kept: int) -> tuple[Path, str]:
-        """A clip of `kept` raw frames from `head` of a chunk this build has (for --range), colour
-        matched as its whole clip is, made once; returns it with its digest."""
+    def part(self, result: ChunkResult, head: int, kept: int,
+             keyframes: tuple[int, ...] = ()) -> tuple[Path, str]:
+        """A clip of `kept` raw frames from `head` of a chunk this build has (for --range, --only),
+        colour matched as its whole clip is, with at least `keyframes` forced, made once; returns
+        it with its digest."""
         chunk, entry = self.plan.chunk(result.chunk), result.entry
-        variant = variant_name(chunk, self.fmt, head, kept, result.tag)
+        standard = self.keyframes.get(chunk.id, ())
+        if (head, kept) == (chunk.head, chunk.kept_frames) and set(keyframes) <= set(standard):
+            keyframes = standard  # the whole build's clip serves: it can be cut at these and more
+        variant = variant_name(chunk, self.fmt, head, kept, tag=result.tag, keyframes=keyframes)
         if self.cache.clip_problem(entry, variant, kept, self.rp.width, self.rp.height) is not None:
-            entry = self._derive(entry, chunk, head, kept, result.color, chain=False)
+            entry = self._derive(entry, chunk, head, kept, result.color, chain=False, keyframes=keyframes)
         return entry.clip(variant), entry.record["variants"][variant]
 
     def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, color: ColorRef | None, *,
-                chain: bool) -> Entry:
+                chain: bool, keyframes: tuple[int, ...] = ()) -> Entry:
         """Normalize a clip variant (and the chain frame after it) from the entry's raw clip into
         the entry, recording their digests (and what colour matching did, by variant)."""
         tag = color.tag if color else None
         target = color_target(color, chunk, self.rp.width, self.rp.height) if color else None
-        variant = variant_name(chunk, self.fmt, head, kept, tag)
+        variant = variant_name(chunk, self.fmt, head, kept, tag=tag, keyframes=keyframes)
         last = head + kept - 1
         png = entry.dir / f".frame{last}.{os.getpid()}.{threading.get_ident()}.png" if chain else None
         reports = []
         try:
             clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: reports.append(normalize_clip(
                 entry.raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
-                width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target)))
+                width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
+                keyframes=keyframes)))
             frames = dict(entry.record.get("frames", {}))
             if png is not None:
                 png.replace(entry.frame(last, tag))
@@ -157,11 +170,13 @@ class ChunkWork:
             result.clip.replace(raw)
             t1 = time.monotonic()
             tag = color.tag if color else None
-            variant = variant_name(chunk, self.fmt, tag=tag)
+            keys = self.keyframes.get(chunk.id, ())
+            variant = variant_name(chunk, self.fmt, tag=tag, keyframes=keys)
             chain = work / frame_name(chunk.chain_frame, tag)
             report = normalize_clip(raw, work / f"clip.{variant}", chain, head=chunk.head, kept=chunk.kept_frames,
                                     generated=chunk.generated_frames, width=self.rp.width,
-                                    height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target)
+                                    height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
+                                    keyframes=keys)
             normalize_s = time.monotonic() - t1
             for d in report.deviations:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "

@@ -37,6 +37,11 @@ class Format:
         """Names the normalized clip variant: codec family and quality."""
         return f"{self.clip_ext}-{self.quality}"
 
+    @property
+    def all_key(self) -> bool:
+        """Every frame is a key frame (ProRes): a clip cuts anywhere without forcing any."""
+        return "prores_ks" in self.video
+
 
 _X264 = {"low": ("veryfast", "28"), "medium": ("veryfast", "23"), "high": ("medium", "19"), "maximum": ("slow", "15")}
 _VP9 = {"low": ("8", "40"), "medium": ("5", "34"), "high": ("3", "30"), "maximum": ("2", "24")}
@@ -76,17 +81,41 @@ def _base(ffmpeg: str) -> list[str]:
 
 
 def encode_frames_args(ffmpeg: str, width: int, height: int, fps: Fraction, out: Path,
-                       video: Sequence[str]) -> list[str]:
-    """Encode raw RGB frames read from stdin into `out`, one output frame per input frame."""
+                       video: Sequence[str], *, keyframes: Sequence[int] = (),
+                       exact_duration: bool = False) -> list[str]:
+    """Encode raw RGB frames read from stdin into `out`, one output frame per input frame.
+
+    `keyframes`: output frame indices that must start a closed group of pictures (see
+    keyframe_args). `exact_duration`: MP4/MOV movie header on the track's timescale, so the edit
+    list, and the duration the concat demuxer reads from it, is not rounded to the millisecond."""
     args = _base(ffmpeg)
     args[args.index("-nostdin")] = "-nostats"  # stdin carries the frames
     args += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", fps_str(fps),
-             "-i", "pipe:0", "-an", *video, "-fps_mode", "passthrough"]
+             "-i", "pipe:0", "-an", *video, *keyframe_args(video, keyframes), "-fps_mode", "passthrough"]
     if out.suffix in (".mp4", ".mov"):
         args += ["-video_track_timescale", str(timescale(fps))]
+        if exact_duration:
+            args += ["-movie_timescale", str(timescale(fps))]
     if out.suffix == ".mp4":
         args += ["-movflags", "+faststart"]
     return args + [str(out)]
+
+
+def keyframe_args(video: Sequence[str], keyframes: Sequence[int]) -> list[str]:
+    """Force key frames at these output frame indices: IDR frames for x264 (whose groups of
+    pictures are closed by default), key frames for VP9; none needed for ProRes."""
+    if not keyframes or "prores_ks" in video:
+        return []
+    args = ["-force_key_frames", "expr:" + "+".join(f"eq(n,{k})" for k in sorted(keyframes))]
+    return args + (["-forced-idr", "1"] if "libx264" in video else [])
+
+
+def piece_mux_options(out: Path, fps: Fraction) -> dict[str, str]:
+    """Muxer options for a clip cut by packet copy: the clips' track timescale, and (MP4/MOV) an
+    exact edit list, as encode_frames_args(exact_duration=True) writes."""
+    if out.suffix not in (".mp4", ".mov"):
+        return {}
+    return {"video_track_timescale": str(timescale(fps)), "movie_timescale": str(timescale(fps))}
 
 
 def encode_audio_args(ffmpeg: str, wav: Path, out: Path, audio: Sequence[str]) -> list[str]:

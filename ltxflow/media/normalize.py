@@ -36,13 +36,14 @@ class NormalizeReport:
 
 def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, kept: int, generated: int,
                    width: int, height: int, fps: Fraction, fmt: Format,
-                   color: ColorTarget | None = None) -> NormalizeReport:
+                   color: ColorTarget | None = None, keyframes: tuple[int, ...] = ()) -> NormalizeReport:
     """Write frames [head, head + kept) of `raw` to `out` as the project's clip format.
 
     Frames are taken by index, whatever the clip's timestamps or rate say. A clip with fewer
     frames than requested holds its last frame; extra frames are dropped; another size is scaled
     to cover and centre-cropped. Each deviation is reported. The last kept frame is written to
-    `chain_png` as an exact PNG when given. Raises MediaError for an undecodable clip.
+    `chain_png` as an exact PNG when given. `keyframes`: output frames that start a closed group
+    of pictures, where a crossfade stitch cuts the clip. Raises MediaError for an undecodable clip.
 
     `color`: match the frames' colour statistics to a reference (see media/colormatch.py). The
     clip is then decoded twice: once for the statistics of the span's frames, once to write the
@@ -53,7 +54,7 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
     fix, first = None, head
     if color is not None:
         fix, first, report.color = _color_correction(raw, color, head, kept, width, height, fps)
-    args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video)
+    args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video, keyframes=keyframes)
     last = None
     with FrameWriter(args, out, f"normalize {raw.name}") as writer:
         for i, frame in enumerate(decode_rgb(raw)):

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from ltxflow.media.crossfade import join
 from ltxflow.media.encode import Format, FfmpegFailed, concat_list, encode_audio_args, gif_args, run, stitch_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import AudioTrack
+from ltxflow.crossfades import Seams
 from ltxflow.timeline import frame_to_sample
 
 
@@ -24,6 +26,7 @@ class StitchReport:
     audio_samples: int
     seconds: float
     audio_cached: bool
+    reencoded: int = 0  # frames encoded again: the crossfade windows
 
 
 def segment_samples(segments: list[tuple[int, int]], fps: Fraction, rate: int) -> list[tuple[int, int]]:
@@ -63,15 +66,19 @@ def master_audio(track: AudioTrack, segments: list[tuple[int, int]], fps: Fracti
 
 
 def stitch(clips: list[Path], segments: list[tuple[int, int]], track: AudioTrack, fps: Fraction, fmt: Format,
-           out: Path, audio_dir: Path, work: Path) -> StitchReport:
+           out: Path, audio_dir: Path, work: Path, seams: Seams | None = None) -> StitchReport:
     """Join `clips` (normalized, one per timeline segment piece, in order) into `out`.
 
-    The video is stream-copied (gif: encoded from the clips once); the audio is the master
-    track's span for `segments`. The result is checked for its frame count and renamed into
-    place, so `out` is either the previous file or a complete new one."""
+    The video is stream-copied (gif: encoded from the clips once), except the crossfade windows
+    of `seams` (the clips must have been normalized with its splits' key frames); the audio is
+    the master track's span for `segments`. The result is checked for its frame count and
+    renamed into place, so `out` is either the previous file or a complete new one."""
     t0 = time.monotonic()
     expected = sum(b - a for a, b in segments)
     ffmpeg = find_ffmpeg().path
+    reencoded = 0
+    if seams is not None and seams.windows:
+        clips, reencoded = join(clips, seams, fps, fmt, work)
     listing = work / "clips.ffconcat"
     listing.write_text(concat_list(clips))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +97,7 @@ def stitch(clips: list[Path], segments: list[tuple[int, int]], track: AudioTrack
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
-    return StitchReport(out, expected, samples, time.monotonic() - t0, cached)
+    return StitchReport(out, expected, samples, time.monotonic() - t0, cached, reencoded)
 
 
 def _width(clip: Path) -> int:

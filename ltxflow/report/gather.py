@@ -123,10 +123,17 @@ def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
     each clip, and the master track's decoded PCM."""
     from ltxflow.execute.chunkwork import variant_name
     from ltxflow.execute.status import chunk_statuses, load_index
+    from ltxflow.crossfades import chunk_keyframes
 
     rp = plan.project
-    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), lambda c: variant_name(c, fmt),
-                              check_clips=False)
+    keyframes = chunk_keyframes(plan, fmt)
+    names: dict[str, str] = {}  # the variant a build would use, colour tag and key frames included
+
+    def variant(c: Chunk, tag: str | None) -> str:
+        names[c.id] = variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id])
+        return names[c.id]
+
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant, check_clips=False)
     rows: list[ChunkRow] = []
     seams: list[Seam] = []
     prev: tuple[Chunk, _Ends | None] | None = None  # seams are scored as chunks are read
@@ -135,7 +142,7 @@ def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
         entry, problem = cache.lookup(c.key)
         clip = None
         if entry is not None:
-            clip = (clips or {}).get(c.id) or _clip_of(entry, c, variant_name(c, fmt))
+            clip = (clips or {}).get(c.id) or _clip_of(entry, c, names.get(c.id) or variant_name(c, fmt))
         row, ends = _row(c, entry, problem, status.status == "cached", status.reasons, clip)
         rows.append(row)
         if prev is not None:
