@@ -52,7 +52,7 @@ resolution: 128x64
 backend: local
 models: {weights / 'models'}
 quality: low
-chunking: {{max_frames: 25}}
+chunking: {{max_frames: 25, boundaries: even, chain_offset: 0}}  # the chunk layout these tests count
 defaults: {{steps: 8}}
 {extra}
 scenes:{scenes}""")
