@@ -165,21 +165,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
-    from ltxflow.execute.chunkwork import variant_name
+    from ltxflow.execute.chunkwork import variant_namer
     from ltxflow.execute.journal import Journal
     from ltxflow.execute.status import chunk_statuses, load_index
     from ltxflow.media.encode import output_format
     from ltxflow.plan.view import plan_json, plan_table
-    from ltxflow.crossfades import chunk_keyframes
 
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
     plan = _plan(args, cache)
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
     fmt = output_format(container, rp.loaded.project.quality)
-    keyframes = chunk_keyframes(plan, fmt)
-    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),
-                              lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id]),
+    statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant_namer(plan, fmt),
                               in_flight=frozenset(Journal(cache.root).keys()) if rp.backend == "fal" else frozenset())
     if args.json:
         print(json.dumps(plan_json(plan, statuses), indent=2))

@@ -54,6 +54,15 @@ def variant_name(chunk: Chunk, fmt: Format, head: int | None = None, kept: int |
     return f"{head}-{kept}-{fmt.tag}{f'-{tag}' if tag else ''}{keys}.{fmt.clip_ext}"
 
 
+def variant_namer(plan: Plan, fmt: Format) -> Callable[[Chunk, str | None], str]:
+    """How a build of `plan` names each chunk's clip variant, given its colour tag: with the key
+    frames its crossfade seams cut it at (for plan statuses and the report)."""
+    from ltxflow.crossfades import chunk_keyframes
+
+    keyframes = chunk_keyframes(plan, fmt)
+    return lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id])
+
+
 class ChunkWork:
     """Callable per chunk id inside the executor. Thread-safe: each chunk writes only its own
     work folder and entry; the backend's concurrency limit is a semaphore. `keyframes`: the key

@@ -121,16 +121,15 @@ def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
     (a build passes the ones it stitched); otherwise the clip variant `fmt` names is used, or
     another variant keeping the same frames. Reads only the first and last SEAM_FRAMES frames of
     each clip, and the master track's decoded PCM."""
-    from ltxflow.execute.chunkwork import variant_name
+    from ltxflow.execute.chunkwork import variant_name, variant_namer
     from ltxflow.execute.status import chunk_statuses, load_index
-    from ltxflow.crossfades import chunk_keyframes
 
     rp = plan.project
-    keyframes = chunk_keyframes(plan, fmt)
+    namer = variant_namer(plan, fmt)
     names: dict[str, str] = {}  # the variant a build would use, colour tag and key frames included
 
     def variant(c: Chunk, tag: str | None) -> str:
-        names[c.id] = variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id])
+        names[c.id] = namer(c, tag)
         return names[c.id]
 
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant, check_clips=False)
