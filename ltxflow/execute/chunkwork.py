@@ -110,7 +110,7 @@ class ChunkWork:
         cannot be read."""
         tag = color.tag if color else None
         keys = self.keyframes.get(chunk.id, ())
-        variant = variant_name(chunk, self.fmt, tag=tag, keyframes=keys)
+        variant = self._variant(chunk, color)
         t0 = time.monotonic()
         problem = self.cache.clip_problem(entry, variant, chunk.kept_frames, self.rp.width, self.rp.height)
         frame_problem = self.cache.frame_problem(entry, chunk.chain_frame, tag)
@@ -123,6 +123,11 @@ class ChunkWork:
         return ChunkResult(chunk.id, state, entry, entry.clip(variant),
                            entry.frame_digest(chunk.chain_frame, tag) or "", entry.frame(chunk.chain_frame, tag),
                            normalize_s=time.monotonic() - t0, color=color)
+
+    def _variant(self, chunk: Chunk, color: ColorRef | None) -> str:
+        """The name of the chunk's whole clip in this build: its colour tag and crossfade key frames."""
+        return variant_name(chunk, self.fmt, tag=color.tag if color else None,
+                            keyframes=self.keyframes.get(chunk.id, ()))
 
     def part(self, result: ChunkResult, head: int, kept: int,
              keyframes: tuple[int, ...] = ()) -> tuple[Path, str]:
@@ -180,7 +185,7 @@ class ChunkWork:
             t1 = time.monotonic()
             tag = color.tag if color else None
             keys = self.keyframes.get(chunk.id, ())
-            variant = variant_name(chunk, self.fmt, tag=tag, keyframes=keys)
+            variant = self._variant(chunk, color)
             chain = work / frame_name(chunk.chain_frame, tag)
             report = normalize_clip(raw, work / f"clip.{variant}", chain, head=chunk.head, kept=chunk.kept_frames,
                                     generated=chunk.generated_frames, width=self.rp.width,

@@ -110,7 +110,7 @@ def join(clips: Sequence[Path], seams: Seams, fps: Fraction, fmt: Format, work: 
             lo, hi = split.body
             if hi > lo:
                 files.append(parts[i][(lo, hi)])
-    return files, sum(w.frames for w in seams.windows)
+    return files, seams.blended
 
 
 def _window(a_part: Path, b_part: Path, w: Window, out: Path, name: str, fps: Fraction, fmt: Format) -> Path:

@@ -40,7 +40,11 @@ class Format:
     @property
     def all_key(self) -> bool:
         """Every frame is a key frame (ProRes): a clip cuts anywhere without forcing any."""
-        return "prores_ks" in self.video
+        return _all_key(self.video)
+
+
+def _all_key(video: Sequence[str]) -> bool:
+    return "prores_ks" in video
 
 
 _X264 = {"low": ("veryfast", "28"), "medium": ("veryfast", "23"), "high": ("medium", "19"), "maximum": ("slow", "15")}
@@ -104,7 +108,7 @@ def encode_frames_args(ffmpeg: str, width: int, height: int, fps: Fraction, out:
 def keyframe_args(video: Sequence[str], keyframes: Sequence[int]) -> list[str]:
     """Force key frames at these output frame indices: IDR frames for x264 (whose groups of
     pictures are closed by default), key frames for VP9; none needed for ProRes."""
-    if not keyframes or "prores_ks" in video:
+    if not keyframes or _all_key(video):
         return []
     args = ["-force_key_frames", "expr:" + "+".join(f"eq(n,{k})" for k in sorted(keyframes))]
     return args + (["-forced-idr", "1"] if "libx264" in video else [])

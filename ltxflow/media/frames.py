@@ -20,7 +20,8 @@ class VideoInfo:
     has_audio: bool
 
 
-def _open(path: Path):
+def open_video(path: Path):
+    """A PyAV container for reading `path`. Raises MediaError when it cannot be opened."""
     import av
 
     try:
@@ -34,7 +35,7 @@ def video_info(path: Path) -> VideoInfo:
     size, rate and codec. Raises MediaError for a missing, truncated or video-less file."""
     import av
 
-    with _open(path) as container:
+    with open_video(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path.name}: has no video stream")
         stream = container.streams.video[0]
@@ -56,7 +57,7 @@ def decode_rgb(path: Path) -> Iterator["object"]:
     presentation, whatever its timestamps say (clips are retimed by index)."""
     import av
 
-    with _open(path) as container:
+    with open_video(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path.name}: has no video stream")
         stream = container.streams.video[0]

@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltxflow.media.frames import _open
+from ltxflow.media.frames import open_video
 from ltxflow.media.probe import MediaError
 
 # Frames are decoded at most this wide and tall (aspect kept): large enough for a thumbnail, small
@@ -43,7 +43,7 @@ def clip_ends(path: Path, n: int, frames: int) -> ClipEnds:
     decoding the whole clip when seeking does not land where the timestamps say. Raises MediaError."""
     import av
 
-    with _open(path) as container:
+    with open_video(path) as container:
         if not container.streams.video:
             raise MediaError(f"{path.name}: has no video stream")
         stream = container.streams.video[0]
@@ -101,7 +101,7 @@ def _decode_tail(path: Path, n: int, size: tuple[int, int]) -> list:
     import av
 
     tail: deque = deque(maxlen=n)
-    with _open(path) as container:
+    with open_video(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:

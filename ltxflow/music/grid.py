@@ -64,6 +64,20 @@ class Grid:
         return out
 
 
+def describe_text(where: dict) -> str:
+    """A `Grid.describe` result in words: 'beat 39 (bar 10 beat 3) -0.001 s', 'beat 2 (pickup)
+    +0.010 s', with ', in a quiet gap 1.16-1.47 s' when it lies in one."""
+    parts = []
+    beat = where.get("beat")
+    if beat:
+        bar = f"bar {beat['bar']} beat {beat['beat_in_bar']}" if beat["bar"] >= 1 else "pickup"
+        parts.append(f"beat {beat['number']} ({bar}) {beat['offset_s']:+.3f} s")
+    gap = where.get("gap")
+    if gap:
+        parts.append(f"in a quiet gap {gap[0]:.2f}-{gap[1]:.2f} s")
+    return ", ".join(parts) or "no beats found in the track"
+
+
 def nearest(values: tuple[float, ...], x: float) -> int:
     """Index of the value nearest x in a sorted, non-empty tuple."""
     i = bisect.bisect_left(values, x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ltxflow.music.grid import describe_text
 from ltxflow.plan.planner import Chunk, Plan, StartImage
 from ltxflow.timeline import fps_str, frame_to_seconds, timecode
 
@@ -39,14 +40,7 @@ def seam_text(c: Chunk, plan: Plan) -> str:
     """'beat 37 (bar 10.1) +0.010s', 'gap 12.30-12.90 s', or how it was placed without music."""
     if plan.project.music is None:
         return c.placed
-    m = seam_json(c, plan)["music"]
-    parts = [f"{c.placed} |"]
-    if "gap" in m:
-        parts.append(f"in gap {m['gap'][0]:.2f}-{m['gap'][1]:.2f}s")
-    if "beat" in m:
-        b = m["beat"]
-        parts.append(f"beat {b['number']} (bar {b['bar']}.{b['beat_in_bar']}) {b['offset_s']:+.3f}s")
-    return " ".join(parts)
+    return f"{c.placed} | {describe_text(seam_json(c, plan)['music'])}"
 
 
 def chunk_json(c: Chunk, plan: Plan, status: Any = None) -> dict[str, Any]:

@@ -163,6 +163,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     _check_start_images(errs, cat, scenes)
     if backend == "local":
         _check_local(errs, scenes)
+    chain_offset = _chain_offset(errs, p.chunking)
     errs.raise_if_any()
     assert audio is not None and total is not None
     if audio_store is not None:
@@ -172,7 +173,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
         output=output, scenes=tuple(scenes), models=(root / Path(p.models).expanduser()) if p.models else None,
         fp8=p.fp8, boundaries=p.chunking.boundaries, window=Fraction(str(p.chunking.window)),
-        chain_offset=_chain_offset(errs, p.chunking), music=grid)
+        chain_offset=chain_offset, music=grid)
 
 
 def _chain_offset(errs: _Collector, chunking: Chunking) -> int:
@@ -183,7 +184,6 @@ def _chain_offset(errs: _Collector, chunking: Chunking) -> int:
     if chunking.chain_offset > top - 2:
         errs.add(("chunking", "chain_offset"), f"chain_offset {chunking.chain_offset} leaves no frame to keep in "
                                                f"a chunk of {top} frames (max_frames): at most {top - 2}")
-        errs.raise_if_any()
     return chunking.chain_offset
 
 

@@ -205,16 +205,9 @@ def describe_music(plan: Plan, frame: int) -> str | None:
     grid = plan.project.music
     if grid is None:
         return None
-    where = grid.describe(float(frame_to_seconds(frame, plan.project.fps)))
-    parts = []
-    beat = where.get("beat")
-    if beat:
-        bar = f"bar {beat['bar']} beat {beat['beat_in_bar']}" if beat["bar"] >= 1 else f"pickup beat {beat['number']}"
-        parts.append(f"{bar} ({beat['offset_s']:+.3f} s from the beat)")
-    gap = where.get("gap")
-    if gap:
-        parts.append(f"in a quiet gap {gap[0]:.2f}-{gap[1]:.2f} s")
-    return ", ".join(parts) or "no beats found in the track"
+    from ltxflow.music.grid import describe_text
+
+    return describe_text(grid.describe(float(frame_to_seconds(frame, plan.project.fps))))
 
 
 def _envelope(plan: Plan) -> list[float]:
