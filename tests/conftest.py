@@ -45,7 +45,13 @@ def write_music(path: Path, seconds: float, rate: int = 16000) -> Path:
     tone = np.sin(2 * np.pi * (180 * t + 40 * t ** 2 / max(seconds, 1)))
     beats = np.exp(-((t * 2) % 1) * 12) * np.sin(2 * np.pi * 90 * t)
     wobble = 0.4 * np.sin(2 * np.pi * (600 + 300 * np.sin(2 * np.pi * 0.37 * t)) * t)
-    signal = 0.35 * tone + 0.4 * beats + 0.15 * wobble
+    return write_signal(path, 0.35 * tone + 0.4 * beats + 0.15 * wobble, rate)
+
+
+def write_signal(path: Path, signal, rate: int) -> Path:
+    """A mono float signal as a 16-bit WAV, normalized to 80% of full scale."""
+    import numpy as np
+
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
