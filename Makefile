@@ -5,32 +5,48 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-LOCAL  := $(VENV)/.installed-local
+TESTS  := $(VENV)/.installed-test
 DEMO   := projects/demo/demo.yaml
+# Every install is held to the versions in constraints.txt (`make lock` refreshes it), so a fresh
+# machine gets the working set the tests passed with, not whatever was released since.
+PIP    := $(BIN)/python -m pip install --quiet -c constraints.txt
 
-.PHONY: demo test bench install schema clean chromium
+.PHONY: demo test bench install schema clean chromium lock
 
-$(STAMP): pyproject.toml
+# What the demo needs: ltxflow and its own dependencies, nothing for tests or GPUs.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "ltxflow needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=24'
+	$(PIP) -e .
 	touch $(STAMP)
 
 install: $(STAMP)
 
-# backend local's pipelines (torch, ltx-pipelines; about 2 GB): for `make test` only, not the demo.
-$(LOCAL): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,local]'
-	touch $(LOCAL)
+# The test tools and backend local's pipelines (torch with torchaudio, ltx-pipelines; about 6 GB):
+# for `make test` and `make bench` only, not the demo.
+$(TESTS): $(STAMP)
+	$(PIP) -e '.[test,local]'
+	touch $(TESTS)
 
 demo: $(STAMP)
 	$(BIN)/ltxflow plan $(DEMO)
 	$(BIN)/ltxflow build $(DEMO)
 	@echo "the demo video: projects/demo/out/neon-nights.mp4"
 
-test: $(STAMP) $(LOCAL) chromium
+test: $(TESTS) chromium
 	LTXFLOW_REQUIRE_LOCAL=1 $(BIN)/python -m pytest
+
+# Refresh constraints.txt after a change to the dependencies in pyproject.toml: resolves them
+# anew in a scratch venv (Python 3.11, this platform) and writes down every version it got.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade 'pip>=24'
+	.lock-venv/bin/python -m pip install --quiet '.[test,local]'
+	{ sed -n '1,/^[^#]/{/^#/p}' constraints.txt; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^ltxflow[= @]'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .lock-venv
 
 # The report's browser test drives a system Chromium through Playwright (which downloads no browser):
 # LTXFLOW_CHROMIUM, else chromium, chromium-browser or google-chrome on PATH. When none is there and
@@ -55,10 +71,10 @@ schema: $(STAMP)
 	$(BIN)/ltxflow schema > schemas/project.schema.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .lock-venv .pytest_cache .hypothesis build *.egg-info
 
 # The benchmark (bench/run.py): writes bench/RESULTS.md; not part of `make test`. MoviePy is
 # installed here only, as the baseline the stitch is compared with.
-bench: $(STAMP)
+bench: $(TESTS)
 	$(BIN)/python -m pip install --quiet 'moviepy>=2,<3'
 	$(BIN)/python bench/run.py
