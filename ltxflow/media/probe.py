@@ -1,8 +1,8 @@
 """Probing media: audio length to the sample, image size, LoRA headers, content digests.
 
-Audio is decoded with PyAV (the FFmpeg libraries in a wheel) and counted sample by sample,
-because container durations are rounded and mp3/aac carry priming; images are decoded with
-Pillow. Every probe raises MediaError with a message fit for a user.
+Audio is decoded with PyAV (the FFmpeg libraries in a wheel), else libsndfile, else the ffmpeg
+binary (see audiodecode), and counted sample by sample, because container durations are rounded
+and mp3/aac carry priming; images are decoded with Pillow. Every probe raises MediaError with a message fit for a user.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ltxflow.errors import LtxflowError
+from ltxflow.media.audiodecode import DECODERS, DEFAULT_ORDER, CannotDecode, convert_command
 
 AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".ogg", ".m4a"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
@@ -58,6 +59,7 @@ class AudioTrack:
     channels: int
     samples: int
     pcm_file: Path = field(repr=False)
+    decoder: str = "pyav"  # which of audiodecode.DECODERS read the file
 
     @property
     def duration(self) -> Fraction:
@@ -65,7 +67,7 @@ class AudioTrack:
 
     def facts(self) -> dict[str, object]:
         return {"digest": self.digest, "codec": self.codec, "sample_rate": self.sample_rate,
-                "channels": self.channels, "samples": self.samples}
+                "channels": self.channels, "samples": self.samples, "decoder": self.decoder}
 
     def span_pcm(self, start: int, count: int) -> bytes:
         """Samples [start, start+count) as 16-bit interleaved PCM, zero-padded past either end."""
@@ -108,62 +110,37 @@ def _remove_temp_pcm() -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _decode_audio(path: Path, digest: str) -> AudioTrack:
-    """Decode to a temporary PCM file (removed at exit), streaming: nothing is held in memory."""
-    import av  # the FFmpeg libraries; only loaded when a track is probed
-
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise MediaError(f"{path.name}: cannot open as audio ({_reason(exc)})") from None
-    fd, name = tempfile.mkstemp(prefix=f"ltxflow-{digest[:12]}-", suffix=".s16")
-    pcm_file = Path(name)
-    _TEMP_PCM.append(pcm_file)
-    with container, os.fdopen(fd, "wb") as out:
-        streams = container.streams.audio
-        if not streams:
-            raise MediaError(f"{path.name}: has no audio stream")
-        stream = streams[0]
-        rate = stream.codec_context.sample_rate or stream.rate
-        layout = stream.codec_context.layout.name
-        channels = stream.codec_context.channels
-        if not rate or not channels:
-            raise MediaError(f"{path.name}: audio stream has no sample rate or channels")
-        resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
-        width = 2 * channels
+def _decode_audio(path: Path, digest: str, decoders: tuple[str, ...] = DEFAULT_ORDER) -> AudioTrack:
+    """Decode to a temporary PCM file (removed at exit), streaming: nothing is held in memory.
+    Tries each decoder in turn (see audiodecode); when none can, the error says what each said and
+    how to convert the file."""
+    reasons = []
+    for name in decoders:
+        fd, tmp = tempfile.mkstemp(prefix=f"ltxflow-{digest[:12]}-", suffix=".s16")
+        pcm_file = Path(tmp)
+        _TEMP_PCM.append(pcm_file)
         try:
-            for frame in container.decode(stream):
-                for piece in resampler.resample(frame):
-                    out.write(memoryview(piece.planes[0])[: piece.samples * width])
-            for piece in resampler.resample(None):
-                out.write(memoryview(piece.planes[0])[: piece.samples * width])
-        except av.error.FFmpegError as exc:
-            raise MediaError(f"{path.name}: audio cannot be decoded ({_reason(exc)})") from None
-        codec = stream.codec_context.name
-        declared = _declared_samples(container, stream, rate)
-        samples = out.tell() // width
-        if declared is not None and declared < samples:
-            samples = declared  # AAC end padding that the MP4 edit list declares but PyAV does not trim
-            out.truncate(samples * width)
-    if samples == 0:
-        raise MediaError(f"{path.name}: audio stream decodes to no samples")
-    return AudioTrack(path, digest, codec, rate, channels, samples, pcm_file)
+            with os.fdopen(fd, "wb") as out:
+                got = DECODERS[name](path, out)
+        except CannotDecode as exc:
+            reasons.append(f"{name}: {exc}")
+            pcm_file.unlink(missing_ok=True)
+            continue
+        if got.samples == 0:
+            reasons.append(f"{name}: audio stream decodes to no samples")
+            pcm_file.unlink(missing_ok=True)
+            continue
+        return AudioTrack(path, digest, got.codec, got.sample_rate, got.channels, got.samples, pcm_file, name)
+    raise MediaError(f"{path.name}: no decoder reads audio from it ({'; '.join(reasons)}); if it plays "
+                     f"elsewhere, convert it to WAV and use that (in its folder: {convert_command(path)})")
 
 
-def _declared_samples(container, stream, rate: int) -> int | None:
-    """The sample count an MP4/M4A declares (its edit list is exact); None for other containers,
-    whose durations may be estimates (CBR mp3 without a header)."""
-    names = set(container.format.name.split(","))
-    if not names & {"mov", "mp4", "m4a"} or stream.duration is None or stream.time_base is None:
-        return None
-    return round(stream.duration * stream.time_base * rate)
-
-
-def probe_audio(path: Path, store: Path | None = None) -> AudioTrack:
+def probe_audio(path: Path, store: Path | None = None, decoders: tuple[str, ...] = DEFAULT_ORDER) -> AudioTrack:
     """Decode a master track (wav, mp3, flac, ogg, m4a). Raises MediaError.
 
     `store`: a folder of tracks decoded before (see keep_audio), looked up by the file's digest,
-    so a song is decoded once, not on every plan."""
+    so a song is decoded once, not on every plan. `decoders`: names in audiodecode.DECODERS, tried
+    in this order."""
     path = Path(path)
     _check_file(path, AUDIO_EXTENSIONS, "audio")
     digest = file_digest(path)
@@ -171,7 +148,7 @@ def probe_audio(path: Path, store: Path | None = None) -> AudioTrack:
         kept = _kept_track(path, digest, store)
         if kept is not None:
             return kept
-    return _decode_audio(path, digest)
+    return _decode_audio(path, digest, tuple(decoders))
 
 
 def _kept_track(path: Path, digest: str, store: Path) -> AudioTrack | None:
@@ -180,7 +157,8 @@ def _kept_track(path: Path, digest: str, store: Path) -> AudioTrack | None:
         pcm = store / f"{digest}.s16"
         if facts.get("digest") != digest or pcm.stat().st_size != facts["samples"] * 2 * facts["channels"]:
             return None
-        return AudioTrack(path, digest, facts["codec"], facts["sample_rate"], facts["channels"], facts["samples"], pcm)
+        return AudioTrack(path, digest, facts["codec"], facts["sample_rate"], facts["channels"], facts["samples"], pcm,
+                          facts.get("decoder", "pyav"))  # kept before there were other decoders
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -275,6 +253,3 @@ def _check_file(path: Path, extensions: set[str], what: str) -> None:
     except OSError as exc:
         raise MediaError(f"{path.name[:60]}: cannot be read ({exc.strerror})") from None
 
-
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc).split(":")[0] or type(exc).__name__
