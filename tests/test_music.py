@@ -13,7 +13,7 @@ from ltxflow.errors import ProjectError
 from ltxflow.plan.chunks import valid_count
 from ltxflow.timeline import MusicTime, parse_time
 
-from conftest import ProjectDir, plan_of, write_signal
+from conftest import ProjectDir, plan_of, realmedia, write_signal
 
 FPS = ["24", "25", "30", "24000/1001"]
 BPM = 100.0
@@ -238,3 +238,102 @@ def test_plan_shows_where_seams_land_and_caches_the_analysis(clicks, tmp_path):
     r = subprocess.run([sys.executable, "-m", "ltxflow", "plan", str(path)], capture_output=True, text=True,
                        env=env, check=True)
     assert "BPM" in r.stdout and "beat |" in r.stdout and "(bar " in r.stdout
+
+
+# --- Drum patterns of known beats (tests/drums.py): beat phase and seams against the truth. ---
+
+from drums import PATTERNS, project_text, score, write_pattern  # noqa: E402
+
+BY_NAME = {p.name: p for p in PATTERNS}
+
+
+@pytest.fixture(scope="module")
+def drum_plans(tmp_path_factory):
+    """Each pattern rendered, planned at 24 fps with seams on the beats, and scored (made once)."""
+    made: dict = {}
+
+    def get(name: str):
+        if name not in made:
+            d = ProjectDir(tmp_path_factory.mktemp(name) / "proj", seconds=1)
+            truth = write_pattern(d.root / "media" / "drums.wav", BY_NAME[name])
+            plan = plan_of(d.write(project_text("media/drums.wav")))
+            made[name] = truth, plan, score(truth, plan.project.music, plan)
+        return made[name]
+    return get
+
+
+@pytest.mark.parametrize("name", list(BY_NAME))
+def test_drum_pattern_beats_lie_on_the_true_beats(drum_plans, name):
+    truth, plan, s = drum_plans(name)
+    errors = sorted(s.errors_ms)
+    assert errors and errors[len(errors) // 2] < 15 and errors[-1] < 42, errors
+    assert s.off_beats == 0 and s.missed == 0
+    tempi = [bpm for _, bpm in BY_NAME[name].tempi]
+    assert any(abs(s.tempo / bpm - 1) < 0.04 for bpm in tempi), (s.tempo, tempi)
+    # Bar 1 is the real first downbeat: after a pickup, and where the drums come in after an intro.
+    assert abs(s.bar_one_ms) < 42, s.bar_one_ms
+    grid = plan.project.music
+    assert all(min(abs(b - d) for b in grid.bars) < 0.042 for d in truth.downbeats[:-1])
+    assert grid.beats[0] > truth.beats[0] - 0.042  # no beat in a near-silent intro
+
+
+@pytest.mark.parametrize("name", list(BY_NAME))
+def test_drum_pattern_seams_land_within_a_frame_of_a_true_beat(drum_plans, name):
+    truth, plan, s = drum_plans(name)
+    check_valid(plan, 121)
+    assert len(s.seam_ms) >= 4
+    assert all(abs(ms) <= 1000 / 24 for ms in s.seam_ms), s.seam_ms
+
+
+def test_drum_pattern_seams_prefer_bar_starts(drum_plans):
+    on, seams = 0, 0
+    for name in BY_NAME:
+        _, _, s = drum_plans(name)
+        on, seams = on + s.seams_on_bars, seams + len(s.seam_ms)
+    assert on >= 0.7 * seams, (on, seams)
+
+
+def test_a_pickup_is_bar_zero(drum_plans):
+    truth, plan, _ = drum_plans("pickup")
+    grid = plan.project.music
+    assert grid.phase == 2 and abs(grid.beats[0] - truth.beats[0]) < 0.042
+    assert grid.describe(grid.beats[1])["beat"]["bar"] == 0 and grid.describe(grid.bars[1])["beat"]["bar"] == 2
+
+
+def test_a_seam_takes_a_bar_start_over_a_nearer_beat():
+    from ltxflow.plan.seams import OFF_BAR, candidates, place_seams
+
+    # Beats at frames 90 and 100 (a bar start) around a balanced seam at 92, window 24.
+    events = {"beats": [(90, 90, OFF_BAR), (100, 100, 0.0)]}
+    options = [candidates(92, 24, events, 0, ("beats",))]
+    chosen = place_seams([92], 200, lambda i, kept: kept <= 150, options)
+    assert [(c.offset, c.placed) for c in chosen] == [(100, "beat")]
+    # A bar start more than half a window farther loses to the nearer beat.
+    events = {"beats": [(92, 92, OFF_BAR), (120, 120, 0.0)]}
+    chosen = place_seams([92], 200, lambda i, kept: kept <= 150, [candidates(92, 24, events, 0, ("beats",))])
+    assert chosen[0].offset == 92
+
+
+# --- Real instrumentals (../shared/realmedia): no truth, but a plausible, steady tempo, and seams on
+# strong onsets. Decoded with soundfile into a WAV here (the project's own decoder is tested elsewhere).
+
+@pytest.mark.parametrize("name", ["Awakening.ogg", "Through Space.ogg"])
+def test_real_song_tempo_is_steady_and_seams_land_on_onsets(tmp_path, name):
+    import numpy as np
+    import soundfile
+
+    y, rate = soundfile.read(str(realmedia(name)), dtype="float32", always_2d=True)
+    d = ProjectDir(tmp_path / "proj", seconds=1)
+    write_signal(d.root / "media" / "song.wav", y.mean(axis=1)[: 90 * rate], rate)  # the first 90 s
+    plan = plan_of(d.write(project_text("media/song.wav")))
+    a = plan.project.music.analysis
+    assert 70 <= a.tempo <= 180
+    steps = np.diff(a.beats)
+    assert np.percentile(np.abs(steps / np.median(steps) - 1), 75) < 0.03  # steady
+    onset = np.asarray(a.onset)
+    width = round(0.07 * a.onset_rate)
+    local = np.array([onset[max(0, i - 2):i + width].max() for i in range(len(onset))])  # like at a beat
+    seams = [c for c in plan.chunks[1:] if c.placed == "beat"]
+    assert len(seams) >= 10
+    at = [local[min(len(local) - 1, round(float(c.start_frame / plan.project.fps) * a.onset_rate))] for c in seams]
+    assert np.median(at) > np.percentile(local, 60), (np.median(at), np.percentile(local, 60))

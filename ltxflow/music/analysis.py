@@ -1,5 +1,5 @@
-"""Music analysis of the master track (librosa): tempo, beats, onset envelope and quiet gaps,
-computed once per track digest and kept on disk, so later plans import no librosa."""
+"""Music analysis of the master track (librosa): tempo, beats (see beats.py), onset envelope and
+quiet gaps, computed once per track digest and kept on disk, so later plans import no librosa."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ltxflow.media.probe import AudioTrack
 
-VERSION = 1  # bump when the analysis changes: cached analyses of another version are made again
+VERSION = 2  # bump when the analysis changes: cached analyses of another version are made again
 RATE = 22050  # the track is analysed mono at this rate
 HOP = 256  # onset envelope / level step: 11.6 ms
 QUIET_DB = 18.0  # a gap is this far below the track's loud parts (its 90th level percentile) ...
@@ -27,6 +27,7 @@ class Analysis:
     duration: float
     tempo: float  # beats per minute
     beats: tuple[float, ...]
+    downbeat: tuple[float, ...]  # per beat, 0..1: how much it sounds like a bar's start
     onset_rate: float  # onset envelope values per second
     onset: tuple[float, ...]  # onset strength, 0..1
     gaps: tuple[tuple[float, float], ...]  # quiet spans [start, end)
@@ -37,15 +38,10 @@ class Analysis:
     @classmethod
     def from_json(cls, data: dict) -> "Analysis":
         return cls(digest=data["digest"], duration=float(data["duration"]), tempo=float(data["tempo"]),
-                   beats=tuple(float(b) for b in data["beats"]), onset_rate=float(data["onset_rate"]),
+                   beats=tuple(float(b) for b in data["beats"]),
+                   downbeat=tuple(float(v) for v in data["downbeat"]), onset_rate=float(data["onset_rate"]),
                    onset=tuple(float(v) for v in data["onset"]),
                    gaps=tuple((float(a), float(b)) for a, b in data["gaps"]))
-
-    def accent(self, seconds: float) -> float:
-        """How strong the onset at a beat is: the envelope's peak from 10 ms before to 60 ms after."""
-        lo = max(0, round((seconds - 0.01) * self.onset_rate))
-        hi = min(len(self.onset), round((seconds + 0.06) * self.onset_rate) + 1)
-        return max(self.onset[lo:hi], default=0.0)
 
 
 def cache_path(store: Path, digest: str) -> Path:
@@ -101,43 +97,24 @@ def compute(track: AudioTrack) -> Analysis:
     import librosa
     import numpy as np
 
+    from ltxflow.music.beats import track as track_beats
+
     y = mono_samples(track)
     if track.sample_rate != RATE and len(y):
         y = librosa.resample(y, orig_sr=track.sample_rate, target_sr=RATE, res_type="soxr_hq")
     duration = float(track.duration)
     if len(y) < 4 * HOP or not np.any(y):
-        return Analysis(track.digest, duration, 0.0, (), RATE / HOP, (), ((0.0, duration),) if duration else ())
-    envelope = librosa.onset.onset_strength(y=y, sr=RATE, hop_length=HOP)
-    tempo, frames = librosa.beat.beat_track(onset_envelope=envelope, sr=RATE, hop_length=HOP, trim=False)
-    beats = refine_beats(y, librosa.frames_to_time(frames, sr=RATE, hop_length=HOP))
+        return Analysis(track.digest, duration, 0.0, (), (), RATE / HOP, (), ((0.0, duration),) if duration else ())
+    found = track_beats(y, RATE, HOP)
+    envelope = found.envelope
     peak = float(envelope.max()) or 1.0
     rms = librosa.feature.rms(y=y, frame_length=4 * HOP, hop_length=HOP)[0]
     return Analysis(
-        digest=track.digest, duration=duration, tempo=round(float(np.atleast_1d(tempo)[0]), 3),
-        beats=tuple(round(float(b), 4) for b in beats if b < duration),
+        digest=track.digest, duration=duration, tempo=found.tempo,
+        beats=tuple(round(b, 4) for b in found.times if b < duration),
+        downbeat=tuple(round(v, 3) for b, v in zip(found.times, found.downbeat) if b < duration),
         onset_rate=RATE / HOP, onset=tuple(round(float(v) / peak, 3) for v in envelope),
         gaps=quiet_gaps(rms, RATE / HOP, duration))
-
-
-def refine_beats(y, beats, frame: int = 256, hop: int = 32):
-    """Beat times moved onto the attack they mark. The tracker places beats on onset-envelope steps
-    (11.6 ms), measured 12-24 ms late on click tracks of known tempo; each beat moves to the steepest
-    rise of the short-time log energy (1.5 ms steps) from 60 ms before to 30 ms after it, corrected
-    for the energy window's half length (within 1 ms on the same click tracks)."""
-    import librosa
-    import numpy as np
-
-    if not len(beats):
-        return beats
-    level = np.log(librosa.feature.rms(y=y, frame_length=frame, hop_length=hop, center=True)[0] + 1e-5)
-    rise = np.diff(level, prepend=level[0])
-    out = []
-    for t in beats:
-        c = round(t * RATE / hop)
-        lo, hi = max(1, c - round(0.06 * RATE / hop)), min(len(rise) - 1, c + round(0.03 * RATE / hop))
-        k = lo + int(np.argmax(rise[lo:hi + 1])) if lo <= hi else c
-        out.append(k * hop / RATE + frame / (2 * RATE))
-    return np.asarray(out)
 
 
 def quiet_gaps(rms, rate: float, duration: float, quiet_db: float = QUIET_DB,

@@ -90,15 +90,17 @@ def nearest(values: tuple[float, ...], x: float) -> int:
 
 def make_grid(analysis: Analysis, beats_per_bar: int = 4, first_bar: int | None = None) -> Grid:
     """Bars from beats: bar 1 starts on beat `first_bar` (1-based) when given, else on the phase
-    whose every `beats_per_bar`-th beat carries the most onset strength on average (downbeats are
-    usually the accented ones; a heuristic, which `music.first_bar` overrides)."""
-    beats = analysis.beats
+    whose every `beats_per_bar`-th beat sounds most like a bar's start on average (the analysis's
+    downbeat score: the kick's strength and the chord change at the beat; a heuristic, which
+    `music.first_bar` overrides). The tracker drops beats in a near-silent intro, so the phase
+    counts from the first beat heard, and a pickup before bar 1 is kept as bar 0."""
+    beats, scores = analysis.beats, analysis.downbeat
     if first_bar is not None:
         return Grid(analysis, beats_per_bar, first_bar - 1)
     best, best_score = 0, -1.0
     for phase in range(min(beats_per_bar, len(beats))):
-        chosen = beats[phase::beats_per_bar]
-        score = sum(analysis.accent(b) for b in chosen) / len(chosen)
+        chosen = scores[phase::beats_per_bar]
+        score = sum(chosen) / len(chosen)
         if score > best_score + 1e-9:
             best, best_score = phase, score
     return Grid(analysis, beats_per_bar, best)
