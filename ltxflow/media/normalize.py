@@ -36,7 +36,8 @@ class NormalizeReport:
 
 def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, kept: int, generated: int,
                    width: int, height: int, fps: Fraction, fmt: Format,
-                   color: ColorTarget | None = None, keyframes: tuple[int, ...] = ()) -> NormalizeReport:
+                   color: ColorTarget | None = None, keyframes: tuple[int, ...] = (),
+                   asked: tuple[int, int] | None = None) -> NormalizeReport:
     """Write frames [head, head + kept) of `raw` to `out` as the project's clip format.
 
     Frames are taken by index, whatever the clip's timestamps or rate say. A clip with fewer
@@ -45,15 +46,15 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
     `chain_png` as an exact PNG when given. `keyframes`: output frames that start a closed group
     of pictures, where a crossfade stitch cuts the clip. Raises MediaError for an undecodable clip.
 
-    `color`: match the frames' colour statistics to a reference (see media/colormatch.py). The
-    clip is then decoded twice: once for the statistics of the span's frames, once to write the
-    corrected frames; the chain PNG is the corrected last frame."""
+    `color`: take the slow colour drift out of the frames (see media/colormatch.py). The clip
+    is then decoded twice: once for the statistics of raw frames 0 to the span's end, once to
+    write the corrected frames; the chain PNG is the corrected last frame."""
     from PIL import Image
 
     report = NormalizeReport()
-    fix, first = None, head
+    fix = None
     if color is not None:
-        fix, first, report.color = _color_correction(raw, color, head, kept, width, height, fps)
+        fix, report.color = _color_correction(raw, color, head, kept, width, height, fps)
     args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video, keyframes=keyframes)
     last = None
     with FrameWriter(args, out, f"normalize {raw.name}") as writer:
@@ -64,7 +65,7 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
             if head <= i < head + kept:
                 last = _conform(frame, width, height)
                 if fix is not None:
-                    last = fix.apply(last, i - first)
+                    last = fix.apply(last, i)
                 writer.write(last)
         if report.raw_frames == 0:
             raise MediaError(f"{raw.name}: no frames")
@@ -73,7 +74,7 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
             if last is None:
                 last = _conform(frame, width, height)
                 if fix is not None:
-                    last = fix.apply(last, head - first)
+                    last = fix.apply(last, head)
             writer.write(last)
     if report.raw_frames != generated:
         report.deviations.append(f"frames: asked for {generated}, got {report.raw_frames}")
@@ -100,22 +101,20 @@ def _color_correction(raw: Path, color: ColorTarget, head: int, kept: int, width
     from ltxflow.media import colormatch as cm
 
     first, count = color.span or (head, kept)
-    stats = []
-    frame = None
+    grids = []
     with closing(decode_rgb(raw)) as frames:
         for i, frame in enumerate(frames):
             if i >= first + count:
                 break
-            if i >= first:
-                stats.append(cm.frame_stats(_conform(frame, width, height)))
-    if frame is None:
+            grids.append(cm.sample(_conform(frame, width, height)))
+    if not grids:
         raise MediaError(f"{raw.name}: no frames")
-    if not stats:
-        stats.append(cm.frame_stats(_conform(frame, width, height)))
-    stats += [stats[-1]] * (count - len(stats))
-    fix = cm.correction(np.array(stats), cm.reference_stats(color, first, count),
-                        half=max(1, round(fps / 2)))
-    return fix, first, {"reference": color.label, "end": color.end is not None, **fix.summary()}
+    grids += [grids[-1]] * (first + count - len(grids))
+    stats, mask = cm.clip_stats(np.stack(grids))
+    end = cm.frame_stats(color.end, mask) if color.end is not None else None
+    fix = cm.correction(stats, half=max(1, round(fps / 2)), strength=color.strength, end=end,
+                        masked=1 - float(mask.mean()))
+    return fix, {"reference": color.label, "end": color.end is not None, **fix.summary()}
 
 
 def reference_image(path: Path, width: int, height: int):

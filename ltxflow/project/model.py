@@ -108,6 +108,14 @@ Resolution = Annotated[
 ]
 
 Unit = Annotated[float, Field(ge=0, le=1)]
+DEFAULT_COLOR_STRENGTH = 0.9  # what `color_match: true` (the default) means; see media/colormatch.py
+
+
+def color_strength(value: bool | float | None) -> float:
+    """The strength a scene's color_match asks for: true or unset -> DEFAULT_COLOR_STRENGTH, false -> 0."""
+    if value is None or value is True:
+        return DEFAULT_COLOR_STRENGTH
+    return float(value)
 
 
 class _Frozen(BaseModel):
@@ -147,8 +155,11 @@ class SceneParams(_Frozen):
     endpoint: str | None = Field(None, description="explicit endpoint id, e.g. fal-ai/ltx-2.3-quality/image-to-video")
     params: dict[str, Any] | None = Field(None, description="endpoint-specific extras, in the endpoint's own "
                                                             "field names, validated against it")
-    color_match: bool | None = Field(None, description="match each clip's colour statistics to the image it "
-                                                       "starts from (chain image or keyframe); default true")
+    color_match: bool | Unit | None = Field(
+        None, description="take the slow colour drift out of each clip, relative to the image it starts from "
+                          "(moving toward its end image, if any): the share taken out, 0..1; true: "
+                          f"{DEFAULT_COLOR_STRENGTH} (the default), false or 0: off. Overlays and letterbox bars "
+                          "are left out of the statistics; a clip that holds its colours is left as it is")
     seam: Literal["cut", "crossfade"] | None = Field(None, description="how each of this scene's chunks joins the "
                                                                        "clip before it; default cut")
     crossfade_frames: int | None = Field(None, ge=2, le=48, description="frames a crossfade seam blends "

@@ -17,7 +17,7 @@ from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
 from ltxflow.project.media import Media, check_media
 from ltxflow.plan.chunks import largest_valid
 from ltxflow.project.model import (DEFAULT_CHAIN_OFFSET, SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS,
-                                   Chunking, Scene)
+                                   DEFAULT_COLOR_STRENGTH, Chunking, Scene, color_strength)
 from ltxflow.project.paths import PathRefused, media_ref
 from ltxflow.music.grid import Grid
 from ltxflow.timeline import MusicTime, seconds_to_frame, timecode
@@ -53,7 +53,7 @@ class ResolvedScene:
     end_image: Media | None
     loras: tuple[ResolvedLora, ...]
     seed: int | None
-    color_match: bool = True  # match clip colour statistics to the image the chunk starts from
+    color_match: float = DEFAULT_COLOR_STRENGTH  # share of colour drift taken out of each clip (0: off)
     seam: str = "cut"  # how each chunk of the scene joins the clip before it: cut | crossfade
     crossfade_frames: int = 8
 
@@ -431,7 +431,7 @@ def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int
         origins=origins, params=values["params"],
         image=media.get(origins["image"]) if "image" in origins else None,
         end_image=media.get(origins["end_image"]) if "end_image" in origins else None,
-        loras=loras, seed=values.get("seed"), color_match=values.get("color_match", True),
+        loras=loras, seed=values.get("seed"), color_match=color_strength(values.get("color_match")),
         seam=values.get("seam", "cut"), crossfade_frames=values.get("crossfade_frames", 8))
 
 
