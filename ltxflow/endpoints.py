@@ -118,6 +118,10 @@ class Catalog(BaseModel):
         """Ids of endpoints (of `mode`, when given) that take vocabulary term `term`."""
         return [e.id for e in self.endpoints.values() if e.supports(term) and (mode is None or e.mode == mode)]
 
+    def families_supporting(self, term: str, mode: Mode, lora: bool = False) -> list[str]:
+        """Model families (`model:` values) whose endpoint for `mode` (with LoRAs or without) takes `term`."""
+        return [f for f in self.families if self.for_family(f, mode, lora).supports(term)]
+
 
 def _build(raw: dict[str, Any]) -> Catalog:
     groups = raw["groups"]

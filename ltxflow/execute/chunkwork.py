@@ -157,7 +157,7 @@ class ChunkWork:
             clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: reports.append(normalize_clip(
                 entry.raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
                 width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
-                keyframes=keyframes)))
+                keyframes=keyframes, asked=(self.rp.gen_width, self.rp.gen_height))))
             frames = dict(entry.record.get("frames", {}))
             if png is not None:
                 png.replace(entry.frame(last, tag))
@@ -190,7 +190,7 @@ class ChunkWork:
             report = normalize_clip(raw, work / f"clip.{variant}", chain, head=chunk.head, kept=chunk.kept_frames,
                                     generated=chunk.generated_frames, width=self.rp.width,
                                     height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
-                                    keyframes=keys)
+                                    keyframes=keys, asked=(self.rp.gen_width, self.rp.gen_height))
             normalize_s = time.monotonic() - t1
             for d in report.deviations:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "
@@ -263,7 +263,7 @@ class ChunkWork:
             family=chunk.endpoint.family,
             prompt=chunk.args[chunk.endpoint.vocab["prompt"]], values=dict(self.values[chunk.scene]),
             args=dict(chunk.args),
-            seed=chunk.seed, frames=chunk.generated_frames, width=self.rp.width, height=self.rp.height,
+            seed=chunk.seed, frames=chunk.generated_frames, width=self.rp.gen_width, height=self.rp.gen_height,
             fps=self.rp.fps, timeline_frame=chunk.start_frame - chunk.head, start_image=start,
             start_image_url=start_url, end_image=end, end_image_url=end_url, audio=audio,
             loras=tuple(LoraFile(lo.media.ref.path, lo.media.ref.url, lo.scale, lo.transformer) for lo in chunk.loras))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Sequence
@@ -31,11 +31,14 @@ class Format:
     video: tuple[str, ...]
     audio: tuple[str, ...]  # empty: no audio track
     audio_ext: str
+    scaled_to: tuple[int, int] | None = None  # clips generated at another size, scaled to this one
 
     @property
     def tag(self) -> str:
-        """Names the normalized clip variant: codec family and quality."""
-        return f"{self.clip_ext}-{self.quality}"
+        """Names the normalized clip variant: codec family and quality (and the size scaled to,
+        so a clip conformed to one output size is never taken for another's)."""
+        size = f"-{self.scaled_to[0]}x{self.scaled_to[1]}" if self.scaled_to else ""
+        return f"{self.clip_ext}-{self.quality}{size}"
 
     @property
     def all_key(self) -> bool:
@@ -53,8 +56,13 @@ _AAC = {"low": "128k", "medium": "160k", "high": "192k", "maximum": "256k"}
 _OPUS = {"low": "96k", "medium": "128k", "high": "160k", "maximum": "192k"}
 
 
-def output_format(container: str, quality: Quality) -> Format:
-    """The encoder settings for an output container (mp4, webm, mov, gif) at a quality preset."""
+def output_format(container: str, quality: Quality, scaled_to: tuple[int, int] | None = None) -> Format:
+    """The encoder settings for an output container (mp4, webm, mov, gif) at a quality preset.
+    `scaled_to`: the output size, when clips are generated at another (ResolvedProject.clip_scale)."""
+    return replace(_container_format(container, quality), scaled_to=scaled_to)
+
+
+def _container_format(container: str, quality: Quality) -> Format:
     if container in ("mp4", "gif"):
         preset, crf = _X264[quality]
         video = ("-c:v", "libx264", "-preset", preset, "-crf", crf, "-profile:v", "high", "-pix_fmt", "yuv420p")

@@ -42,7 +42,8 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
 
     Frames are taken by index, whatever the clip's timestamps or rate say. A clip with fewer
     frames than requested holds its last frame; extra frames are dropped; another size is scaled
-    to cover and centre-cropped. Each deviation is reported. The last kept frame is written to
+    to cover and centre-cropped. `asked`: the size the clip was generated at (default: the
+    output's); a clip of another size is a deviation. Each deviation is reported. The last kept frame is written to
     `chain_png` as an exact PNG when given. `keyframes`: output frames that start a closed group
     of pictures, where a crossfade stitch cuts the clip. Raises MediaError for an undecodable clip.
 
@@ -78,8 +79,9 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
             writer.write(last)
     if report.raw_frames != generated:
         report.deviations.append(f"frames: asked for {generated}, got {report.raw_frames}")
-    if report.raw_size != (width, height):
-        report.deviations.append(f"size: asked for {width}x{height}, got {report.raw_size[0]}x{report.raw_size[1]}")
+    asked = asked or (width, height)
+    if report.raw_size != asked:
+        report.deviations.append(f"size: asked for {asked[0]}x{asked[1]}, got {report.raw_size[0]}x{report.raw_size[1]}")
     info = video_info(out)
     if info.frames != kept or (info.width, info.height) != (width, height):
         raise MediaError(f"{out.name}: normalized clip has {info.frames} frames at {info.width}x{info.height}, "
@@ -91,9 +93,9 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
 
 def _color_correction(raw: Path, color: ColorTarget, head: int, kept: int, width: int, height: int,
                       fps: Fraction):
-    """(the correction for the target's span, the span's first raw frame, a report of it): the
-    first pass over the raw clip. Frames of the span the clip does not have are the last frame
-    it has, held (as the second pass writes them)."""
+    """(the correction, indexed by raw frame; a report of it): the first pass over the raw clip, sampling raw frames 0 up to the end of the target's
+    span. Frames the clip does not have are the last frame it has, held (as the second pass
+    writes them)."""
     from contextlib import closing
 
     import numpy as np

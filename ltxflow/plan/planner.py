@@ -138,7 +138,7 @@ def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: i
         f["seed"]: seed,
         f["frames"]: frames,
         f["fps"]: float(rp.fps),
-        f["size"]: {"width": rp.width, "height": rp.height},
+        f["size"]: {"width": rp.gen_width, "height": rp.gen_height},
     }
     if "audio" in f:
         args["match_audio_length"] = False  # the chunk's exact audio span is sent instead
@@ -175,7 +175,7 @@ def build_plan(rp: ResolvedProject) -> Plan:
             args = request_args(rp, scene, sp.generated, seed, last, has_start=start.kind != "none")
             audio = _audio_span(rp, cursor - sp.head, sp.generated) if ep.supports("audio") else None
             end_image = scene.end_image if last else None
-            hosted = ep.cost(rp.width, rp.height, sp.generated)
+            hosted = ep.cost(rp.gen_width, rp.gen_height, sp.generated)
             key_inputs = {
                 "backend": rp.backend,
                 "endpoint": ep.id,

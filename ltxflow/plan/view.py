@@ -93,6 +93,7 @@ def plan_json(plan: Plan, statuses: dict[str, Any] | None = None) -> dict[str, A
         "fps_rational": fps_str(rp.fps),
         "width": rp.width,
         "height": rp.height,
+        "generated_size": {"width": rp.gen_width, "height": rp.gen_height},  # what the model renders; scaled to width x height
         "output": str(rp.output),
         "scenes": [
             {"id": s.id, "start_frame": s.start_frame, "end_frame": s.end_frame, "endpoint": s.endpoint.id,
@@ -151,7 +152,8 @@ def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool
     music = rp.music
     tempo = (f"; music {music.analysis.tempo:.1f} BPM, {len(music.beats)} beats, {len(music.bars)} bars of "
              f"{music.beats_per_bar}, {len(music.gaps)} quiet gaps; seams on {rp.boundaries}") if music else ""
-    out = [f"{rp.name}: {rp.width}x{rp.height} @ {fps_str(fps)} fps, backend {rp.backend}{tempo}",
+    size = f"{rp.width}x{rp.height}" + (f" (generated at {rp.gen_width}x{rp.gen_height}, scaled)" if rp.clip_scale else "")
+    out = [f"{rp.name}: {size} @ {fps_str(fps)} fps, backend {rp.backend}{tempo}",
            line(head), line(tuple("-" * w for w in widths))]
     for c, row in zip(plan.chunks, rows):
         out.append(line(row))

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Literal
 
 from ltxflow.errors import FieldPath
 from ltxflow.media.probe import AudioTrack, MediaError, probe_audio, probe_image, probe_lora
-from ltxflow.project.paths import MediaRef, PathRefused, media_ref
+from ltxflow.project.paths import MediaRef, PathRefused, media_ref, suggest_path
 
 Kind = Literal["audio", "image", "lora"]
 
@@ -81,5 +81,8 @@ def check_media(data: Any, root: Path, allow_outside: bool = False, audio_store:
         except PathRefused as exc:
             out.problems.append((path, str(exc)))
         except MediaError as exc:
-            out.problems.append((path, f"{ref}: {str(exc).split(': ', 1)[-1]}"))
+            message = f"{ref}: {str(exc).split(': ', 1)[-1]}"
+            guess = suggest_path(ref, root) if message.endswith("file not found") else None
+            message += f" (did you mean '{guess}'?)" if guess else ""
+            out.problems.append((path, message))
     return out

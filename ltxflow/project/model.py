@@ -41,23 +41,27 @@ OUTPUT_CONTAINERS = (".mp4", ".webm", ".mov", ".gif")
 
 
 def _parse_resolution(value: object) -> str:
+    """The output size as asked: any even WxH within SIZE_LIMITS (chunks are generated at the
+    nearest size the model accepts and scaled to it; see resolve.generation_size), a preset, or
+    auto. Every side's problem is reported at once."""
     if not isinstance(value, str):
-        raise ValueError("expected WxH (e.g. 1280x704), a preset or auto")
+        raise ValueError("expected WxH (e.g. 1920x1080), a preset or auto")
     text = value.strip()
     if text == "auto" or text in SIZE_PRESETS:
         return text
     m = _SIZE.fullmatch(text)
     if not m:
-        raise ValueError(f"{value!r} is not WxH (e.g. 1280x704), auto, or one of {', '.join(SIZE_PRESETS)}")
+        raise ValueError(f"{value!r} is not WxH (e.g. 1920x1080), auto, or one of {', '.join(SIZE_PRESETS)}")
     w, h = int(m.group(1)), int(m.group(2))
     lo, hi = SIZE_LIMITS
+    problems = []
     for side, name in ((w, "width"), (h, "height")):
-        if side % SIZE_MULTIPLE:
-            below = side // SIZE_MULTIPLE * SIZE_MULTIPLE
-            raise ValueError(f"{name} {side} is not a multiple of {SIZE_MULTIPLE} "
-                             f"(nearest: {below} or {below + SIZE_MULTIPLE})")
         if not lo <= side <= hi:
-            raise ValueError(f"{name} {side} is outside {lo}..{hi}")
+            problems.append(f"{name} {side} is outside {lo}..{hi}")
+        elif side % 2:
+            problems.append(f"{name} {side} is odd (video needs even sides: {side - 1} or {side + 1})")
+    if problems:
+        raise ValueError("; ".join(problems))
     return f"{w}x{h}"
 
 
@@ -99,7 +103,8 @@ Resolution = Annotated[
     str,
     BeforeValidator(_parse_resolution),
     WithJsonSchema({
-        "description": "WxH with each side a multiple of 32, a preset, or auto",
+        "description": "WxH, even sides (e.g. 1920x1080: chunks are generated at the nearest size the model "
+                       "accepts and scaled to it exactly), a preset, or auto",
         "anyOf": [
             {"type": "string", "pattern": r"^\d+[xX]\d+$"},
             {"enum": ["auto", *SIZE_PRESETS]},
@@ -210,7 +215,7 @@ class Project(_Frozen):
                              description="default: the project file's stem")
     audio: str = Field(min_length=1, description="master track (wav, mp3, flac, ogg, m4a), relative to the project file")
     fps: Fps = Field(Fraction(24), description="1..60, or a ratio such as 24000/1001")
-    resolution: Resolution = Field("1280x704", description="WxH (multiples of 32), a preset, or auto")
+    resolution: Resolution = Field("1280x704", description="the output's WxH (even sides), a preset, or auto")
     seed: int = Field(0, ge=0, lt=2**32, description="project seed; chunk seeds derive from it")
     backend: Backend = Field("preview", description="preview | fal | local (CLI --backend overrides)")
     model: str = Field("ltx-2.3-quality", description="model family, mapped to an endpoint per scene mode")

@@ -51,3 +51,35 @@ def media_ref(ref: str, root: Path, *, urls: bool, allow_outside: bool = False) 
         raise PathRefused(f"{ref!r} resolves to {target}, outside the project folder {root} "
                           "(pass --allow-outside-paths to permit it)")
     return MediaRef(ref, "file", path=target)
+
+
+def suggest_path(ref: str, root: Path) -> str | None:
+    """The file a reference that names nothing probably meant, relative to `root`: each part of
+    the path matched to an entry of its folder, ignoring case first, then by spelling
+    ('Keyframes/Intro.PNG' -> 'keyframes/intro.png'). None when no such file is found."""
+    import difflib
+
+    here, out = root, []
+    try:
+        for part in Path(ref).parts:
+            if part in ("", "."):
+                continue
+            if part == ".." or not here.is_dir():
+                return None
+            if (here / part).exists():
+                name = part
+            else:
+                names = sorted(p.name for p in here.iterdir())
+                same = [n for n in names if n.lower() == part.lower()]
+                close = same or difflib.get_close_matches(part, names, n=1, cutoff=0.75)
+                if not close:
+                    return None
+                name = close[0]
+            out.append(name)
+            here = here / name
+        if not here.is_file():
+            return None
+    except OSError:  # a name too long for the file system, an unreadable folder
+        return None
+    guess = "/".join(out)
+    return guess if guess != ref else None

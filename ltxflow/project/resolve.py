@@ -71,8 +71,10 @@ class ResolvedProject:
     loaded: LoadedProject
     name: str
     fps: Fraction
-    width: int
+    width: int  # the output's size, as asked
     height: int
+    gen_width: int  # the size chunks are generated at: the nearest the backend's model accepts
+    gen_height: int
     audio: AudioTrack
     total_frames: int
     backend: str
@@ -90,6 +92,11 @@ class ResolvedProject:
     @property
     def file(self) -> str:
         return self.loaded.source.file
+
+    @property
+    def clip_scale(self) -> tuple[int, int] | None:
+        """The output size when clips are generated at another and scaled to it, else None."""
+        return None if (self.gen_width, self.gen_height) == (self.width, self.height) else (self.width, self.height)
 
 
 class _Collector:
@@ -150,10 +157,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     backend = backend or p.backend
     multiple = LOCAL_SIZE_MULTIPLE if backend == "local" else SIZE_MULTIPLE
     width, height = _size(errs, loaded, media, multiple)
-    if width % multiple or height % multiple:
-        nw, nh = (max(multiple, round(side / multiple) * multiple) for side in (width, height))
-        errs.add(("resolution",), f"backend local runs LTX-2.3's two-stage pipelines, which need width and height "
-                                  f"in multiples of {multiple}; {width}x{height} is not: the nearest is {nw}x{nh}")
+    generated = generation_size(width, height, multiple)
     scenes = []
     for i, scene in enumerate(p.scenes):
         rs = _resolve_scene(errs, loaded, cat, i, scene, spans[i], media)
@@ -169,7 +173,8 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     if audio_store is not None:
         audio = keep_audio(audio, audio_store)
     return ResolvedProject(
-        loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, audio=audio,
+        loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, gen_width=generated[0],
+        gen_height=generated[1], audio=audio,
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
         output=output, scenes=tuple(scenes), models=(root / Path(p.models).expanduser()) if p.models else None,
         fp8=p.fp8, boundaries=p.chunking.boundaries, window=Fraction(str(p.chunking.window)),
@@ -302,6 +307,26 @@ def _size(errs: _Collector, loaded: LoadedProject, media: dict[FieldPath, Media]
     return DEFAULT_SIZE
 
 
+def generation_size(width: int, height: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
+    """The size to generate an output of width x height at: sides in multiples of `multiple` (what
+    the model and backend accept), the aspect ratio as near as can be (so normalize's scale to
+    cover crops the least), then the pixel count. A size that is already such a multiple is kept.
+    1920x1080 -> 1920x1088, 1280x720 -> 1312x736, 3840x2160 -> 3872x2176 (multiple 32)."""
+    if width % multiple == 0 and height % multiple == 0:
+        return width, height
+    aspect, area = math.log(width / height), math.log(width * height)
+
+    def cost(size: tuple[int, int]) -> tuple[float, float]:
+        w, h = size
+        return (round(abs(math.log(w / h) - aspect) + 0.25 * abs(math.log(w * h) - area), 9), -w * h)
+
+    def near(side: int) -> list[int]:
+        base = side // multiple
+        return [k * multiple for k in range(max(1, base - 1), base + 3)]
+
+    return min(((w, h) for w in near(width) for h in near(height)), key=cost)
+
+
 def auto_size(width: int, height: int, area: int = AUTO_AREA, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
     """A size of about `area` pixels with the aspect ratio of width x height, sides multiples of `multiple`."""
     ratio = width / height
@@ -378,9 +403,16 @@ def _choose_endpoint(errs: _Collector, cat: Catalog, values: dict[str, Any],
     return cat.for_family(family, mode, wants_loras)
 
 
-def _alternatives(cat: Catalog, term: str, mode: Mode) -> str:
-    ids = cat.supporting(term, mode) or cat.supporting(term)
-    return ", ".join(ids) if ids else "none in the catalog"
+def _alternatives(cat: Catalog, term: str, ep: Endpoint, scene_id: str, explicit_endpoint: bool) -> str:
+    """What to change so the scene gets an endpoint that takes `term`: a model family when one
+    does (what a user writes), else the endpoint ids that do."""
+    families = cat.families_supporting(term, ep.mode, ep.lora)
+    if families and not explicit_endpoint:
+        first, *rest = families
+        also = f" (or {' / '.join(rest)})" if rest else ""
+        return f"set `model: {first}`{also} in scene '{scene_id}' or in defaults"
+    ids = cat.supporting(term, ep.mode) or cat.supporting(term)
+    return f"endpoints that do: {', '.join(ids) if ids else 'none in the catalog'}"
 
 
 def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int, scene: Scene,
@@ -394,7 +426,7 @@ def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int
     def unsupported(term: str, what: str) -> None:
         hint = f"; or set {term}: null in scene '{scene.id}'" if origins[term][0] == "defaults" else ""
         errs.add(origins[term], f"{ep.id} takes no {what}{_inherited(origins, term, scene.id)}; "
-                                f"endpoints that do: {_alternatives(cat, term, ep.mode)}{hint}")
+                                f"{_alternatives(cat, term, ep, scene.id, 'endpoint' in origins)}{hint}")
 
     if not values.get("prompt"):
         errs.add(("scenes", i), f"scene '{scene.id}' has no prompt (set prompt: here or in defaults)")
