@@ -27,9 +27,9 @@ from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Plan, build_plan
 from ltxflow.progress import Reporter
-from ltxflow.project.resolve import open_project
+from ltxflow.project.resolve import ResolvedProject, open_project
 from ltxflow.report import report_paths, write_report
-from ltxflow.timeline import seconds_to_frame, timecode
+from ltxflow.timeline import MusicTime, seconds_to_frame, timecode
 from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
 
 
@@ -50,7 +50,7 @@ class BuildOptions:
     backend: str | None = None
     jobs: int = 4
     only: tuple[str, ...] = ()
-    time_range: tuple[Fraction, Fraction] | None = None
+    time_range: tuple[Fraction | MusicTime, Fraction | MusicTime] | None = None  # musical: resolved by build()
     cache_dir: Path | None = None
     output: Path | None = None
     allow_outside_paths: bool = False
@@ -137,12 +137,36 @@ def _stamp(frame: int, fps: Fraction) -> str:
     return f"{ms // 1000}.{ms % 1000:03d}".rstrip("0").rstrip(".") + "s"
 
 
-def parse_range(text: str) -> tuple[Fraction, Fraction]:
-    """--range START-END -> seconds; BuildArgumentError (exit 2) when malformed."""
+def parse_range(text: str) -> tuple[Fraction | MusicTime, Fraction | MusicTime]:
+    """--range START-END -> seconds or musical times; BuildArgumentError (exit 2) when malformed."""
     try:
         return timeline.parse_range(text)
     except ValueError as exc:
         raise BuildArgumentError(f"--range: {exc}") from None
+
+
+def range_seconds(rp: ResolvedProject, time_range: tuple[Fraction | MusicTime, Fraction | MusicTime],
+                  music_store: Path | None) -> tuple[Fraction, Fraction]:
+    """--range's ends in seconds: musical ones resolved on the track's bars as scene times are
+    (analysing the track when the project itself uses no musical time). BuildArgumentError when a
+    bar or beat is past the track's last one."""
+    if all(isinstance(t, Fraction) for t in time_range):
+        return time_range  # type: ignore[return-value]
+    grid = rp.music
+    if grid is None:
+        from ltxflow.music.analysis import analyse_track
+        from ltxflow.music.grid import make_grid
+
+        m = rp.loaded.project.music
+        grid = make_grid(analyse_track(rp.audio, music_store), m.beats_per_bar, m.first_bar)
+    try:
+        a, b = (t if isinstance(t, Fraction) else Fraction(str(grid.seconds(t))) for t in time_range)
+    except ValueError as exc:
+        raise BuildArgumentError(f"--range: {exc}") from None
+    if b <= a:
+        raise BuildArgumentError(f"--range: {time_range[1]} ({float(b):.3f} s) is not after {time_range[0]} "
+                                 f"({float(a):.3f} s)")
+    return a, b
 
 
 def output_path(plan: Plan, sel: Selection, explicit: Path | None) -> Path:
@@ -167,12 +191,13 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
                                          for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
                                          if m is not None and m.ref.path is not None])
     plan = build_plan(rp)
-    sel = select(plan, opts.only, opts.time_range)
+    time_range = range_seconds(rp, opts.time_range, cache.music) if opts.time_range else None
+    sel = select(plan, opts.only, time_range)
     out = output_path(plan, sel, opts.output)
     container = out.suffix.lower().lstrip(".")
     if container not in ("mp4", "webm", "mov", "gif"):
         raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
-    fmt = output_format(container, rp.loaded.project.quality)
+    fmt = output_format(container, rp.loaded.project.quality, rp.clip_scale)
     _writable_folder(out.parent, f"the output's folder ({out})")
     find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
     stop = threading.Event()
@@ -279,7 +304,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         result.output = out
         options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
         write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
-                    [r.clip for r in results.values()], sel.needed)
+                    [r.clip for r in results.values()], sel.needed, backend=rp.backend)
         _report(plan, cache, fmt, out, {n: r.clip for n, r in results.items()}, reporter)
         result.seconds = finish(out, **counts, cost_usd=spent)
         return result

@@ -53,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     _project_args(p)
     p.add_argument("--backend", choices=BACKEND_NAMES, help="override the project's backend")
     p.add_argument("-j", "--jobs", type=_positive, default=4, help="chunks in flight at once (default 4)")
-    p.add_argument("--only", nargs="+", metavar="SCENE", default=(), help="render and stitch only these scenes")
+    p.add_argument("--only", action="extend", type=_scene_list, metavar="SCENE[,SCENE...]", default=[],
+                   help="render and stitch only these scenes: --only verse,drop or --only verse --only drop "
+                        "(before or after the project file)")
     p.add_argument("--range", dest="time_range", metavar="START-END",
                    help="render the chunks overlapping this part of the timeline and stitch just it, "
                         "e.g. 0:30-1:00")
@@ -138,6 +140,14 @@ def _positive(text: str) -> int:
     return n
 
 
+def _scene_list(text: str) -> list[str]:
+    """`verse,drop` -> ['verse', 'drop'] (one option value: the project file may follow it)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected scene ids, e.g. verse or verse,drop")
+    return names
+
+
 def _plan(args: argparse.Namespace, cache=None):
     """The project's plan; with a cache, the decoded song and its music analysis are kept in it
     (without one, the analysis is kept in the project's default cache folder)."""
@@ -175,7 +185,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = _plan(args, cache)
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
-    fmt = output_format(container, rp.loaded.project.quality)
+    fmt = output_format(container, rp.loaded.project.quality, rp.clip_scale)
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant_namer(plan, fmt),
                               in_flight=frozenset(Journal(cache.root).keys()) if rp.backend == "fal" else frozenset())
     if args.json:
@@ -206,7 +216,8 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     reporter = make_reporter(args.log_format, args.quiet)
     chunks = data["chunks"]
     n = len(chunks)
-    reporter.event("build_started", project=data.get("name"), backend=args.backend, jobs=args.jobs, chunks=n,
+    backend = args.backend or data.get("backend") or "?"  # the stamp records the backend that built it
+    reporter.event("build_started", project=data.get("name"), backend=backend, jobs=args.jobs, chunks=n,
                    to_render=0, cached=n, output=data["output"], up_to_date=True)
     for chunk in chunks:
         reporter.event("chunk_cached", chunk=chunk)
@@ -252,8 +263,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     plan = _plan(args, cache)
     rp = plan.project
     paths = paths_for_html(args.output) if args.output else report_paths(rp.output)
-    report = write_report(plan, cache, output_format(rp.output.suffix.lstrip(".").lower(), rp.loaded.project.quality),
-                          rp.output, paths)
+    fmt = output_format(rp.output.suffix.lstrip(".").lower(), rp.loaded.project.quality, rp.clip_scale)
+    report = write_report(plan, cache, fmt, rp.output, paths)
     rendered = sum(1 for r in report.rows if r.state == "rendered")
     worst = report.worst
     weakest = f"; weakest seam {worst.before} | {worst.after}, score {worst.score:.2f}" if worst else ""

@@ -154,12 +154,16 @@ def frame_to_sample(frame: int, fps: Fraction, sample_rate: int) -> int:
     return round_half_up(Fraction(frame) * sample_rate / fps)
 
 
-def parse_range(text: str) -> tuple[Fraction, Fraction]:
-    """'0:30-1:00' or '30-60.5' -> (start, end) seconds. Raises ValueError."""
+def parse_range(text: str) -> tuple[Fraction | MusicTime, Fraction | MusicTime]:
+    """'0:30-1:00', '30-60.5', 'bar 10-bar 14', 'bar 9 beat 3-1:00' -> (start, end): seconds, or
+    musical times (see parse_time) that the caller resolves on the track's beats. Raises ValueError."""
     a, sep, b = text.partition("-")
-    if not sep:
-        raise ValueError(f"{text!r} is not START-END (e.g. 0:30-1:00)")
-    start, end = parse_seconds(a), parse_seconds(b)
-    if end <= start:
+    if not sep or not a.strip() or not b.strip():
+        raise ValueError(f"{text!r} is not START-END (e.g. 0:30-1:00 or bar 10-bar 14)")
+    start, end = parse_time(a.strip()), parse_time(b.strip())
+    if isinstance(start, Fraction) and isinstance(end, Fraction) and end <= start:
+        raise ValueError(f"{text!r}: the end is not after the start")
+    if isinstance(start, MusicTime) and isinstance(end, MusicTime) and \
+            (end.unit, end.number, end.beat or 1) <= (start.unit, start.number, start.beat or 1):
         raise ValueError(f"{text!r}: the end is not after the start")
     return start, end

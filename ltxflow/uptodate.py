@@ -52,7 +52,7 @@ def snapshot(files: Iterable[Path]) -> list[list[Any] | None]:
 
 
 def write_stamp(stamp: Path, project: Path, project_sha: str | None, inputs: list[list[Any] | None],
-                name: str, output: Path, produced: Iterable[Path], chunks: list[str]) -> None:
+                name: str, output: Path, produced: Iterable[Path], chunks: list[str], backend: str = "") -> None:
     """Stamp a finished build. `project_sha` and `inputs` are what the build read, taken before
     it read them: if the project file or an input changed while it ran, no stamp is written (the
     output may predate the change), and the next build checks everything."""
@@ -63,7 +63,7 @@ def write_stamp(stamp: Path, project: Path, project_sha: str | None, inputs: lis
     if None in stats:
         return  # something vanished while building
     data = {"ltxflow": __version__, "project_sha256": project_sha, "name": name, "output": str(output),
-            "chunks": chunks, "files": stats}
+            "chunks": chunks, "files": stats, "backend": backend}
     stamp.parent.mkdir(parents=True, exist_ok=True)
     tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data))

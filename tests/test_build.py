@@ -246,6 +246,32 @@ def test_only_and_range(tmp_path):
     assert names(evs, "chunk_started") == []  # everything it needs is cached already
 
 
+def test_only_before_the_project_and_range_in_bars(tmp_path):
+    """`build --only verse project.yaml` (options first, as people type them), a list of scenes in
+    one value, and --range in bars, resolved on the track's beats as scene times are."""
+    project = make_project(tmp_path)
+    r = ltx("build", "--only", "verse", str(project), "--log-format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert media(tmp_path / "out" / "video.verse.mp4")[0] == 60
+    r = ltx("build", "--only", "intro,outro", str(project), "--log-format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out" / "video.intro+outro.mp4").is_file()
+    # write_music beats twice a second from 0: bar 2 is at 2 s, bar 3 at 4 s (4 beats a bar)
+    from ltxflow.music.analysis import analyse_track
+    from ltxflow.music.grid import make_grid
+    from ltxflow.project.resolve import open_project
+    from ltxflow.timeline import parse_time
+
+    grid = make_grid(analyse_track(open_project(project).audio))
+    a, b = (grid.seconds(parse_time(t)) for t in ("bar 2", "bar 3"))
+    r = ltx("build", str(project), "--range", "bar 2-bar 3", "--log-format", "json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    done = [e for e in events(r.stdout) if e["event"] == "stitch_done"][0]
+    assert done["frames"] == round(b * 24) - round(a * 24) > 0
+    r = ltx("build", str(project), "--range", "bar 2-bar 99", cwd=tmp_path)
+    assert r.returncode == 2 and "--range: `bar 99` is past the track's last beat" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("ext", ["webm", "mov", "gif"])
 def test_containers(tmp_path, ext):
     project = make_project(tmp_path, seconds=3.0, output=f"out/video.{ext}", scenes="""
@@ -313,6 +339,10 @@ def test_no_op_check_falls_through_on_any_change(tmp_path):
 
     fast, started, evs = last_build()
     assert fast and started == [] and len(names(evs, "chunk_cached")) > 3
+    # The no-op build names the backend that built the video, not `None`.
+    assert [e["backend"] for e in evs if e["event"] == "build_started"] == ["preview"]
+    text = ltx("build", str(project), cwd=tmp_path, check=True).stderr
+    assert "backend preview" in text and "backend None" not in text
     # A comment in the project file: the quick check cannot tell, the full build finds it all cached.
     project.write_text(project.read_text() + "# a comment\n")
     fast, started, _ = last_build()
