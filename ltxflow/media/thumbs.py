@@ -119,6 +119,27 @@ def mean_abs_diff(a, b) -> float:
     return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
+FLASH_FRAMES = 3  # a change across a seam that is gone this many frames later is a flash, not a jump
+
+
+def lasting_jump(before: list, after: list) -> float:
+    """The change across a seam that lasts: between the last frame of `before` and the first of
+    `after` (frames of one size), unless a flash on one side of it fades within FLASH_FRAMES (an
+    animatic's beat pulse, a strobe on the downbeat the seam is placed on). Then the difference
+    from the frame on the other side to a frame up to FLASH_FRAMES on (or back) counts, less the
+    steps of motion that side takes in as many frames (its median step, times k; never below 0);
+    the smallest of these."""
+    import statistics
+
+    best = mean_abs_diff(before[-1], after[0])
+    for frames, forward in ((after, True), (before, False)):
+        step = statistics.median(steps(frames)) if len(frames) > 1 else 0.0
+        for k in range(1, min(FLASH_FRAMES, len(frames) - 1) + 1):
+            a, b = (before[-1], after[k]) if forward else (before[-1 - k], after[0])
+            best = min(best, max(0.0, mean_abs_diff(a, b) - k * step))
+    return best
+
+
 def steps(frames: list) -> list[float]:
     """Differences between consecutive frames."""
     return [mean_abs_diff(a, b) for a, b in zip(frames, frames[1:])]

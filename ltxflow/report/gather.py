@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from ltxflow.plan.planner import Chunk, Plan
 
 SEAM_FRAMES = 9  # frames read at each end of a clip: 8 consecutive differences on each side of a seam
-SCORE_FLOOR = 1.0  # 8-bit levels: a typical step below this counts as this (still pictures have ~0)
+# 8-bit levels: a typical step below this counts as this. Still pictures step by ~0, and a whole
+# picture changing by under 2 levels on average between two frames is not seen.
+SCORE_FLOOR = 2.0
 ENVELOPE_POINTS = 2400
 
 
@@ -113,6 +115,8 @@ class _Ends:
     last: Any
     head_steps: list[float]
     tail_steps: list[float]
+    head: list  # the first and last few frames, small
+    tail: list
 
 
 def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
@@ -173,18 +177,18 @@ def _row(c: Chunk, entry: Entry | None, problem: str | None, current: bool, reas
         notes.append(f"its clip cannot be read ({exc})")
         return ChunkRow(c, prompt, state, tuple(notes), entry.record), None
     return (ChunkRow(c, prompt, state, tuple(notes), entry.record, jpeg(e.first), jpeg(e.last)),
-            _Ends(e.first, e.last, steps(e.head), steps(e.tail)))
+            _Ends(e.first, e.last, steps(e.head), steps(e.tail), e.head, e.tail))
 
 
 def _seam(plan: Plan, before: Chunk, a: _Ends | None, after: Chunk, b: _Ends | None) -> Seam:
     """The seam between two neighbouring chunks: the jump across it against the steps beside it."""
-    from ltxflow.media.thumbs import mean_abs_diff
+    from ltxflow.media.thumbs import lasting_jump
 
     across = typical = None
     if a is not None and b is not None and a.last.shape == b.first.shape:
-        across = mean_abs_diff(a.last, b.first)
         near = a.tail_steps + b.head_steps
         typical = statistics.median(near) if near else 0.0
+        across = lasting_jump(a.tail, b.head)
     return Seam(after.start_frame, before.id, after.id, after.chains_from == before.id, across, typical,
                 describe_music(plan, after.start_frame))
 
