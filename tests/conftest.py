@@ -12,6 +12,23 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "projects" / "demo" / "demo.yaml"
+# Real songs and pictures nobody on the team made (see its README): read in place, never copied
+# into the repository. LTXFLOW_REALMEDIA overrides where it is.
+REALMEDIA = Path(__import__("os").environ.get("LTXFLOW_REALMEDIA") or REPO.parent / "shared" / "realmedia")
+
+
+def realmedia(name: str) -> Path:
+    """A file of the real-media corpus. Skips the test when it is absent, or fails it when
+    LTXFLOW_REQUIRE_REALMEDIA=1 (CI sets it: the real-material tests never skip quietly there)."""
+    import os
+
+    path = REALMEDIA / name
+    if not path.is_file():
+        message = f"real media {name!r} not found in {REALMEDIA} (set LTXFLOW_REALMEDIA)"
+        if os.environ.get("LTXFLOW_REQUIRE_REALMEDIA") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def write_wav(path: Path, seconds: float, rate: int = 16000, channels: int = 1, freq: float = 220.0,

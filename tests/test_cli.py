@@ -31,17 +31,18 @@ def test_plan_table():
     r = run("plan", "projects/demo/demo.yaml", "--backend", "fal")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].startswith("neon-nights: 1280x704 @ 24 fps, backend fal; music 120.2 BPM")
+    assert lines[0].startswith("neon-nights: 1280x704 @ 24 fps, backend fal; music 120.0 BPM, 80 beats, 20 bars")
     assert lines[1].split() == ["scene", "chunk", "time", "gen/kept", "start", "image", "endpoint", "seed", "cost",
                                 "status", "starts", "on"]
     verse0 = next(ln for ln in lines if ln.split()[:2] == ["verse", "verse.0"])
-    # 264 kept + the chain frame repeated + 8 frames after the frame verse.1 chains from
-    assert "0:08.000-0:19.000" in verse0 and "273/264" in verse0 and "chain intro.0" in verse0
+    # 240 kept + the chain frame repeated + 8 frames after the frame verse.1 chains from
+    assert "0:08.000-0:18.000" in verse0 and "249/240" in verse0 and "chain intro.0" in verse0
     assert verse0.split()[9] == "render"  # nothing is cached in this test's cache
     verse1 = next(ln for ln in lines if ln.split()[:2] == ["verse", "verse.1"])
-    assert "beat | beat 39 (bar " in verse1  # the seam inside the verse (19 s at 120 BPM) is on a beat
-    assert "to render now: 5 of 5 chunks, $2.00" in lines
-    assert lines[-1].startswith("5 chunks, 960 frames (0:40.000), 989 generated, longest chain 4; cost $2.00")
+    # the seam inside the verse is on a beat, and on a bar's first beat (18 s at 120 BPM, 4/4)
+    assert "beat | beat 37 (bar 10 beat 1)" in verse1
+    assert "to render now: 5 of 5 chunks, $1.99" in lines
+    assert lines[-1].startswith("5 chunks, 960 frames (0:40.000), 989 generated, longest chain 4; cost $1.99")
 
 
 def test_plan_json_is_stable_and_complete():
@@ -51,7 +52,7 @@ def test_plan_json_is_stable_and_complete():
     assert run("plan", "projects/demo/demo.yaml", "--json").stdout == r.stdout
     assert (plan["fps"], plan["fps_rational"], plan["width"], plan["height"]) == (24.0, "24", 1280, 704)
     assert plan["totals"] == {"frames": 960, "duration_s": 40.0, "chunks": 5, "generated_frames": 989,
-                              "cost_usd": 0.0, "hosted_cost_usd": 1.997186, "longest_chain": 4,
+                              "cost_usd": 0.0, "hosted_cost_usd": 1.994777, "longest_chain": 4,
                               "to_render": 5, "cost_now_usd": 0.0, "submitted": 0}
     required = {"id", "scene", "start_frame", "end_frame", "generated_frames", "start_image", "chains_from",
                 "endpoint", "seed", "cost_usd", "key"}
@@ -60,7 +61,7 @@ def test_plan_json_is_stable_and_complete():
         assert c["start_image"]["kind"] in ("keyframe", "chain", "none")
         assert len(c["key"]) == 64
         assert c["status"] == "render" and c["reasons"] == ["new"]
-    assert [c["end_frame"] - c["start_frame"] for c in plan["chunks"]] == [192, 264, 264, 144, 96]
+    assert [c["end_frame"] - c["start_frame"] for c in plan["chunks"]] == [192, 240, 288, 144, 96]
     assert plan["chunks"][1]["start_image"] == {"kind": "chain", "chunk": "intro.0", "frame": 191}
     assert plan["chunks"][0]["start_image"]["ref"] == "keyframes/intro.png"
     assert plan["chunks"][1]["audio"]["start_sample"] == 127333
