@@ -47,6 +47,12 @@ class LtxflowError(Exception):
     exit_code = 1
 
 
+class Stopped(LtxflowError):
+    """The build is stopping (Ctrl-C, SIGTERM): work in progress gave up when it saw the stop."""
+
+    exit_code = 130
+
+
 class ProjectError(LtxflowError):
     """The project file (or media it names) is invalid. Carries every diagnostic found at once."""
 

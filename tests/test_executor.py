@@ -108,3 +108,27 @@ def test_nodes_of_the_group_started_last_go_first():
     started.clear()
     run_dag(order, parent, lambda n, done: started.append(n), jobs=1)
     assert started == ["e.0", "a.0", "b.0", "c.0", "d.0", "e.1"]  # without groups: timeline order
+
+
+def test_an_interrupt_keeps_what_running_nodes_finished_and_drops_what_gave_up():
+    """Running nodes see `stop` and end: one that still succeeded (its chunk is cached) counts;
+    one that gave up is neither done nor failed; one not started never runs."""
+    order = ["boom", "finishes", "gives_up", "never"]
+    parent: dict[str, str | None] = {n: None for n in order}
+    stop = threading.Event()
+    started, failures = [], []
+
+    def work(node, done):
+        started.append(node)
+        if node == "boom":
+            time.sleep(0.2)  # the other two are running by now
+            raise KeyboardInterrupt
+        assert stop.wait(30)
+        if node == "gives_up":
+            raise RuntimeError("stopped")
+        return node
+
+    with pytest.raises(Cancelled) as exc:
+        run_dag(order, parent, work, jobs=3, stop=stop, on_failure=lambda n, e: failures.append(n) or str(e))
+    assert {n: o.state for n, o in exc.value.outcomes.items()} == {"finishes": "ok"}
+    assert failures == [] and "never" not in started

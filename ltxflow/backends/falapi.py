@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ltxflow.errors import LtxflowError
+from ltxflow.errors import LtxflowError, Stopped
 
 KEY_HELP = ("set FAL_KEY to your fal API key (https://fal.ai/dashboard/keys), e.g. `export FAL_KEY=...`, "
             "or FAL_KEY_ID and FAL_KEY_SECRET")
@@ -47,12 +47,6 @@ class FalAuthError(FalError):
 
 class SubmitLost(FalError):
     """A submit was sent but its answer never came: fal may or may not have queued (and billed) it."""
-
-
-class Stopped(LtxflowError):
-    """The build is stopping (Ctrl-C) while this call waited."""
-
-    exit_code = 130
 
 
 class FalKey:
@@ -239,13 +233,16 @@ class FalApi:
                     size = 0
                     with open(tmp, "wb") as f:
                         for block in resp.iter_bytes(1 << 20):
+                            if self.stop.is_set():
+                                raise Stopped(f"download {_host_path(url)}: stopped")
                             f.write(block)
                             size += len(block)
                 os.replace(tmp, dest)
                 return size
             except (httpx.TransportError, _Retry) as exc:
-                tmp.unlink(missing_ok=True)
                 self._backoff(f"download {_host_path(url)}", attempt, _why(exc), getattr(exc, "retry_after", None))
+            finally:
+                tmp.unlink(missing_ok=True)  # a stop or a failure leaves no partial file
         raise AssertionError("unreachable")
 
     def _storage_token(self, refresh: bool = False) -> tuple[str, str, float]:

@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
-from ltxflow.errors import LtxflowError
+from ltxflow.errors import LtxflowError, Stopped
 from ltxflow.timeline import fps_str
 
 HF = "https://huggingface.co"
@@ -111,6 +112,16 @@ def stereo_wav(wav: Path, workdir: Path) -> Path:
     return out
 
 
+def _kill(process) -> None:
+    """Kill a worker and what it started (its ffmpeg): it leads a process group of its own (see
+    ltxworker.serve), unless it was killed before it made one."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
+    process.join(timeout=10)
+
+
 @dataclass
 class _WorkerHandle:
     gpu: str | None
@@ -187,9 +198,8 @@ class LocalBackend(Backend):
     def _receive(self, handle: _WorkerHandle, what: str) -> dict[str, Any]:
         while not handle.conn.poll(0.2):
             if self.stop.is_set():  # Ctrl-C: a GPU chunk can take minutes; the worker is let go
-                handle.process.kill()
-                handle.process.join(timeout=10)
-                raise BackendError(f"stopped while {what}")
+                _kill(handle.process)
+                raise Stopped(f"stopped while {what}")
             if not handle.process.is_alive():
                 raise BackendError(f"the worker on {handle.device} died while {what} "
                                    f"(exit code {handle.process.exitcode})")
@@ -229,7 +239,11 @@ class LocalBackend(Backend):
                 self.claimed.discard(handle.gpu)
 
     def close(self) -> None:
+        """End the workers: asked to finish, or killed when the build is stopping."""
         for handle in self.started:
+            if self.stop.is_set():
+                _kill(handle.process)
+                continue
             try:
                 handle.conn.send(None)
             except (OSError, BrokenPipeError):
@@ -237,7 +251,7 @@ class LocalBackend(Backend):
         for handle in self.started:
             handle.process.join(timeout=10)
             if handle.process.is_alive():
-                handle.process.kill()
+                _kill(handle.process)
         self.started.clear()
         self.claimed.clear()
 

@@ -210,6 +210,7 @@ def serve(conn, weights: dict[str, str], device: str | None, fp8: bool, max_tran
     """The worker's loop: jobs in, results out, until None. `fault` ("oom@TEXT") makes a job whose
     prompt contains TEXT raise torch's out-of-memory error once (to test recovery)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    os.setpgid(0, 0)  # a group of its own, with its ffmpeg: the parent kills both at once on a stop
     os.environ.setdefault("TQDM_DISABLE", "1")  # progress is the parent's to show, per chunk
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     try:

@@ -39,8 +39,9 @@ def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str
 
     A node whose parent failed or was skipped is skipped, with the reason. `on_failure` turns an
     exception into the message recorded for it. KeyboardInterrupt cancels every node not yet
-    started, sets `stop` (so running work can give up), waits for running nodes to end, and
-    raises Cancelled with the outcomes so far.
+    started, sets `stop` (running work is expected to watch it and give up at once), waits for
+    running nodes to end, and raises Cancelled with the outcomes so far: a running node that
+    still succeeded counts, one that raised is left out (given up, neither failed nor done).
 
     `group(node)`, when given, names what a node shares with others (backend local: the LoRA set
     its models are built with): among ready nodes, those of the group started last go first."""
@@ -82,7 +83,7 @@ def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str
                     running[pool.submit(work, node, outcomes)] = (node, time.monotonic())
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in done:
-                    node, t0 = running.pop(fut)
+                    node, t0 = running[fut]
                     seconds = time.monotonic() - t0
                     exc = fut.exception()
                     if exc is None:
@@ -92,13 +93,18 @@ def run_dag(order: list[str], parent: dict[str, str | None], work: Callable[[str
                             ready.append(child)
                     else:
                         if isinstance(exc, KeyboardInterrupt):
+                            del running[fut]
                             raise exc
                         outcomes[node] = Outcome(node, "failed", error=on_failure(node, exc), seconds=seconds)
                         skip_below(node, f"depends on {node}, which failed")
+                    del running[fut]  # only now: an interrupt before this still finds the node running
         except KeyboardInterrupt:
             stop.set()
             for fut in running:
                 fut.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
+            for fut, (node, t0) in running.items():  # what ended while stopping: done work counts
+                if node not in outcomes and not fut.cancelled() and fut.exception() is None:
+                    outcomes[node] = Outcome(node, "ok", fut.result(), seconds=time.monotonic() - t0)
             raise Cancelled(outcomes) from None
     return outcomes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -39,9 +40,10 @@ def segment_samples(segments: list[tuple[int, int]], fps: Fraction, rate: int) -
 
 
 def master_audio(track: AudioTrack, segments: list[tuple[int, int]], fps: Fraction, fmt: Format,
-                 audio_dir: Path) -> tuple[Path, int, bool]:
+                 audio_dir: Path, stop: threading.Event | None = None) -> tuple[Path, int, bool]:
     """The master track's samples for `segments`, encoded once for `fmt` and kept in `audio_dir`.
-    Returns (file, samples, whether it was already there)."""
+    Returns (file, samples, whether it was already there). Raises Stopped when `stop` is set
+    while it encodes (nothing is left in `audio_dir` then)."""
     spans = segment_samples(segments, fps, track.sample_rate)
     tag = hashlib.sha256(f"{track.digest}|{spans}|{fmt.audio}".encode()).hexdigest()[:32]
     target = audio_dir / f"master-{tag}.{fmt.audio_ext}"
@@ -57,7 +59,8 @@ def master_audio(track: AudioTrack, segments: list[tuple[int, int]], fps: Fracti
         if fmt.audio_ext == "wav":
             wav.replace(tmp)
         else:
-            run(encode_audio_args(find_ffmpeg().path, wav, tmp, fmt.audio), what="encoding the master audio")
+            run(encode_audio_args(find_ffmpeg().path, wav, tmp, fmt.audio), what="encoding the master audio",
+                stop=stop)
         tmp.replace(target)
     finally:
         wav.unlink(missing_ok=True)
