@@ -154,4 +154,5 @@ def _build(raw: dict[str, Any]) -> Catalog:
 def catalog() -> Catalog:
     """The packaged endpoint catalog (parsed once per process)."""
     text = resources.files("ltxflow").joinpath("endpoints.yaml").read_text(encoding="utf-8")
-    return _build(yaml.safe_load(text))
+    # libyaml's parser where PyYAML has it (the same safe constructors; 0.2 s less per command)
+    return _build(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))

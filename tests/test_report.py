@@ -405,3 +405,107 @@ def test_the_demos_seams_score_as_the_legend_says(tmp_path):
     cuts = [r["score"] for r in rows if not r["chained"]]
     assert len(chained) == 3 and all(s < 2 for s in chained), rows
     assert cuts and all(s >= 3 for s in cuts), rows
+
+
+# -- the ends store: a report decodes only clips it has not seen ------------------------------------
+
+def ends_files(cache: Path) -> dict[str, int]:
+    """The ends store's files (report/ends/, by clip digest) and their mtimes."""
+    return {p.name: p.stat().st_mtime_ns for p in (cache / "report" / "ends").rglob("*.npz")}
+
+
+def clip_files(cache: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in (cache / "chunks").rglob("clip.*")}
+
+
+def test_reports_read_only_the_clips_they_have_not_seen(tmp_path):
+    """The preview backend burns the prompt in, so an edited prompt makes other bytes (the test
+    backend's clips depend on the chunk id alone: the same bytes, whose stored ends serve)."""
+    project = make_report_project(tmp_path, boundaries="even")
+    cache = tmp_path / "cache"
+    r = ltx("build", str(project), "--backend", "preview", "--log-format", "json", "-j", "1", cwd=tmp_path, check=True)
+    evs = events(r.stdout)
+    chunks = [e["chunk"] for e in evs if e["event"] == "chunk_done"]
+    written = next(e for e in evs if e["event"] == "report_written")
+    assert (written["clips_read"], written["clips_kept"]) == (len(chunks), 0)
+    stored = ends_files(cache)
+    assert len(stored) == len(chunks)
+    # Where the build's seconds went: wall-clock phases add up to at most the build's seconds,
+    # and with one chunk at a time, so do the seconds summed over chunks inside the chunks phase.
+    done = next(e for e in evs if e["event"] == "build_done")
+    b = done["breakdown"]
+    assert set(b) == {"plan_s", "chunks_s", "render_s", "normalize_s", "color_s", "stitch_s", "report_s"}
+    assert all(v >= 0 for v in b.values()) and b["render_s"] > 0 and b["stitch_s"] > 0 and b["report_s"] > 0
+    assert b["plan_s"] + b["chunks_s"] + b["stitch_s"] + b["report_s"] <= done["seconds"] + 0.002
+    assert b["render_s"] + b["normalize_s"] + b["color_s"] <= b["chunks_s"] + 0.003
+    page_before = read_page(tmp_path / "out" / "video.report.html")[1]
+
+    # Written again from an unchanged cache: no clip is decoded, no stored file is rewritten.
+    r = ltx("report", str(project), "--backend", "preview", cwd=tmp_path, check=True)
+    assert f"0 clips read, {len(chunks)} from the thumbnail store" in r.stderr
+    assert ends_files(cache) == stored
+    assert seam_rows(read_page(tmp_path / "out" / "video.report.html")[1]) == seam_rows(page_before)
+
+    # One scene's prompt changes: the build renders its chunks and the report reads only their clips
+    # (the seams beside them use the neighbours' stored ends).
+    project.write_text(project.read_text().replace("a second keyframe starts", "another keyframe starts"))
+    r = ltx("build", str(project), "--backend", "preview", "--log-format", "json", cwd=tmp_path, check=True)
+    evs = events(r.stdout)
+    again = [e["chunk"] for e in evs if e["event"] == "chunk_done"]
+    assert again and all(c.startswith("outro") for c in again)
+    written = next(e for e in evs if e["event"] == "report_written")
+    assert (written["clips_read"], written["clips_kept"]) == (len(again), len(chunks) - len(again))
+    now = ends_files(cache)
+    assert {k: v for k, v in now.items() if k in stored} == stored  # the others' ends untouched
+    assert len(now) == len(stored) + len(again)
+    got = seam_rows(read_page(tmp_path / "out" / "video.report.html")[1])
+    before = seam_rows(page_before)
+    assert [r for r in got if r["after"] not in again] == [r for r in before if r["after"] not in again]
+    assert [r for r in got if r["after"] in again] != [r for r in before if r["after"] in again]
+
+
+def test_a_cached_range_build_renders_and_decodes_nothing(tmp_path):
+    project = make_report_project(tmp_path, boundaries="even")
+    cache = tmp_path / "cache"
+    ltx("build", str(project), "--backend", "test", cwd=tmp_path, check=True)
+    ltx("build", str(project), "--backend", "test", "--range", "1.5-3", cwd=tmp_path, check=True)  # makes its parts
+    clips, stored = clip_files(cache), ends_files(cache)
+    out = tmp_path / "out" / "video.1.5s-3s.mp4"
+    out.unlink()  # the no-op check falls through: the build runs, with everything cached
+    r = ltx("build", str(project), "--backend", "test", "--range", "1.5-3", "--log-format", "json", cwd=tmp_path,
+            check=True)
+    evs = events(r.stdout)
+    assert [e for e in evs if e["event"] in ("chunk_started", "chunk_done")] == []
+    assert next(e for e in evs if e["event"] == "report_written")["clips_read"] == 0
+    assert clip_files(cache) == clips and ends_files(cache) == stored  # no clip made or read again
+    assert out.is_file()
+
+
+def test_the_ends_store_checks_a_clip_that_moved(tmp_path):
+    """A stored clip's ends are trusted while the file's size, mtime and inode are as when it was
+    read; after that its bytes are hashed, and other bytes are read again."""
+    import os
+
+    from ltxflow.media.encode import FrameWriter, encode_frames_args, output_format
+    from ltxflow.media.ffmpeg import find_ffmpeg
+    from ltxflow.media.probe import file_digest
+    from ltxflow.report.ends import EndsStore
+
+    def clip(path: Path, shade: int) -> Path:
+        args = encode_frames_args(find_ffmpeg().path, 48, 32, Fraction(24), path, output_format("mp4", "high").video)
+        with FrameWriter(args, path, "test clip") as w:
+            for i in range(12):
+                w.write(np.full((32, 48, 3), (shade + 4 * i) % 256, dtype=np.uint8))
+        return path
+
+    store = EndsStore(tmp_path / "ends")
+    a = clip(tmp_path / "a.mp4", 40)
+    digest = file_digest(a)
+    first = store.ends(a, digest, 4, 12)
+    assert first.read and store.path(digest, 4).is_file()
+    assert not store.ends(a, digest, 4, 12).read  # kept
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 10**9))  # moved, same bytes: hashed, kept
+    assert not store.ends(a, digest, 4, 12).read
+    clip(tmp_path / "b.mp4", 200).replace(a)  # other bytes under the same name and recorded digest
+    again = store.ends(a, digest, 4, 12)
+    assert again.read and not np.array_equal(again.first, first.first)

@@ -11,6 +11,8 @@ leaves anything that looks finished):
     audio/                 span WAVs for backends, encoded master audio for stitching
     index/<project>.json   the last build's chunk keys and key inputs (for `plan --explain`)
     outputs/<hash>.json    signatures of stitched outputs (to skip an up-to-date stitch)
+    report/ends/           each clip's first and last frames, small, by the clip's sha256 (report/ends.py)
+    report/levels/         the master track's peak envelope, by the song's digest (report/gather.py)
     tmp/                   work folders: <name>-<pid>-<random>; `cache gc` removes stale ones
 """
 

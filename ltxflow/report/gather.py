@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +14,7 @@ from ltxflow.timeline import frame_to_sample, frame_to_seconds
 
 if TYPE_CHECKING:
     from ltxflow.execute.cache import Cache, Entry
+    from ltxflow.report.ends import Ends
     from ltxflow.media.encode import Format
     from ltxflow.plan.planner import Chunk, Plan
 
@@ -89,6 +91,8 @@ class Report:
     video: Path | None  # the output the report describes
     video_date: datetime | None  # when it was written; None when it does not exist
     generated: datetime
+    clips_read: int = 0  # clips whose ends were decoded for this report (the others came from the ends store)
+    clips_kept: int = 0  # clips whose ends the store held
 
     @property
     def weakest(self) -> tuple[Seam, ...]:
@@ -109,24 +113,16 @@ class Report:
         return round(sum(r.chunk.cost_usd for r in self.rows if r.state != "rendered"), 6)
 
 
-@dataclass(frozen=True)
-class _Ends:
-    first: Any
-    last: Any
-    head_steps: list[float]
-    tail_steps: list[float]
-    head: list  # the first and last few frames, small
-    tail: list
-
-
 def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
            clips: Mapping[str, Path] | None = None) -> Report:
     """The report of a plan from what its cache holds. `clips` names the normalized clip of a chunk
     (a build passes the ones it stitched); otherwise the clip variant `fmt` names is used, or
-    another variant keeping the same frames. Reads only the first and last SEAM_FRAMES frames of
-    each clip, and the master track's decoded PCM."""
+    another variant keeping the same frames. Reads the first and last SEAM_FRAMES frames of each
+    clip the cache's ends store (report/ends/, by the clip's sha256) does not hold yet, and the
+    master track's decoded PCM when its envelope is not kept (report/levels/, by the song's digest)."""
     from ltxflow.execute.chunkwork import variant_name, variant_namer
     from ltxflow.execute.status import chunk_statuses, load_index
+    from ltxflow.report.ends import EndsStore
 
     rp = plan.project
     namer = variant_namer(plan, fmt)
@@ -137,29 +133,31 @@ def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
         return names[c.id]
 
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant, check_clips=False)
+    store = EndsStore(cache.root / "report" / "ends")
     rows: list[ChunkRow] = []
     seams: list[Seam] = []
-    prev: tuple[Chunk, _Ends | None] | None = None  # seams are scored as chunks are read
+    read = kept = 0
+    prev: tuple[Chunk, Ends | None] | None = None  # seams are scored as chunks are read
     for c in plan.chunks:
         status = statuses[c.id]
         entry, problem = cache.lookup(c.key)
         clip = None
         if entry is not None:
             clip = (clips or {}).get(c.id) or _clip_of(entry, c, names.get(c.id) or variant_name(c, fmt))
-        row, ends = _row(c, entry, problem, status.status == "cached", status.reasons, clip)
+        row, ends = _row(c, entry, problem, status.status == "cached", status.reasons, clip, store)
+        if ends is not None:
+            read, kept = read + ends.read, kept + (not ends.read)
         rows.append(row)
         if prev is not None:
             seams.append(_seam(plan, prev[0], prev[1], c, ends))
         prev = (c, ends)
-    return Report(plan, tuple(rows), tuple(seams), tuple(_envelope(plan)), video, _mtime(video),
-                  datetime.now().astimezone())
+    return Report(plan, tuple(rows), tuple(seams), tuple(_envelope(plan, cache.root / "report" / "levels")), video,
+                  _mtime(video), datetime.now().astimezone(), clips_read=read, clips_kept=kept)
 
 
 def _row(c: Chunk, entry: Entry | None, problem: str | None, current: bool, reasons: tuple[str, ...],
-         clip: Path | None) -> tuple[ChunkRow, _Ends | None]:
+         clip: Path | None, store: EndsStore) -> tuple[ChunkRow, Ends | None]:
     """A chunk's row, and its end frames for scoring the seams beside it (None without a clip)."""
-    from ltxflow.media.thumbs import clip_ends, jpeg, steps
-
     prompt = str(c.args.get(c.endpoint.vocab["prompt"], ""))
     if entry is None:
         notes = [f"not rendered: {'; '.join(reasons) or 'not in the cache'}"]
@@ -171,16 +169,17 @@ def _row(c: Chunk, entry: Entry | None, problem: str | None, current: bool, reas
     if clip is None:
         notes.append("no normalized clip in the cache yet (the next build makes it from the raw clip)")
         return ChunkRow(c, prompt, state, tuple(notes), entry.record), None
+    # The digest recorded when the clip was written names its ends in the store.
+    recorded = entry.record.get("variants", {}).get(clip.name[len("clip."):]) if clip.parent == entry.dir else None
     try:
-        e = clip_ends(clip, SEAM_FRAMES, c.kept_frames)
-    except MediaError as exc:
+        e = store.ends(clip, recorded if isinstance(recorded, str) else None, SEAM_FRAMES, c.kept_frames)
+    except (MediaError, OSError) as exc:
         notes.append(f"its clip cannot be read ({exc})")
         return ChunkRow(c, prompt, state, tuple(notes), entry.record), None
-    return (ChunkRow(c, prompt, state, tuple(notes), entry.record, jpeg(e.first), jpeg(e.last)),
-            _Ends(e.first, e.last, steps(e.head), steps(e.tail), e.head, e.tail))
+    return ChunkRow(c, prompt, state, tuple(notes), entry.record, e.first_jpeg, e.last_jpeg), e
 
 
-def _seam(plan: Plan, before: Chunk, a: _Ends | None, after: Chunk, b: _Ends | None) -> Seam:
+def _seam(plan: Plan, before: Chunk, a: Ends | None, after: Chunk, b: Ends | None) -> Seam:
     """The seam between two neighbouring chunks: the jump across it against the steps beside it."""
     from ltxflow.media.thumbs import lasting_jump
 
@@ -214,15 +213,34 @@ def describe_music(plan: Plan, frame: int) -> str | None:
     return describe_text(grid.describe(float(frame_to_seconds(frame, plan.project.fps))))
 
 
-def _envelope(plan: Plan) -> list[float]:
+def _envelope(plan: Plan, store: Path) -> list[float]:
+    """The master track's peak envelope over the video, kept in `store` by what shapes it: the
+    song's digest and decoded form, the span and the number of points."""
+    import numpy as np
+
     from ltxflow.media.waveform import peak_envelope
+    from ltxflow.plan.keys import content_key
 
     rp = plan.project
     end = frame_to_sample(rp.total_frames, rp.fps, rp.audio.sample_rate)
+    path = store / f"{content_key({'audio': rp.audio.facts(), 'end': end, 'points': ENVELOPE_POINTS})[:32]}.npy"
     try:
-        return peak_envelope(rp.audio, 0, end, ENVELOPE_POINTS)
+        return np.load(path).tolist()
+    except (OSError, ValueError):
+        pass
+    try:
+        levels = peak_envelope(rp.audio, 0, end, ENVELOPE_POINTS)
     except (OSError, ValueError):
         return []  # the decoded track is gone: the strip is drawn without it
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.save(f, np.array(levels, dtype=np.float64))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # not kept: the next report reads the track again
+    return levels
 
 
 def _mtime(path: Path | None) -> datetime | None:
