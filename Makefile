@@ -75,6 +75,10 @@ clean:
 
 # The benchmark (bench/run.py): writes bench/RESULTS.md; not part of `make test`. MoviePy is
 # installed here only, as the baseline the stitch is compared with.
+# bench/firsthour.py adds section 7 (a real song's first hour), side by side with BENCH_BASELINE:
+# the last commit before that work.
+BENCH_BASELINE ?= 2db53ea
 bench: $(TESTS)
 	$(BIN)/python -m pip install --quiet 'moviepy>=2,<3'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/firsthour.py --baseline $(BENCH_BASELINE)

@@ -18,10 +18,10 @@ from ltxflow.backends import make_backend
 from ltxflow.backends.base import BackendContext, BackendError
 from ltxflow.errors import LtxflowError
 from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
-from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, variant_name
+from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, clip_format, variant_name, variant_namer
 from ltxflow.execute.executor import Cancelled, Outcome, run_dag
 from ltxflow.execute.status import chunk_statuses, load_index, save_index
-from ltxflow.media.encode import Format, output_format
+from ltxflow.media.encode import Format
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
@@ -178,7 +178,8 @@ def output_path(plan: Plan, sel: Selection, explicit: Path | None) -> Path:
 
 def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildResult:
     """Build a project: render every chunk the selection needs that is not cached, then stitch.
-    Raises ProjectError (invalid project), BuildArgumentError, Interrupted (Ctrl-C)."""
+    Raises ProjectError (invalid project), BuildArgumentError, Interrupted (a KeyboardInterrupt while
+    chunks render: Ctrl-C, or SIGTERM as the CLI turns it into one; running chunks give up at once)."""
     t0 = time.monotonic()
     if opts.jobs < 1:
         raise BuildArgumentError("--jobs must be at least 1")
@@ -197,7 +198,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     container = out.suffix.lower().lstrip(".")
     if container not in ("mp4", "webm", "mov", "gif"):
         raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
-    fmt = output_format(container, rp.loaded.project.quality, rp.clip_scale)
+    fmt = clip_format(rp, container)
     _writable_folder(out.parent, f"the output's folder ({out})")
     find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
     stop = threading.Event()
@@ -227,6 +228,11 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
                 "video with --only or --range")
         if to_render:
             backend.preflight()  # a missing or rejected key fails here, before anything is submitted
+        # Where the build's seconds go (build_done's `breakdown`): wall-clock phases, and per-chunk
+        # seconds summed over chunks (which overlap when chunks render in parallel).
+        phases = {"plan_s": time.monotonic() - t0, "chunks_s": 0.0, "render_s": 0.0, "normalize_s": 0.0,
+                  "color_s": 0.0, "stitch_s": 0.0, "report_s": 0.0}
+        phases_lock = threading.Lock()
         reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
                        chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
                        output=str(out), cost_now_usd=cost_now, resuming=len(resume))
@@ -235,6 +241,10 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
 
         def run_one(node: str, done: dict[str, Outcome]) -> ChunkResult:
             res = work(node, done)
+            with phases_lock:  # normalize_s includes the colour pass; the breakdown shows them apart
+                phases["render_s"] += res.render_s
+                phases["normalize_s"] += res.normalize_s - res.color_s
+                phases["color_s"] += res.color_s
             if res.state == "rendered":
                 reporter.event("chunk_done", chunk=node, seconds=round(res.render_s + res.normalize_s, 3),
                                render_s=round(res.render_s, 3), normalize_s=round(res.normalize_s, 3),
@@ -250,33 +260,46 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         def finish(output: Path | None, rendered: int, cached: int, failed: int, skipped: int, cost_usd: float,
                    **extra: Any) -> float:
             seconds = time.monotonic() - t0
+            with phases_lock:
+                breakdown = {k: round(v, 3) for k, v in phases.items()}
             reporter.event("build_done", output=str(output) if output else None, seconds=round(seconds, 3),
-                           rendered=rendered, cached=cached, failed=failed, skipped=skipped, cost_usd=cost_usd, **extra)
+                           rendered=rendered, cached=cached, failed=failed, skipped=skipped, cost_usd=cost_usd,
+                           breakdown=breakdown, **extra)
             return seconds
 
         parents = {c.id: c.chains_from for c in plan.chunks}
         # The master audio is encoded while the chunks render (the AAC encode of a 2-minute stereo
         # song takes seconds), so the stitch after the last chunk only remuxes.
         audio_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltxflow-audio")
-        audio_job = audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt, cache.root / "audio") \
-            if fmt.audio else None
+        audio_job = audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt, cache.root / "audio",
+                                      stop) if fmt.audio else None
         try:
             # A backend that keeps models loaded renders what shares them back to back: it gets no
             # more chunks at once than it renders, so the order chosen here is the order it runs.
             group, jobs = None, opts.jobs
             if backend.keeps_models:
                 group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
+            t_chunks = time.monotonic()
             outcomes = run_dag(sel.needed, parents, run_one, jobs, on_failure=failed, stop=stop, group=group,
                                on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
         except Cancelled as exc:
-            audio_pool.shutdown(wait=True, cancel_futures=True)
+            audio_pool.shutdown(wait=True, cancel_futures=True)  # the master audio's encode saw `stop` too
             counts, spent = _tally(exc.outcomes)
-            finish(None, **counts, cost_usd=spent, interrupted=True)
+            save_index(cache, rp.loaded.path, [plan.chunk(n) for n, o in exc.outcomes.items() if o.state == "ok"])
+            # Counted as `plan` will show them: cached are all the selection's chunks the cache now
+            # holds (reached by this build or not), and the rest render next time.
+            now = chunk_statuses(plan, cache, {}, variant_namer(plan, fmt), check_clips=False)
+            counts["cached"] = sum(1 for n in sel.needed if now[n].status == "cached") - counts["rendered"]
+            left = len(sel.needed) - counts["rendered"] - counts["cached"]
+            finish(None, **counts, cost_usd=spent, interrupted=True, to_render=left)
             waiting = len(backend.in_flight() & {plan.chunk(n).key for n in sel.needed})
             hosted = (f"; {waiting} request{'s' if waiting != 1 else ''} still run on {rp.backend} (paid for): "
                       f"the next build collects them, `ltxflow cancel {project}` cancels them") if waiting else ""
-            raise Interrupted(f"interrupted: {counts['rendered'] + counts['cached']} chunks finished and are cached; "
-                              f"run the build again to go on{hosted}") from None
+            raise Interrupted(f"interrupted: {len(sel.needed) - left} of {len(sel.needed)} chunks are cached "
+                              f"({counts['rendered']} rendered now); run the build again to render the other "
+                              f"{left}{hosted}") from None
+        t_stitch = time.monotonic()
+        phases["chunks_s"] = t_stitch - t_chunks
         results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
         counts, spent = _tally(outcomes)
         save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
@@ -287,6 +310,9 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
                 audio_job.result()  # an encoding failure surfaces here, before the stitch
         except (LtxflowError, OSError) as exc:
             stitch_error = str(exc)
+        except KeyboardInterrupt:
+            stop.set()  # the master audio's encode gives up before the wait below
+            raise
         finally:
             audio_pool.shutdown(wait=True)
         if counts["failed"] or counts["skipped"]:
@@ -296,6 +322,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         if stitch_error is None:
             try:
                 result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
+                phases["stitch_s"] = time.monotonic() - t_stitch  # with the wait for the master audio
             except (LtxflowError, OSError) as exc:
                 stitch_error = str(exc)
         if stitch_error is not None:  # every chunk is cached; the next build only stitches
@@ -305,7 +332,9 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
         options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
         write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
                     [r.clip for r in results.values()], sel.needed, backend=rp.backend)
+        t_report = time.monotonic()
         _report(plan, cache, fmt, out, {n: r.clip for n, r in results.items()}, reporter)
+        phases["report_s"] = time.monotonic() - t_report
         result.seconds = finish(out, **counts, cost_usd=spent)
         return result
 
@@ -315,12 +344,13 @@ def _report(plan: Plan, cache: Cache, fmt: Format, out: Path, clips: dict[str, P
     paths = report_paths(out)
     t0 = time.monotonic()
     try:
-        write_report(plan, cache, fmt, out, paths, clips)
+        report = write_report(plan, cache, fmt, out, paths, clips)
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build's result stands
         reporter.event("warning", message=f"the build report was not written: {type(exc).__name__}: {exc}")
         return
     reporter.event("report_written", report=str(paths.html), contact_sheet=str(paths.contact),
-                   seconds=round(time.monotonic() - t0, 3))
+                   seconds=round(time.monotonic() - t0, 3), clips_read=report.clips_read,
+                   clips_kept=report.clips_kept)
 
 
 def _model_set(chunk) -> tuple:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from ltxflow import __version__
 from ltxflow.errors import LtxflowError, ProjectError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal: SIGINT (Ctrl-C), SIGTERM (a CI cancel)
 BACKEND_NAMES = ("preview", "fal", "local", "test")
 
 
@@ -49,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="render the chunks that are not cached and stitch the video", description=(
         "Render every chunk of the plan that is not cached, in dependency order and in parallel where "
         "the plan allows, and stitch them onto the master track. Exit 0 built, 1 a chunk or the stitch "
-        "failed, 2 invalid project or arguments, 130 interrupted."))
+        "failed, 2 invalid project or arguments, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM (what a "
+        "CI runner sends on cancel). Either signal stops the build within seconds: chunks in progress are "
+        "abandoned, finished ones stay cached."))
     _project_args(p)
     p.add_argument("--backend", choices=BACKEND_NAMES, help="override the project's backend")
     p.add_argument("-j", "--jobs", type=_positive, default=4, help="chunks in flight at once (default 4)")
@@ -175,17 +181,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
-    from ltxflow.execute.chunkwork import variant_namer
+    from ltxflow.execute.chunkwork import clip_format, variant_namer
     from ltxflow.execute.journal import Journal
     from ltxflow.execute.status import chunk_statuses, load_index
-    from ltxflow.media.encode import output_format
     from ltxflow.plan.view import plan_json, plan_table
 
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
     plan = _plan(args, cache)
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
-    fmt = output_format(container, rp.loaded.project.quality, rp.clip_scale)
+    fmt = clip_format(rp, container)
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant_namer(plan, fmt),
                               in_flight=frozenset(Journal(cache.root).keys()) if rp.backend == "fal" else frozenset())
     if args.json:
@@ -229,10 +234,27 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     return True
 
 
+@contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """Inside the block SIGTERM stops a build as Ctrl-C does (a KeyboardInterrupt in this, the main,
+    thread). Yields a list that holds the signal once one came, for the exit code."""
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     if _up_to_date(args):
         return EXIT_OK
-    from ltxflow.build import BuildOptions, build, parse_range
+    from ltxflow.build import BuildOptions, Interrupted, build, parse_range
     from ltxflow.progress import make_reporter
 
     opts = BuildOptions(backend=args.backend, jobs=args.jobs, only=tuple(args.only),
@@ -240,10 +262,17 @@ def cmd_build(args: argparse.Namespace) -> int:
                         cache_dir=args.cache_dir, output=args.output, allow_outside_paths=args.allow_outside_paths,
                         retries=args.retries, max_cost=args.max_cost, models=args.models)
     reporter = make_reporter(args.log_format, args.quiet)
-    try:
-        result = build(args.project, opts, reporter)
-    finally:
-        reporter.close()
+    with _sigterm_as_ctrl_c() as terminated:
+        try:
+            result = build(args.project, opts, reporter)
+        except (Interrupted, KeyboardInterrupt) as exc:
+            print(f"ltxflow: {str(exc) or 'interrupted'}", file=sys.stderr)
+            # The process ends now: spare the interpreter's last full collection, which takes a
+            # second or more once the music analysis (numba) has run in it.
+            gc.freeze()
+            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        finally:
+            reporter.close()
     if result.output is None:
         for node, outcome in result.outcomes.items():
             if outcome.state != "ok":
@@ -256,19 +285,20 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
-    from ltxflow.media.encode import output_format
+    from ltxflow.execute.chunkwork import clip_format
     from ltxflow.report import paths_for_html, report_paths, write_report
 
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
     plan = _plan(args, cache)
     rp = plan.project
     paths = paths_for_html(args.output) if args.output else report_paths(rp.output)
-    fmt = output_format(rp.output.suffix.lstrip(".").lower(), rp.loaded.project.quality, rp.clip_scale)
+    fmt = clip_format(rp)
     report = write_report(plan, cache, fmt, rp.output, paths)
     rendered = sum(1 for r in report.rows if r.state == "rendered")
     worst = report.worst
     weakest = f"; weakest seam {worst.before} | {worst.after}, score {worst.score:.2f}" if worst else ""
-    print(f"{rendered} of {len(report.rows)} chunks rendered{weakest}; contact sheet {paths.contact}", file=sys.stderr)
+    print(f"{rendered} of {len(report.rows)} chunks rendered{weakest}; contact sheet {paths.contact}; "
+          f"{report.clips_read} clips read, {report.clips_kept} from the thumbnail store", file=sys.stderr)
     print(paths.html)
     return EXIT_OK
 
@@ -314,7 +344,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_fake_fal(args: argparse.Namespace) -> int:
-    import signal
     import threading
 
     from ltxflow.fakefal import FakeFal
@@ -353,7 +382,11 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "build": cmd_build, "rep
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        # The interpreter's last collection walks every object the music analysis (librosa,
+        # numba) left behind: 1-2 s spent on nothing at the end of a first plan or build.
+        gc.freeze()
+        return code
     except ProjectError as exc:
         for d in exc.diagnostics:
             print(d, file=sys.stderr)
@@ -369,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("ltxflow: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -191,22 +191,77 @@ def test_sigkill_mid_render_then_rerun_reuses_finished_chunks(tmp_path):
     assert media(tmp_path / "out" / "video.mp4")[0] == 144
 
 
-def test_sigint_stops_cleanly(tmp_path):
+def descendants(pid: int) -> set[int]:
+    """The live processes below `pid` (children, theirs, ...), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(d.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def temp_files(cache: Path) -> list[str]:
+    """What exists in the cache only while a build runs: work folders under tmp/, files being
+    written (dot names, .tmp, .part)."""
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")
+                  if p.parent == cache / "tmp" or p.name.startswith(".") or p.suffix in (".tmp", ".part"))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_render_stops_cleanly_and_counts_as_plan_does(tmp_path, sig, code):
+    """Ctrl-C, or SIGTERM (a CI runner's cancel), while chunks render: the running chunks are
+    abandoned (their ffmpeg killed, their work folders removed), and the counts printed then are
+    what `plan` says afterwards."""
     project = make_project(tmp_path)
-    env = {**os.environ, "LTXFLOW_TEST_BACKEND": "sleep=0.3", "LTXFLOW_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "LTXFLOW_TEST_BACKEND": "pace=1.0", "LTXFLOW_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.Popen([str(LTXFLOW), "build", str(project), "--backend", "test", "--log-format", "json",
-                             "-j", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             "-j", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
                             env=env)
     assert proc.stdout is not None
+    done = 0
     for line in proc.stdout:
-        if json.loads(line)["event"] == "chunk_done":
-            proc.send_signal(signal.SIGINT)
+        event = json.loads(line)["event"]
+        done += event == "chunk_done"
+        if done >= 2 and event == "chunk_started":
             break
-    proc.wait(timeout=60)
-    assert proc.returncode == 130
-    assert "interrupted" in proc.stderr.read()
+    children: set[int] = set()
+    deadline = time.monotonic() + 10
+    while not children and time.monotonic() < deadline:  # the chunk's ffmpeg, writing its frames
+        children = descendants(proc.pid)
+    assert children
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "interrupted" in err
+    assert [p for p in children if running(p)] == []
+    assert temp_files(tmp_path / "cache") == []
+    summary = [e for e in events(out) if e["event"] == "build_done"][-1]
+    assert summary["interrupted"]
+    plan = json.loads(ltx("plan", str(project), "--backend", "test", "--json", cwd=tmp_path, check=True).stdout)
+    cached = [c["id"] for c in plan["chunks"] if c["status"] == "cached"]
+    assert summary["rendered"] + summary["cached"] == len(cached) >= 2
+    assert summary["to_render"] == len(plan["chunks"]) - len(cached) >= 1
+    # The next build reuses exactly those and renders the rest.
     _, evs = build_json(project, "--backend", "test", env={"LTXFLOW_TEST_BACKEND": ""})
-    assert len(names(evs, "chunk_cached")) >= 1
+    assert names(evs, "chunk_cached") == sorted(cached)
+    assert names(evs, "chunk_started") == sorted(set(c["id"] for c in plan["chunks"]) - set(cached))
 
 
 def test_corrupt_cache_files_are_detected(tmp_path):
@@ -443,3 +498,31 @@ def test_gc_refuses_while_a_project_cannot_be_read(tmp_path):
     broken.unlink()
     assert ltx("cache", "gc", str(tmp_path), "--cache-dir", str(cache), cwd=tmp_path).returncode == 0
     assert sorted((cache / "chunks").glob("*/*")) == before  # everything is still referenced
+
+
+def test_preview_clips_are_drafts_never_taken_for_final_ones(tmp_path):
+    """The animatic's clips are encoded as drafts (x264's fastest preset) whatever `quality:` says,
+    named so: the same chunk built by another backend is rendered and encoded at the project's
+    quality, never served from the draft."""
+    from ltxflow.execute.chunkwork import clip_format
+    from ltxflow.project.resolve import open_project
+
+    project = make_project(tmp_path, seconds=3.0, scenes="""
+  - id: only
+    prompt: "one scene"
+    image: keyframes/a.png
+""")
+    project.write_text(project.read_text().replace("quality: low", "quality: high"))
+    assert clip_format(open_project(project)).tag == "mp4-draft"
+    assert clip_format(open_project(project, backend="test")).tag == "mp4-high"
+    _, first = build_json(project)
+    chunks = names(first, "chunk_started")
+
+    def variants() -> dict[str, list[str]]:
+        records = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("record.json")]
+        return {r["backend"]: sorted(r["variants"]) for r in records}
+
+    assert list(variants()) == ["preview"] and all("-mp4-draft" in v for v in variants()["preview"])
+    _, evs = build_json(project, "--backend", "test", env={"LTXFLOW_TEST_BACKEND": ""})
+    assert len(chunks) > 1 and names(evs, "chunk_started") == chunks  # all rendered anew: no preview clip taken
+    assert all("-mp4-high" in v for v in variants()["test"]) and media(tmp_path / "out" / "video.mp4")[0] == 72

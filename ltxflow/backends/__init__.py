@@ -15,13 +15,13 @@ class BackendUnavailable(LtxflowError):
 def _preview(ctx: BackendContext) -> Backend:
     from ltxflow.backends.preview import PreviewBackend
 
-    return PreviewBackend()
+    return PreviewBackend(stop=ctx.stop)
 
 
 def _test(ctx: BackendContext) -> Backend:
     from ltxflow.backends.testing import TestBackend
 
-    return TestBackend.from_env()
+    return TestBackend.from_env(stop=ctx.stop)
 
 
 def _fal(ctx: BackendContext) -> Backend:
@@ -43,6 +43,17 @@ BACKENDS: dict[str, Callable[[BackendContext], Backend]] = {
     "local": _local,
     "test": _test,
 }
+
+
+# Backends whose clips are drafts, encoded at this quality whatever the project's `quality:` says:
+# the animatic is for timing and continuity, and its normalized clips are named by that quality,
+# so a draft clip is never taken for a final one.
+CLIP_QUALITY: dict[str, str] = {"preview": "draft"}
+
+
+def clip_quality(backend: str, quality: str) -> str:
+    """The quality a build with `backend` encodes its normalized clips (and so the output) at."""
+    return CLIP_QUALITY.get(backend, quality)
 
 
 def make_backend(name: str, ctx: BackendContext) -> Backend:

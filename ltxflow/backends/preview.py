@@ -7,9 +7,11 @@ audio span, and burns in the scene, chunk, timecode and prompt.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import textwrap
+import threading
 import wave
 from pathlib import Path
 
@@ -35,8 +37,9 @@ RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "14", "-pix_fmt"
 class PreviewBackend(Backend):  # explicit: inherits the no-op preflight and committed
     name = "preview"
 
-    def __init__(self, max_concurrency: int | None = None):
+    def __init__(self, max_concurrency: int | None = None, stop: threading.Event | None = None):
         self.max_concurrency = max_concurrency or max(1, os.cpu_count() or 1)
+        self.stop = stop  # set when the build stops: the frame loop gives up (Stopped)
 
     def is_transient(self, error: BaseException) -> bool:
         return False
@@ -45,7 +48,7 @@ class PreviewBackend(Backend):  # explicit: inherits the no-op preflight and com
         out = workdir / "preview.mp4"
         args = encode_frames_args(find_ffmpeg().path, request.width, request.height, request.fps, out, RAW_VIDEO)
         try:
-            with FrameWriter(args, out, f"preview {request.chunk_id}") as writer:
+            with FrameWriter(args, out, f"preview {request.chunk_id}", stop=self.stop) as writer:
                 for frame in animatic_frames(request):
                     writer.write(frame)
         except FfmpegFailed as exc:
@@ -65,7 +68,7 @@ def animatic_frames(request: ChunkRequest):
     scale = float(request.values.get("camera_scale", 1.0))
     zoom0, zoom1 = 1 + (zoom0 - 1) * scale, 1 + (zoom1 - 1) * scale
     pulse = _pulse(request.audio, n, request.fps) if request.audio else np.zeros(n)
-    band = _caption_band(request, w)
+    band = _caption_band(request, w, h)
     for i in range(n):
         p = i / (n - 1) if n > 1 else 0.0
         zoom = zoom0 + (zoom1 - zoom0) * p
@@ -125,30 +128,38 @@ def _prompt_card(request: ChunkRequest, w: int, h: int):
     return img
 
 
+@functools.lru_cache(maxsize=8)
 def _font(size: int):
+    """Pillow's built-in font at `size` (loaded once: loading it decodes the font each time)."""
     from PIL import ImageFont
 
     return ImageFont.load_default(size=size)
 
 
-def _caption_band(request: ChunkRequest, w: int):
-    """The static part of the burn-in, drawn once: scene, chunk and the start of the prompt."""
+def _caption_band(request: ChunkRequest, w: int, h: int):
+    """The static part of the burn-in, drawn once per chunk: a black bar with scene and chunk and
+    the start of the prompt; (the bar, where the running timecode goes in it)."""
+    from PIL import Image, ImageDraw
+
     prompt = request.prompt if len(request.prompt) <= 70 else request.prompt[:67] + "..."
-    return f"{request.scene_id} | {request.chunk_id} | ", prompt
+    size = max(10, h // 28)
+    font = _font(size)
+    bar = Image.new("RGB", (w, size * 2 + 12), (0, 0, 0))
+    draw = ImageDraw.Draw(bar)
+    ids = f"{request.scene_id} | {request.chunk_id} | "
+    draw.text((8, 4), ids, fill=(255, 255, 0), font=font)
+    draw.text((8, 6 + size), prompt, fill=(230, 230, 230), font=font)
+    return bar, (8 + round(draw.textlength(ids, font=font)), 4), font
 
 
 def _burn_in(img, band, request: ChunkRequest, i: int) -> None:
     from PIL import ImageDraw
 
-    w, h = img.size
-    size = max(10, h // 28)
-    font = _font(size)
-    draw = ImageDraw.Draw(img)
-    bar = size * 2 + 12
-    draw.rectangle((0, h - bar, w, h), fill=(0, 0, 0))
-    ids, prompt = band
-    draw.text((8, h - bar + 4), ids + timecode(request.timeline_frame + i, request.fps), fill=(255, 255, 0), font=font)
-    draw.text((8, h - bar + 6 + size), prompt, fill=(230, 230, 230), font=font)
+    bar, at, font = band
+    top = img.height - bar.height
+    img.paste(bar, (0, top))
+    ImageDraw.Draw(img).text((at[0], top + at[1]), timecode(request.timeline_frame + i, request.fps),
+                             fill=(255, 255, 0), font=font)
 
 
 def _pulse(audio: Path, n: int, fps) -> "object":

@@ -15,12 +15,14 @@ from typing import Any, Callable, Mapping
 
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
+from ltxflow.errors import Stopped
 from ltxflow.execute.cache import Cache, Entry, frame_key, frame_name
 from ltxflow.execute.colorref import ColorRef, color_ref, color_target
-from ltxflow.media.encode import Format
+from ltxflow.media.encode import Format, output_format
 from ltxflow.media.normalize import normalize_clip
 from ltxflow.media.probe import MediaError, file_digest
 from ltxflow.plan.planner import Chunk, Plan
+from ltxflow.project.resolve import ResolvedProject
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,8 @@ class ChunkResult:
     chain_png: Path  # that frame
     cost_usd: float = 0.0
     render_s: float = 0.0
-    normalize_s: float = 0.0
+    normalize_s: float = 0.0  # the colour matching in it included
+    color_s: float = 0.0  # of normalize_s, matching colour (see NormalizeReport.color_s)
     color: ColorRef | None = None  # what its clip and chain frame are colour-matched to (None: not)
 
     @property
@@ -63,6 +66,17 @@ def variant_namer(plan: Plan, fmt: Format) -> Callable[[Chunk, str | None], str]
     return lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id])
 
 
+def clip_format(rp: ResolvedProject, container: str | None = None) -> Format:
+    """How a build of `rp` encodes its normalized clips and output (`container`: the output's
+    extension, default the project's output's): the project's quality, or a draft for a backend
+    whose clips are drafts (backends.CLIP_QUALITY), scaled to the output's size when generated at
+    another."""
+    from ltxflow.backends import clip_quality
+
+    container = container or rp.output.suffix.lstrip(".").lower()
+    return output_format(container, clip_quality(rp.backend, rp.loaded.project.quality), rp.clip_scale)
+
+
 class ChunkWork:
     """Callable per chunk id inside the executor. Thread-safe: each chunk writes only its own
     work folder and entry; the backend's concurrency limit is a semaphore. `keyframes`: the key
@@ -85,6 +99,8 @@ class ChunkWork:
     # -- reuse ---------------------------------------------------------------------------------
 
     def __call__(self, chunk_id: str, done: dict[str, Any]) -> ChunkResult:
+        if self.stop.is_set():  # started as the build stopped: nothing to begin
+            raise Stopped(f"{chunk_id}: stopped")
         chunk = self.plan.chunk(chunk_id)
         source = done[chunk.chains_from].value if chunk.chains_from else None
         want = source.chain_digest if source else None
@@ -157,7 +173,7 @@ class ChunkWork:
             clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: reports.append(normalize_clip(
                 entry.raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
                 width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
-                keyframes=keyframes, asked=(self.rp.gen_width, self.rp.gen_height))))
+                keyframes=keyframes, asked=(self.rp.gen_width, self.rp.gen_height), stop=self.stop)))
             frames = dict(entry.record.get("frames", {}))
             if png is not None:
                 png.replace(entry.frame(last, tag))
@@ -190,7 +206,8 @@ class ChunkWork:
             report = normalize_clip(raw, work / f"clip.{variant}", chain, head=chunk.head, kept=chunk.kept_frames,
                                     generated=chunk.generated_frames, width=self.rp.width,
                                     height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
-                                    keyframes=keys, asked=(self.rp.gen_width, self.rp.gen_height))
+                                    keyframes=keys, asked=(self.rp.gen_width, self.rp.gen_height),
+                                    stop=self.stop)
             normalize_s = time.monotonic() - t1
             for d in report.deviations:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "
@@ -220,10 +237,10 @@ class ChunkWork:
         self.backend.committed(chunk.key)
         if not ours:  # another build committed this key first: use its entry (what it cached wins)
             return replace(self._reuse(chunk, entry, color, state="rendered"), cost_usd=result.cost_usd,
-                           render_s=render_s, normalize_s=normalize_s)
+                           render_s=render_s, normalize_s=normalize_s, color_s=report.color_s)
         return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), record["frames"][frame_key(
             chunk.chain_frame, tag)], entry.frame(chunk.chain_frame, tag), result.cost_usd, render_s, normalize_s,
-            color=color)
+            color=color, color_s=report.color_s)
 
     def _render_with_retries(self, chunk: Chunk, request: ChunkRequest, work: Path) -> tuple[RenderResult, float]:
         """The backend's result and the seconds it took (not counting the wait for a slot)."""
@@ -232,6 +249,8 @@ class ChunkWork:
             attempt += 1
             try:
                 with self.slots:
+                    if self.stop.is_set():  # the build stopped while this chunk waited for a slot
+                        raise Stopped(f"{chunk.id}: stopped")
                     if attempt == 1:
                         self.emit("chunk_started", chunk=chunk.id)
                     t0 = time.monotonic()

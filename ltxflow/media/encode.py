@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import math
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Sequence
 
-from ltxflow.errors import LtxflowError
+from ltxflow.errors import LtxflowError, Stopped
 from ltxflow.timeline import fps_str
 
-Quality = Literal["low", "medium", "high", "maximum"]
-QUALITIES: tuple[Quality, ...] = ("low", "medium", "high", "maximum")
+Quality = Literal["draft", "low", "medium", "high", "maximum"]
+QUALITIES: tuple[Quality, ...] = ("low", "medium", "high", "maximum")  # what a project may ask for
+# "draft": how an animatic's clips are encoded whatever the project asks (backends.CLIP_QUALITY):
+# x264's fastest preset, at a rate factor that keeps its burnt-in text sharp.
 
 
 class FfmpegFailed(LtxflowError):
@@ -50,10 +54,10 @@ def _all_key(video: Sequence[str]) -> bool:
     return "prores_ks" in video
 
 
-_X264 = {"low": ("veryfast", "28"), "medium": ("veryfast", "23"), "high": ("medium", "19"), "maximum": ("slow", "15")}
-_VP9 = {"low": ("8", "40"), "medium": ("5", "34"), "high": ("3", "30"), "maximum": ("2", "24")}
-_AAC = {"low": "128k", "medium": "160k", "high": "192k", "maximum": "256k"}
-_OPUS = {"low": "96k", "medium": "128k", "high": "160k", "maximum": "192k"}
+_X264 = {"draft": ("ultrafast", "18"), "low": ("veryfast", "28"), "medium": ("veryfast", "23"), "high": ("medium", "19"), "maximum": ("slow", "15")}
+_VP9 = {"draft": ("8", "34"), "low": ("8", "40"), "medium": ("5", "34"), "high": ("3", "30"), "maximum": ("2", "24")}
+_AAC = {"draft": "128k", "low": "128k", "medium": "160k", "high": "192k", "maximum": "256k"}
+_OPUS = {"draft": "96k", "low": "96k", "medium": "128k", "high": "160k", "maximum": "192k"}
 
 
 def output_format(container: str, quality: Quality, scaled_to: tuple[int, int] | None = None) -> Format:
@@ -168,15 +172,37 @@ def gif_args(ffmpeg: str, listing: Path, out: Path, width: int) -> list[str]:
                             "-fps_mode", "passthrough", str(out)]
 
 
-def run(args: Sequence[str], *, what: str, stdin: int | None = None, timeout: float | None = None) -> None:
-    """Run one ffmpeg command; raise FfmpegFailed naming `what` with the end of its error output."""
-    try:
-        proc = subprocess.run(list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                              capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise FfmpegFailed(f"{what}: ffmpeg ran past {timeout} s") from None
+STOP_POLL_S = 0.1  # how often a running ffmpeg looks at the build's stop
+
+
+def run(args: Sequence[str], *, what: str, stdin: int | None = None, timeout: float | None = None,
+        stop: threading.Event | None = None) -> None:
+    """Run one ffmpeg command; raise FfmpegFailed naming `what` with the end of its error output.
+    When `stop` is set (the build is stopping) ffmpeg is killed and Stopped raised; on any other
+    exception here (Ctrl-C in this thread) it is killed too: no ffmpeg outlives its caller."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with subprocess.Popen(list(args), stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            while True:
+                poll = STOP_POLL_S if stop is not None else None
+                if deadline is not None:
+                    left = max(0.0, deadline - time.monotonic())
+                    poll = left if poll is None else min(poll, left)
+                try:
+                    _, err = proc.communicate(timeout=poll)
+                    break
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop.is_set():
+                        raise Stopped(f"{what}: stopped") from None
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise FfmpegFailed(f"{what}: ffmpeg ran past {timeout} s") from None
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
     if proc.returncode != 0:
-        raise FfmpegFailed(f"{what}: ffmpeg exited {proc.returncode}: {_tail(proc.stderr)}")
+        raise FfmpegFailed(f"{what}: ffmpeg exited {proc.returncode}: {_tail(err)}")
 
 
 def _tail(stderr: bytes, lines: int = 6) -> str:
@@ -188,20 +214,27 @@ class FrameWriter:
     """Streams RGB frames (numpy uint8 HxWx3) into an ffmpeg encoder; use as a context manager.
 
     The output file is complete only when the block exits without error; on error the ffmpeg
-    process is killed and the partial file removed."""
+    process is killed and the partial file removed. `stop`: once set (the build is stopping), the
+    next write raises Stopped, which kills ffmpeg the same way."""
 
-    def __init__(self, args: Sequence[str], out: Path, what: str):
-        self.args, self.out, self.what = list(args), out, what
+    def __init__(self, args: Sequence[str], out: Path, what: str, stop: threading.Event | None = None):
+        self.args, self.out, self.what, self.stop = list(args), out, what, stop
         self.proc: subprocess.Popen | None = None
         self.frames = 0
 
     def __enter__(self) -> "FrameWriter":
+        self._check_stop()
         self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         return self
 
+    def _check_stop(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise Stopped(f"{self.what}: stopped")
+
     def write(self, frame) -> None:
         assert self.proc is not None and self.proc.stdin is not None
+        self._check_stop()
         try:
             self.proc.stdin.write(memoryview(frame).cast("B"))
         except BrokenPipeError:

@@ -52,9 +52,20 @@ def video_info(path: Path) -> VideoInfo:
                          bool(container.streams.audio))
 
 
-def decode_rgb(path: Path) -> Iterator["object"]:
+def frame_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a video's first stream, from its header. Raises MediaError."""
+    with open_video(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path.name}: has no video stream")
+        ctx = container.streams.video[0].codec_context
+        return ctx.width, ctx.height
+
+
+def decode_rgb(path: Path, size: tuple[int, int] | None = None) -> Iterator["object"]:
     """Every frame of a video's first stream as an HxWx3 uint8 numpy array, in decode order of
-    presentation, whatever its timestamps say (clips are retimed by index)."""
+    presentation, whatever its timestamps say (clips are retimed by index). `size` (w, h): each
+    frame subsampled to it by the decoder's scaler, nearest pixel (a grid of the picture's own
+    pixels, for statistics), instead of converted whole."""
     import av
 
     with open_video(path) as container:
@@ -64,6 +75,9 @@ def decode_rgb(path: Path) -> Iterator["object"]:
         stream.thread_type = "AUTO"
         try:
             for frame in container.decode(stream):
-                yield frame.to_ndarray(format="rgb24")
+                if size is None:
+                    yield frame.to_ndarray(format="rgb24")
+                else:
+                    yield frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="POINT")
         except av.error.FFmpegError as exc:
             raise MediaError(f"{path.name}: cannot be decoded ({exc})") from None

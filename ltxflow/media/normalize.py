@@ -4,17 +4,21 @@ the next chunk's chain image."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ltxflow.errors import Stopped
 from ltxflow.media.encode import Format, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
-from ltxflow.media.frames import decode_rgb, video_info
+from ltxflow.media.frames import decode_rgb, frame_size, video_info
 from ltxflow.media.probe import MediaError
 
 if TYPE_CHECKING:
+    import threading
+
     from ltxflow.media.colormatch import ColorTarget
 
 
@@ -26,6 +30,7 @@ class NormalizeReport:
     raw_size: tuple[int, int] = (0, 0)
     deviations: list[str] = field(default_factory=list)
     color: dict[str, Any] | None = None  # what colour matching did; None: not asked for
+    color_s: float = 0.0  # seconds spent matching colour (its statistics pass and applying it); not recorded
 
     def record(self) -> dict[str, Any]:
         out = {"raw_frames": self.raw_frames, "raw_size": list(self.raw_size), "deviations": self.deviations}
@@ -37,7 +42,8 @@ class NormalizeReport:
 def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, kept: int, generated: int,
                    width: int, height: int, fps: Fraction, fmt: Format,
                    color: ColorTarget | None = None, keyframes: tuple[int, ...] = (),
-                   asked: tuple[int, int] | None = None) -> NormalizeReport:
+                   asked: tuple[int, int] | None = None,
+                   stop: threading.Event | None = None) -> NormalizeReport:
     """Write frames [head, head + kept) of `raw` to `out` as the project's clip format.
 
     Frames are taken by index, whatever the clip's timestamps or rate say. A clip with fewer
@@ -45,7 +51,8 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
     to cover and centre-cropped. `asked`: the size the clip was generated at (default: the
     output's); a clip of another size is a deviation. Each deviation is reported. The last kept frame is written to
     `chain_png` as an exact PNG when given. `keyframes`: output frames that start a closed group
-    of pictures, where a crossfade stitch cuts the clip. Raises MediaError for an undecodable clip.
+    of pictures, where a crossfade stitch cuts the clip. Raises MediaError for an undecodable clip,
+    Stopped when `stop` is set while it writes (the partial clip removed).
 
     `color`: take the slow colour drift out of the frames (see media/colormatch.py). The clip
     is then decoded twice: once for the statistics of raw frames 0 to the span's end, once to
@@ -55,10 +62,12 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
     report = NormalizeReport()
     fix = None
     if color is not None:
-        fix, report.color = _color_correction(raw, color, head, kept, width, height, fps)
+        t0 = time.monotonic()
+        fix, report.color = _color_correction(raw, color, head, kept, width, height, fps, stop)
+        report.color_s = time.monotonic() - t0
     args = encode_frames_args(find_ffmpeg().path, width, height, fps, out, fmt.video, keyframes=keyframes)
     last = None
-    with FrameWriter(args, out, f"normalize {raw.name}") as writer:
+    with FrameWriter(args, out, f"normalize {raw.name}", stop=stop) as writer:
         for i, frame in enumerate(decode_rgb(raw)):
             report.raw_frames = i + 1
             if i == 0:
@@ -66,7 +75,9 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
             if head <= i < head + kept:
                 last = _conform(frame, width, height)
                 if fix is not None:
+                    t0 = time.monotonic()
                     last = fix.apply(last, i)
+                    report.color_s += time.monotonic() - t0
                 writer.write(last)
         if report.raw_frames == 0:
             raise MediaError(f"{raw.name}: no frames")
@@ -92,7 +103,7 @@ def normalize_clip(raw: Path, out: Path, chain_png: Path | None, *, head: int, k
 
 
 def _color_correction(raw: Path, color: ColorTarget, head: int, kept: int, width: int, height: int,
-                      fps: Fraction):
+                      fps: Fraction, stop: threading.Event | None = None):
     """(the correction, indexed by raw frame; a report of it): the first pass over the raw clip, sampling raw frames 0 up to the end of the target's
     span. Frames the clip does not have are the last frame it has, held (as the second pass
     writes them)."""
@@ -104,11 +115,17 @@ def _color_correction(raw: Path, color: ColorTarget, head: int, kept: int, width
 
     first, count = color.span or (head, kept)
     grids = []
-    with closing(decode_rgb(raw)) as frames:
+    # A clip at the output's size is sampled by the decoder (only the grid's pixels are made
+    # RGB); another size is conformed whole first, as the second pass writes it.
+    step = cm.sample_step(height, width)
+    grid = (-(-width // step), -(-height // step)) if frame_size(raw) == (width, height) else None
+    with closing(decode_rgb(raw, grid)) as frames:
         for i, frame in enumerate(frames):
             if i >= first + count:
                 break
-            grids.append(cm.sample(_conform(frame, width, height)))
+            if stop is not None and stop.is_set():
+                raise Stopped(f"normalize {raw.name}: stopped")
+            grids.append(frame if grid else cm.sample(_conform(frame, width, height)))
     if not grids:
         raise MediaError(f"{raw.name}: no frames")
     grids += [grids[-1]] * (first + count - len(grids))
