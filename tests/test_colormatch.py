@@ -392,6 +392,11 @@ def test_build_matches_chained_chunks_and_a_toggle_renormalizes_without_renderin
     from test_build import build_json, ltx, make_project, media, names
 
     project = make_project(tmp_path)
+    # A keyframe bright in its middle: the verse's dolly in (zooming into the middle) brightens
+    # its picture slowly, a drift that matching takes out (a flat keyframe would not drift).
+    key = Image.new("RGB", (96, 48), (30, 20, 40))
+    ImageDraw.Draw(key).ellipse((28, 8, 68, 40), fill=(230, 200, 120))
+    key.save(tmp_path / "keyframes" / "a.png")
     plan = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, check=True).stdout)
     chunks = [c["id"] for c in plan["chunks"]]
     verse = [c for c in chunks if c.startswith("verse.")]

@@ -31,6 +31,7 @@ CAMERA = {
     "jib_down": (1.15, 1.15, 0.0, 0.12),
     "static": (1.0, 1.0, 0.0, 0.0),
 }
+ONSET, FADED = 0.3, 0.125  # see _pulse
 RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p")
 
 
@@ -163,7 +164,10 @@ def _burn_in(img, band, request: ChunkRequest, i: int) -> None:
 
 
 def _pulse(audio: Path, n: int, fps) -> "object":
-    """Per frame, 0..1: how strongly an onset (a rise in loudness) falls on it, decaying after."""
+    """Per frame, 0..1: how strongly an onset falls on it, decaying after. An onset is a rise in
+    loudness of at least ONSET of the span's strong rises (99th percentile); a pulse ends when it
+    has decayed below FADED (a brightening of under 3% is not seen, and every pulsed frame costs
+    a pass over its pixels)."""
     import numpy as np
 
     with wave.open(str(audio)) as wf:
@@ -178,6 +182,7 @@ def _pulse(audio: Path, n: int, fps) -> "object":
     out = np.zeros(n, dtype=np.float32)
     level = 0.0
     for i in range(n):
-        level = max(min(1.0, rise[i] / ref), level * 0.7)
-        out[i] = level
+        hit = rise[i] / ref
+        level = max(min(1.0, hit) if hit >= ONSET else 0.0, level * 0.7)
+        out[i] = level if level >= FADED else 0.0
     return out
