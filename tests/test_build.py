@@ -273,15 +273,19 @@ def test_corrupt_cache_files_are_detected(tmp_path):
     by_chunk = {json.loads((e / "record.json").read_text())["chunk"]: e for e in entries}
     outro = sorted(c for c in by_chunk if c.startswith("outro"))[-1]
     intro = sorted(c for c in by_chunk if c.startswith("intro"))[0]
-    # A truncated normalized clip: detected, and made again from the cached raw clip.
+    # A truncated normalized clip: detected, and made again without rendering: the preview keeps
+    # no raw clip and draws the same frames again, so the clip comes back byte for byte.
+    assert not list(by_chunk[outro].glob("raw.*"))
     clip = next(by_chunk[outro].glob("clip.*"))
-    clip.write_bytes(clip.read_bytes()[:500])
+    original = clip.read_bytes()
+    clip.write_bytes(original[:500])
     # A corrupt record and raw clip: the entry is unusable and the chunk renders again.
     (by_chunk[intro] / "record.json").write_text("{not json")
     _, evs = build_json(project, env=env)
     warnings = " ".join(e["message"] for e in evs if e["event"] == "warning")
     assert outro in warnings and intro in warnings
     assert intro in names(evs, "chunk_started") and outro not in names(evs, "chunk_started")
+    assert clip.read_bytes() == original
     assert media(tmp_path / "out" / "video.mp4")[0] == 144
 
 

@@ -269,12 +269,13 @@ def test_only_the_windows_are_encoded_again(tmp_path):
     reencoded = [t for t in range(72) if out_packets[t] != clip_packets[t]]
     assert reencoded == sorted(windows) and stitch_event(evs)["reencoded_frames"] == len(windows) == 24
 
-    # Another crossfade length normalizes the cached raw clips again; nothing renders.
+    # Another crossfade length makes the clips again (the preview draws them again: it keeps no
+    # raw clip); nothing renders.
     project.write_text(project.read_text().replace("crossfade_frames: 8", "crossfade_frames: 6"))
     notes = {c["id"]: c["reasons"] for c in json.loads(ltx("plan", str(project), "--json", "--explain",
                                                            cwd=tmp_path, check=True).stdout)["chunks"]}
     assert all(c["status"] == "cached" for c in planned(project))
-    assert all(n == ["its clip is normalized again from the cached raw clip"] for n in notes.values())
+    assert all(n == ["its clip is drawn again (preview keeps no raw clip)"] for n in notes.values())
     _, evs = build_json(project)
     assert [e for e in evs if e["event"] == "chunk_started"] == []
     assert stitch_event(evs)["reencoded_frames"] == 18 and media(out)[0] == 72

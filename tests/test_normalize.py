@@ -55,6 +55,33 @@ def test_short_clip_holds_its_last_frame_and_says_so(tmp_path):
     assert report.deviations == ["frames: asked for 25, got 15"]
 
 
+def test_drawn_frames_are_normalized_as_drawn_and_never_drawn_past_the_last_kept(tmp_path):
+    # A drawing backend's frames (Pillow images) go straight into the clip; each pass draws only up
+    # to the last kept frame, and the report counts the frames the drawing has.
+    from ltxflow.media.colormatch import ColorTarget
+    from ltxflow.media.normalize import DrawnFrames
+
+    drawn: list[int] = []
+
+    def draw():
+        for i in range(12):
+            drawn.append(i)
+            yield Image.new("RGB", (128, 64), (8 * i, 8 * i, 8 * i))
+
+    source = DrawnFrames("s.0", draw, 12)
+    out, png = tmp_path / "clip.mp4", tmp_path / "chain.png"
+    report = normalize_clip(source, out, png, head=2, kept=5, generated=12, width=128, height=64,
+                            fps=Fraction(24), fmt=FMT)
+    assert levels(out) == [2, 3, 4, 5, 6] and drawn == list(range(7))
+    assert report.raw_frames == 12 and report.deviations == [] and report.read_s > 0
+    assert round(np.asarray(Image.open(png)).mean() / 8) == 6
+    drawn.clear()
+    report = normalize_clip(source, out, None, head=2, kept=5, generated=12, width=128, height=64,
+                            fps=Fraction(24), fmt=FMT, color=ColorTarget(0.9))
+    assert drawn == list(range(7)) * 2 and report.color is not None  # statistics, then the frames
+    assert video_info(out).frames == 5
+
+
 def test_undecodable_clip(tmp_path):
     from ltxflow.media.probe import MediaError
 

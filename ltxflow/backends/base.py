@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 
 class BackendError(Exception):
@@ -75,6 +75,15 @@ class Backend(Protocol):
     name: str
     max_concurrency: int
     keeps_models: bool = False  # True: chunks sharing a LoRA set should run back to back
+    # True: the backend draws frames in this process, cheaply and the same every time (the
+    # preview): a build takes them from `draw` straight into the normalized clip, with no clip
+    # encoded and decoded in between, keeps no raw clip, and draws again for another variant.
+    draws: bool = False
+
+    def draw(self, request: ChunkRequest) -> Iterator[Any]:
+        """A drawing backend's frames for `request`: exactly request.frames Pillow RGB images at
+        request.width x request.height, the same every time (an iterator that may be closed early)."""
+        raise NotImplementedError(f"{self.name} renders clips; it does not draw frames")
 
     def preflight(self) -> None:
         """Called once before a build renders anything: fail fast (a missing key, no weights)."""

@@ -37,6 +37,7 @@ RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "14", "-pix_fmt"
 
 class PreviewBackend(Backend):  # explicit: inherits the no-op preflight and committed
     name = "preview"
+    draws = True  # a build normalizes its frames as drawn (see Backend.draw); `render` writes a clip
 
     def __init__(self, max_concurrency: int | None = None, stop: threading.Event | None = None):
         self.max_concurrency = max_concurrency or max(1, os.cpu_count() or 1)
@@ -56,9 +57,14 @@ class PreviewBackend(Backend):  # explicit: inherits the no-op preflight and com
             raise BackendError(str(exc)) from exc
         return RenderResult(out, request.seed, 0.0, {"renderer": "animatic"})
 
+    def draw(self, request: ChunkRequest):
+        """The animatic's frames as Pillow RGB images (the same frames `render` encodes)."""
+        return animatic_frames(request, raw=False)
 
-def animatic_frames(request: ChunkRequest):
-    """The chunk's frames as packed RGB bytes (w x h x 3): exactly request.frames of them."""
+
+def animatic_frames(request: ChunkRequest, raw: bool = True):
+    """The chunk's frames as packed RGB bytes (w x h x 3), or as Pillow images (`raw` False):
+    exactly request.frames of them."""
     import numpy as np
     from PIL import Image
 
@@ -84,7 +90,7 @@ def animatic_frames(request: ChunkRequest):
         if gain > 258:
             frame = frame.point([min(255, (v * gain) >> 8) for v in range(256)] * 3)
         _burn_in(frame, band, request, i)
-        yield frame.tobytes()
+        yield frame.tobytes() if raw else frame
 
 
 def _travel(wanted: float, room: float) -> float:

@@ -4,7 +4,8 @@ Layout (every write is a temp file or folder renamed into place, so a crash or S
 leaves anything that looks finished):
 
     chunks/<key[:2]>/<key>/record.json     what made it: key inputs, seed, backend, cost, timings
-                           raw.<ext>       the clip as the backend produced it
+                           raw.<ext>       the clip as the backend produced it (none for a backend
+                                           that draws its frames, the preview: it draws them again)
                            clip.<variant>  normalized clips: <head>-<kept>-<format tag>[-<colour tag>].<ext>
                            frame<N>.png    frame N as generated, the chain image a following chunk starts from
                            frame<N>.<colour tag>.png   frame N colour-matched (see execute/colorref.py)
@@ -67,8 +68,9 @@ class Entry:
     record: dict[str, Any]
 
     @property
-    def raw(self) -> Path:
-        return self.dir / self.record["raw"]
+    def raw(self) -> Path | None:
+        """The clip as the backend produced it; None for a drawing backend's entry (`drawn`)."""
+        return self.dir / self.record["raw"] if self.record.get("raw") else None
 
     def clip(self, variant: str) -> Path:
         return self.dir / f"clip.{variant}"
@@ -121,9 +123,13 @@ class Cache:
             record = json.loads((d / RECORD).read_text())
         except (OSError, ValueError) as exc:
             return None, f"unreadable record ({type(exc).__name__})"
-        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("raw"), str):
+        if not isinstance(record, dict) or record.get("key") != key:
             return None, "record does not match its key"
-        if not (d / record["raw"]).is_file():
+        if record.get("drawn") is True and record.get("raw") is None:
+            pass  # drawn again when another variant is wanted: its clips are checked as they are used
+        elif not isinstance(record.get("raw"), str):
+            return None, "record does not match its key"
+        elif not (d / record["raw"]).is_file():
             return None, "its clip is missing"
         return Entry(key, d, record), None
 

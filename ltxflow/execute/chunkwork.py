@@ -8,10 +8,10 @@ import shutil
 import uuid
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
@@ -19,10 +19,12 @@ from ltxflow.errors import Stopped
 from ltxflow.execute.cache import Cache, Entry, frame_key, frame_name
 from ltxflow.execute.colorref import ColorRef, color_ref, color_target
 from ltxflow.media.encode import Format, output_format
-from ltxflow.media.normalize import normalize_clip
+from ltxflow.media.normalize import ClipFrames, DrawnFrames, FrameSource, NormalizeReport, normalize_clip
 from ltxflow.media.probe import MediaError, file_digest
 from ltxflow.plan.planner import Chunk, Plan
 from ltxflow.project.resolve import ResolvedProject
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class ChunkResult:
     normalize_s: float = 0.0  # the colour matching in it included
     color_s: float = 0.0  # of normalize_s, matching colour (see NormalizeReport.color_s)
     color: ColorRef | None = None  # what its clip and chain frame are colour-matched to (None: not)
+    raw: FrameSource | None = field(default=None, compare=False)  # its raw frames, for parts of it
 
     @property
     def tag(self) -> str | None:
@@ -108,7 +111,7 @@ class ChunkWork:
         entry, problem = self.cache.lookup(chunk.key)
         if entry is not None and entry.record.get("chain_digest") == want:
             try:
-                result = self._reuse(chunk, entry, color)
+                result = self._reuse(chunk, entry, color, self._raw_frames(chunk, entry, source))
                 self.emit("chunk_cached", chunk=chunk.id)
                 return result
             except MediaError as exc:
@@ -118,9 +121,10 @@ class ChunkWork:
                                                          "rendering it again")
         return self._render(chunk, source, color)
 
-    def _reuse(self, chunk: Chunk, entry: Entry, color: ColorRef | None, state: str = "cached") -> ChunkResult:
+    def _reuse(self, chunk: Chunk, entry: Entry, color: ColorRef | None, raw: FrameSource,
+               state: str = "cached") -> ChunkResult:
         """The chunk from its entry, its clip variant and chain frame checked against their recorded
-        digests and made again from the raw clip when missing or damaged (a change of colour
+        digests and made again from the raw frames when missing or damaged (a change of colour
         reference or of crossfade key frames only makes another variant). Raises MediaError when
         the raw clip itself cannot be decoded, ColorReferenceError when a colour reference image
         cannot be read."""
@@ -135,10 +139,20 @@ class ChunkWork:
                 if why and why != "missing":
                     self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cached {what} is damaged ({why}); "
                                                                  "making it again from the raw clip")
-            entry = self._derive(entry, chunk, chunk.head, chunk.kept_frames, color, chain=True, keyframes=keys)
+            entry = self._derive(entry, raw, chunk, chunk.head, chunk.kept_frames, color, chain=True, keyframes=keys)
         return ChunkResult(chunk.id, state, entry, entry.clip(variant),
                            entry.frame_digest(chunk.chain_frame, tag) or "", entry.frame(chunk.chain_frame, tag),
-                           normalize_s=time.monotonic() - t0, color=color)
+                           normalize_s=time.monotonic() - t0, color=color, raw=raw)
+
+    def _raw_frames(self, chunk: Chunk, entry: Entry, source: ChunkResult | None) -> FrameSource:
+        """Where the entry's raw frames come from: its raw clip, or the backend drawing them again
+        (same inputs as the entry's key, so the same frames). Raises MediaError when neither can."""
+        if entry.raw is not None:
+            return ClipFrames(entry.raw)
+        if not self.backend.draws:
+            raise MediaError(f"it keeps no raw clip (drawn by {entry.record.get('backend')}), "
+                             f"and {self.backend.name} does not draw")
+        return DrawnFrames(chunk.id, lambda: self.backend.draw(self._request(chunk, source)), chunk.generated_frames)
 
     def _variant(self, chunk: Chunk, color: ColorRef | None) -> str:
         """The name of the chunk's whole clip in this build: its colour tag and crossfade key frames."""
@@ -156,12 +170,13 @@ class ChunkWork:
             keyframes = standard  # the whole build's clip serves: it can be cut at these and more
         variant = variant_name(chunk, self.fmt, head, kept, tag=result.tag, keyframes=keyframes)
         if self.cache.clip_problem(entry, variant, kept, self.rp.width, self.rp.height) is not None:
-            entry = self._derive(entry, chunk, head, kept, result.color, chain=False, keyframes=keyframes)
+            assert result.raw is not None
+            entry = self._derive(entry, result.raw, chunk, head, kept, result.color, chain=False, keyframes=keyframes)
         return entry.clip(variant), entry.record["variants"][variant]
 
-    def _derive(self, entry: Entry, chunk: Chunk, head: int, kept: int, color: ColorRef | None, *,
-                chain: bool, keyframes: tuple[int, ...] = ()) -> Entry:
-        """Normalize a clip variant (and the chain frame after it) from the entry's raw clip into
+    def _derive(self, entry: Entry, raw: FrameSource, chunk: Chunk, head: int, kept: int, color: ColorRef | None,
+                *, chain: bool, keyframes: tuple[int, ...] = ()) -> Entry:
+        """Normalize a clip variant (and the chain frame after it) from the entry's raw frames into
         the entry, recording their digests (and what colour matching did, by variant)."""
         tag = color.tag if color else None
         target = color_target(color, chunk, self.rp.width, self.rp.height) if color else None
@@ -171,7 +186,7 @@ class ChunkWork:
         reports = []
         try:
             clip = self.cache.add_file(entry, f"clip.{variant}", lambda tmp: reports.append(normalize_clip(
-                entry.raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
+                raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
                 width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
                 keyframes=keyframes, asked=(self.rp.gen_width, self.rp.gen_height), stop=self.stop)))
             frames = dict(entry.record.get("frames", {}))
@@ -190,25 +205,38 @@ class ChunkWork:
     # -- render ---------------------------------------------------------------------------------
 
     def _render(self, chunk: Chunk, source: ChunkResult | None, color: ColorRef | None) -> ChunkResult:
+        """Render the chunk into a work folder, normalize it there and commit the folder as its
+        entry. A drawing backend's frames go straight into the normalized clip (Backend.draw)."""
         work = self.cache.work_dir(chunk.key[:16])
         try:
-            request = self._request(chunk, work, source)
+            request = self._request(chunk, source)
             # Read before rendering: an unreadable reference fails the chunk before it is paid for.
             target = color_target(color, chunk, self.rp.width, self.rp.height) if color else None
-            result, render_s = self._render_with_retries(chunk, request, work)
-            raw = work / f"raw{result.clip.suffix or '.mp4'}"
-            result.clip.replace(raw)
-            t1 = time.monotonic()
             tag = color.tag if color else None
-            keys = self.keyframes.get(chunk.id, ())
             variant = self._variant(chunk, color)
-            chain = work / frame_name(chunk.chain_frame, tag)
-            report = normalize_clip(raw, work / f"clip.{variant}", chain, head=chunk.head, kept=chunk.kept_frames,
-                                    generated=chunk.generated_frames, width=self.rp.width,
-                                    height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
-                                    keyframes=keys, asked=(self.rp.gen_width, self.rp.gen_height),
-                                    stop=self.stop)
-            normalize_s = time.monotonic() - t1
+            clip, chain = work / f"clip.{variant}", work / frame_name(chunk.chain_frame, tag)
+
+            def normalize(raw: Path | FrameSource) -> NormalizeReport:
+                return normalize_clip(raw, clip, chain, head=chunk.head, kept=chunk.kept_frames,
+                                      generated=chunk.generated_frames, width=self.rp.width, height=self.rp.height,
+                                      fps=self.rp.fps, fmt=self.fmt, color=target,
+                                      keyframes=self.keyframes.get(chunk.id, ()),
+                                      asked=(self.rp.gen_width, self.rp.gen_height), stop=self.stop)
+
+            raw: Path | None = None
+            if self.backend.draws:
+                drawn = DrawnFrames(chunk.id, lambda: self.backend.draw(request), chunk.generated_frames)
+                report, seconds = self._attempts(chunk, lambda: normalize(drawn))
+                # Drawing is the render; the rest of the one pass is normalizing (colour included).
+                render_s, normalize_s = report.read_s, seconds - report.read_s
+                result = RenderResult(clip, request.seed, 0.0, {"drawn": True})
+            else:
+                result, render_s = self._attempts(chunk, lambda: self.backend.render(request, work))
+                raw = work / f"raw{result.clip.suffix or '.mp4'}"
+                result.clip.replace(raw)
+                t1 = time.monotonic()
+                report = normalize(raw)
+                normalize_s = time.monotonic() - t1
             for d in report.deviations:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "
                                                              f"({d}); conformed")
@@ -218,13 +246,15 @@ class ChunkWork:
                 "endpoint": chunk.endpoint.id, "seed": result.seed, "cost_usd": result.cost_usd,
                 "chains_from": chunk.chains_from,
                 "chain_digest": want,
-                "raw": raw.name, "frames": {frame_key(chunk.chain_frame, tag): file_digest(chain)},
-                "variants": {variant: file_digest(work / f"clip.{variant}")},
+                "raw": raw.name if raw else None, "frames": {frame_key(chunk.chain_frame, tag): file_digest(chain)},
+                "variants": {variant: file_digest(clip)},
                 "normalize": report.record(), "details": result.details,
                 "timings": {"render_s": round(render_s, 3), "normalize_s": round(normalize_s, 3)},
                 "inputs": chunk.key_inputs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "ltxflow": __version__,
             }
+            if raw is None:
+                record["drawn"] = True
             if report.color is not None:
                 record["color_match"] = {variant: report.color}
             # An entry for this key made from another start image (its chain source was matched
@@ -235,36 +265,38 @@ class ChunkWork:
             shutil.rmtree(work, ignore_errors=True)
             raise
         self.backend.committed(chunk.key)
+        frames = self._raw_frames(chunk, entry, source)
         if not ours:  # another build committed this key first: use its entry (what it cached wins)
-            return replace(self._reuse(chunk, entry, color, state="rendered"), cost_usd=result.cost_usd,
+            return replace(self._reuse(chunk, entry, color, frames, state="rendered"), cost_usd=result.cost_usd,
                            render_s=render_s, normalize_s=normalize_s, color_s=report.color_s)
         return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), record["frames"][frame_key(
             chunk.chain_frame, tag)], entry.frame(chunk.chain_frame, tag), result.cost_usd, render_s, normalize_s,
-            color=color, color_s=report.color_s)
+            color=color, color_s=report.color_s, raw=frames)
 
-    def _render_with_retries(self, chunk: Chunk, request: ChunkRequest, work: Path) -> tuple[RenderResult, float]:
-        """The backend's result and the seconds it took (not counting the wait for a slot)."""
-        attempt = 0
+    def _attempts(self, chunk: Chunk, attempt: Callable[[], T]) -> tuple[T, float]:
+        """What `attempt` (the backend's render) returns and the seconds it took (not counting the
+        wait for a slot), retried while the backend calls its failure transient."""
+        attempts = 0
         while True:
-            attempt += 1
+            attempts += 1
             try:
                 with self.slots:
                     if self.stop.is_set():  # the build stopped while this chunk waited for a slot
                         raise Stopped(f"{chunk.id}: stopped")
-                    if attempt == 1:
+                    if attempts == 1:
                         self.emit("chunk_started", chunk=chunk.id)
                     t0 = time.monotonic()
-                    return self.backend.render(request, work), time.monotonic() - t0
+                    return attempt(), time.monotonic() - t0
             except Exception as exc:  # noqa: BLE001 - the backend decides what is transient
                 transient = exc.transient if isinstance(exc, BackendError) else self.backend.is_transient(exc)
-                if not transient or attempt > self.retries or self.stop.is_set():
+                if not transient or attempts > self.retries or self.stop.is_set():
                     raise
-                delay = self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
-                self.emit("chunk_retry", chunk=chunk.id, attempt=attempt, delay_s=round(delay, 2), error=str(exc))
+                delay = self.backoff_s * 2 ** (attempts - 1) * (0.5 + random.random())
+                self.emit("chunk_retry", chunk=chunk.id, attempt=attempts, delay_s=round(delay, 2), error=str(exc))
                 if self.stop.wait(delay):
                     raise
 
-    def _request(self, chunk: Chunk, work: Path, source: ChunkResult | None) -> ChunkRequest:
+    def _request(self, chunk: Chunk, source: ChunkResult | None) -> ChunkRequest:
         start = end = None
         start_url = end_url = None
         if chunk.start_image.kind == "keyframe":

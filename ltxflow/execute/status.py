@@ -117,6 +117,7 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
         chains[c.id] = (entry.frame(c.chain_frame, tag), digest) if digest else None
         notes: tuple[str, ...] = ()
         if check_clips and cache.clip_problem(entry, variant(c, tag), c.kept_frames, rp.width, rp.height) is not None:
-            notes = ("its clip is normalized again from the cached raw clip",)
+            notes = (("its clip is normalized again from the cached raw clip",) if entry.raw is not None else
+                     (f"its clip is drawn again ({entry.record.get('backend')} keeps no raw clip)",))
         out[c.id] = ChunkStatus("cached", notes)
     return out

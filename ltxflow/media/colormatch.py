@@ -192,15 +192,18 @@ class Correction:
         """True when no frame changes: the clip already holds its colours."""
         return bool((self.luts == _LEVELS.astype(np.uint8)).all())
 
-    def apply(self, frame: np.ndarray, i: int) -> np.ndarray:
-        """Frame `i` corrected (clamped to the frames there are tables for). Identity tables
-        return the frame itself; others go through Pillow's per-band lookup (the same values as
-        indexing each channel's table, several times faster)."""
+    def apply(self, frame, i: int):
+        """Frame `i` (an HxWx3 uint8 array, or a Pillow RGB image) corrected, as the same kind
+        (clamped to the frames there are tables for). Identity tables return the frame itself;
+        others go through Pillow's per-band lookup (the same values as indexing each channel's
+        table, several times faster)."""
         from PIL import Image
 
         lut = self.luts[min(max(i, 0), self.frames - 1)]
         if (lut == _IDENTITY).all():
             return frame
+        if isinstance(frame, Image.Image):
+            return frame.point(lut.reshape(-1).tolist())
         return np.asarray(Image.fromarray(frame).point(lut.reshape(-1).tolist()))
 
     def summary(self) -> dict[str, Any]:
