@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any, Literal
 
 from ltxflow.endpoints import Endpoint
 from ltxflow.plan.chunks import Split, largest_valid, overheads, split_at, split_scene
@@ -16,6 +15,9 @@ from ltxflow.plan.keys import content_key, derive_seed
 from ltxflow.project.media import Media
 from ltxflow.project.resolve import ResolvedLora, ResolvedProject, ResolvedScene
 from ltxflow.timeline import frame_to_sample
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 MORE_CHUNKS = 3  # chunks beyond the fewest a scene may take to put its seams on the music
 STITCH = "stitch"  # the DAG's final node; chunk ids always contain a dot, so it cannot collide
@@ -93,10 +95,30 @@ class Chunk:
 class Plan:
     project: ResolvedProject
     chunks: tuple[Chunk, ...]
-    graph: nx.DiGraph
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """The plan as a DAG (networkx, imported when first asked for: a report or a no-op build
+        never needs it): an edge from each chunk to the one chaining from it, and from every
+        chunk to STITCH; nodes carry their chunk."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        for c in self.chunks:
+            graph.add_node(c.id, chunk=c)
+            if c.chains_from:
+                graph.add_edge(c.chains_from, c.id)
+        graph.add_node(STITCH)
+        for c in self.chunks:
+            graph.add_edge(c.id, STITCH)
+        return graph
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, Chunk]:
+        return {c.id: c for c in self.chunks}
 
     def chunk(self, chunk_id: str) -> Chunk:
-        return self.graph.nodes[chunk_id]["chunk"]
+        return self._by_id[chunk_id]
 
     @property
     def total_frames(self) -> int:
@@ -117,6 +139,8 @@ class Plan:
     @property
     def longest_chain(self) -> int:
         """Chunks in the longest run that must render one after another."""
+        import networkx as nx
+
         return len(nx.dag_longest_path(self.graph.subgraph(c.id for c in self.chunks)))
 
 
@@ -154,7 +178,6 @@ def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: i
 
 
 def build_plan(rp: ResolvedProject) -> Plan:
-    graph = nx.DiGraph()
     chunks: list[Chunk] = []
     prev: Chunk | None = None
     for k, scene in enumerate(rp.scenes):
@@ -198,16 +221,10 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 loras=scene.loras, cost_usd=0.0 if rp.backend in FREE_BACKENDS else hosted,
                 hosted_cost_usd=hosted, key=content_key(key_inputs), key_inputs=key_inputs,
                 placed="scene" if i == 0 else placed[i - 1])
-            graph.add_node(chunk.id, chunk=chunk)
-            if chunk.chains_from:
-                graph.add_edge(chunk.chains_from, chunk.id)
             chunks.append(chunk)
             cursor += sp.kept
             prev = chunk
-    graph.add_node(STITCH)
-    for c in chunks:
-        graph.add_edge(c.id, STITCH)
-    plan = Plan(rp, tuple(chunks), graph)
+    plan = Plan(rp, tuple(chunks))
     if plan.total_frames != rp.total_frames:  # an invariant of split_scene and scene tiling
         raise AssertionError(f"plan keeps {plan.total_frames} frames, the timeline has {rp.total_frames}")
     return plan
