@@ -60,7 +60,8 @@ def entry_size(entry: Entry) -> int:
 
 def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_paths: bool = False,
        force: bool = False) -> tuple[list[Entry], list[Path], int, list[str]]:
-    """Remove entries no project under `paths` references, and stale temporary files.
+    """Remove entries no project under `paths` references, and stale files: temporary ones of
+    builds that died, and the report's kept ends of clips that no kept entry holds.
     Returns (entries removed, temp files removed, bytes freed, problems). Refuses to remove
     anything while a project under `paths` cannot be read, unless `force`."""
     keys, read, problems = referenced_keys(paths, allow_outside_paths)
@@ -70,8 +71,13 @@ def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_pat
     if problems and not force:
         raise LtxflowError("cache gc: these projects cannot be read, so their entries cannot be told "
                            "apart; fix them or pass --force:\n  " + "\n  ".join(problems))
-    gone = [e for e in cache.entries() if e.key not in keys]
-    stale = cache.stale_tmp()
+    from ltxflow.report.ends import EndsStore
+
+    entries = list(cache.entries())
+    gone = [e for e in entries if e.key not in keys]
+    clips = {d for e in entries if e.key in keys for d in e.record.get("variants", {}).values()}
+    # Stale: temporary files of dead builds, and the report's kept ends of clips no entry keeps.
+    stale = cache.stale_tmp() + EndsStore(cache.root / "report" / "ends").unused(clips)
     freed = sum(entry_size(e) for e in gone) + sum(_tree_size(p) for p in stale)
     if not dry_run:
         for e in gone:

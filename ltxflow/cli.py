@@ -326,7 +326,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     for line in problems:
         print(f"cannot read {line}", file=sys.stderr)
     verb = "would remove" if args.dry_run else "removed"
-    print(f"{cache.root}: {verb} {len(gone)} entries and {len(stale)} stale temporary files ({freed / 1e6:.1f} MB)")
+    print(f"{cache.root}: {verb} {len(gone)} entries and {len(stale)} stale files ({freed / 1e6:.1f} MB)")
     return EXIT_OK
 
 

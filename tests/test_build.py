@@ -380,10 +380,17 @@ def test_cache_ls_and_gc(tmp_path):
     stale.mkdir(parents=True)
     # Drop the outro scene: its entries are no longer referenced.
     project.write_text(project.read_text().split("  - id: outro")[0].replace("end: 4.5", ""))
+    def thumbnails() -> set[str]:  # the clips whose ends the report keeps, by digest
+        return {p.name.split(".")[0] for p in (cache / "report" / "ends").glob("*/*.npz")}
+
+    before = thumbnails()
     r = ltx("cache", "gc", str(tmp_path), "--cache-dir", str(cache), cwd=tmp_path, check=True)
-    assert "stale temporary files" in r.stdout
+    assert "stale files" in r.stdout
     left = ltx("cache", "ls", "--cache-dir", str(cache), cwd=tmp_path, check=True).stdout
     assert "outro" not in left and "intro" in left and not stale.exists()
+    # The report's kept ends of the outro's clips went with them; the others stay.
+    clips = {d for f in (cache / "chunks").glob("*/*/record.json") for d in json.loads(f.read_text())["variants"].values()}
+    assert thumbnails() == before & clips and thumbnails() < before
 
 
 def test_no_op_check_falls_through_on_any_change(tmp_path):

@@ -14,6 +14,7 @@ leaves anything that looks finished):
     outputs/<hash>.json    signatures of stitched outputs (to skip an up-to-date stitch)
     report/ends/           each clip's first and last frames, small, by the clip's sha256 (report/ends.py)
     report/levels/         the master track's peak envelope, by the song's digest (report/gather.py)
+    report/sheets/         the latest contact sheets, by what is drawn on them (report/__init__.py)
     tmp/                   work folders: <name>-<pid>-<random>; `cache gc` removes stale ones
 """
 

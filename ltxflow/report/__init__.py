@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from ltxflow.report.gather import Report
 
 
+SHEETS_KEPT = 16  # contact sheets kept in the cache's report/sheets/, by content
+
+
 @dataclass(frozen=True)
 class ReportPaths:
     html: Path
@@ -45,9 +48,32 @@ def write_report(plan: Plan, cache: Cache, fmt: Format, video: Path | None, path
     from ltxflow.report.sheet import contact_sheet
 
     report = gather(plan, cache, fmt, video, clips)
-    _write_atomic(paths.contact, contact_sheet(report))
+    _write_atomic(paths.contact, _sheet(report, cache.root / "report" / "sheets"))
     _write_atomic(paths.html, render_html(report, paths.contact.name).encode("utf-8"))
     return report
+
+
+def _sheet(report: Report, store: Path) -> bytes:
+    """The contact sheet's PNG: from `store` when a sheet of the same content was drawn before
+    (sheet.sheet_key), else drawn and kept there; the store keeps the SHEETS_KEPT latest used."""
+    from ltxflow.report.sheet import contact_sheet, sheet_key
+
+    path = store / f"{sheet_key(report)}.png"
+    try:
+        data = path.read_bytes()
+        os.utime(path)  # used now: the last the store lets go
+        return data
+    except OSError:
+        pass
+    data = contact_sheet(report)
+    try:
+        _write_atomic(path, data)
+        kept = sorted(store.glob("*.png"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in kept[SHEETS_KEPT:]:
+            old.unlink(missing_ok=True)
+    except OSError:
+        pass  # a store that cannot be written costs the next report a drawing, nothing more
+    return data
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

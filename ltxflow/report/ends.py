@@ -75,6 +75,10 @@ class EndsStore:
         self._save(self.path(digest, n), ends, _stat(clip))
         return ends
 
+    def unused(self, keep: set[str]) -> list[Path]:
+        """The files of kept ends whose clip digest is not in `keep` (for `cache gc`)."""
+        return [p for p in self.root.glob("*/*.npz") if p.name.split(".", 1)[0] not in keep]
+
     def _load(self, path: Path) -> tuple[Ends, list[int]] | None:
         import numpy as np
 

@@ -22,6 +22,26 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+SHEET_SCHEMA = 1  # bump when what the sheet shows or how it is drawn changes (its stored copies are named by it)
+
+
+def sheet_key(report: Report) -> str:
+    """Names the sheet `report` draws by everything drawn on it (a stored sheet with this name is
+    the same picture): the header, each cell's labels and its two thumbnails' bytes, the drawing
+    code's version and Pillow's (its fonts)."""
+    import hashlib
+    import json
+
+    import PIL
+
+    rp = report.plan.project
+    cells = [[r.chunk.id, r.chunk.start_frame, r.chunk.end_frame, r.state,
+              *(hashlib.sha256(j).hexdigest() if j else None for j in (r.first_jpeg, r.last_jpeg))]
+             for r in report.rows]
+    drawn = [SHEET_SCHEMA, PIL.__version__, rp.name, rp.width, rp.height, fps_str(rp.fps), rp.total_frames, cells]
+    return hashlib.sha256(json.dumps(drawn).encode()).hexdigest()
+
+
 def contact_sheet(report: Report) -> bytes:
     """The sheet as PNG bytes: one cell per chunk (first | last frame, with its id, time range and
     frames), in plan order, COLUMNS cells a row; a chunk without frames gets grey boxes."""
