@@ -283,6 +283,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
             outcomes = run_dag(sel.needed, parents, run_one, jobs, on_failure=failed, stop=stop, group=group,
                                on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
         except Cancelled as exc:
+            phases["chunks_s"] = time.monotonic() - t_chunks
             audio_pool.shutdown(wait=True, cancel_futures=True)  # the master audio's encode saw `stop` too
             counts, spent = _tally(exc.outcomes)
             save_index(cache, rp.loaded.path, [plan.chunk(n) for n, o in exc.outcomes.items() if o.state == "ok"])

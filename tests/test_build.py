@@ -254,6 +254,7 @@ def test_a_signal_mid_render_stops_cleanly_and_counts_as_plan_does(tmp_path, sig
     assert temp_files(tmp_path / "cache") == []
     summary = [e for e in events(out) if e["event"] == "build_done"][-1]
     assert summary["interrupted"]
+    assert summary["breakdown"]["chunks_s"] >= 1.0  # chunks of a second's pace each were rendered before it
     plan = json.loads(ltx("plan", str(project), "--backend", "test", "--json", cwd=tmp_path, check=True).stdout)
     cached = [c["id"] for c in plan["chunks"] if c["status"] == "cached"]
     assert summary["rendered"] + summary["cached"] == len(cached) >= 2
