@@ -440,10 +440,15 @@ def test_reports_read_only_the_clips_they_have_not_seen(tmp_path):
     assert b["render_s"] + b["normalize_s"] + b["color_s"] <= b["chunks_s"] + 0.003
     page_before = read_page(tmp_path / "out" / "video.report.html")[1]
 
-    # Written again from an unchanged cache: no clip is decoded, no stored file is rewritten.
+    # Written again from an unchanged cache: no clip is decoded, no stored file is rewritten, and
+    # the contact sheet is the one kept by its content (marked here to tell it from a new drawing).
+    (sheet,) = (cache / "report" / "sheets").glob("*.png")
+    assert sheet.read_bytes() == (tmp_path / "out" / "video.contact.png").read_bytes()
+    sheet.write_bytes(b"the kept sheet")
     r = ltx("report", str(project), "--backend", "preview", cwd=tmp_path, check=True)
     assert f"0 clips read, {len(chunks)} from the thumbnail store" in r.stderr
     assert ends_files(cache) == stored
+    assert (tmp_path / "out" / "video.contact.png").read_bytes() == b"the kept sheet"
     assert seam_rows(read_page(tmp_path / "out" / "video.report.html")[1]) == seam_rows(page_before)
 
     # One scene's prompt changes: the build renders its chunks and the report reads only their clips
@@ -457,6 +462,8 @@ def test_reports_read_only_the_clips_they_have_not_seen(tmp_path):
     assert (written["clips_read"], written["clips_kept"]) == (len(again), len(chunks) - len(again))
     now = ends_files(cache)
     assert {k: v for k, v in now.items() if k in stored} == stored  # the others' ends untouched
+    assert (tmp_path / "out" / "video.contact.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn anew
+    assert len(list((cache / "report" / "sheets").glob("*.png"))) == 2
     assert len(now) == len(stored) + len(again)
     got = seam_rows(read_page(tmp_path / "out" / "video.report.html")[1])
     before = seam_rows(page_before)
