@@ -179,7 +179,44 @@ def test_one_worker_per_gpu_and_the_chunks_fan_out(tmp_path, weights):
     assert r.returncode == 0, r.stderr
     started = [e for e in evs if e["event"] == "worker_started"]
     assert sorted(e["gpu"] for e in started) == ["0", "1"] and len({e["pid"] for e in started}) == 2
+    assert all(e["visible"] == e["gpu"] for e in started)  # each worker pinned to its own GPU
     assert sorted(rec["details"]["gpu"] for rec in records(project).values()) == ["0", "1"]
+
+
+def test_workers_started_at_once_each_run_on_their_own_gpu(weights, monkeypatch):
+    """Two workers starting together, with a slow process start (the window in which the parent's
+    CUDA_VISIBLE_DEVICES used to be swapped under the other thread: both workers ran on GPU 1 and
+    the build was left with 0): each worker sees its own GPU id, and the build's environment is
+    never changed."""
+    import multiprocessing.context
+    import threading
+    import time
+
+    from ltxflow.backends.local import LocalBackend
+
+    start = multiprocessing.context.SpawnProcess.start
+
+    def slow_start(process):
+        time.sleep(0.5)
+        start(process)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", slow_start)
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    backend = LocalBackend(weights / "models", {"distilled"}, env={"LTXFLOW_GPUS": "0,1"})
+    backend.preflight()
+    handles: dict[str, object] = {}
+    threads = [threading.Thread(target=lambda g=g: handles.__setitem__(g, backend._start(g))) for g in ("0", "1")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert {g: h.visible for g, h in handles.items()} == {"0": "0", "1": "1"}
+        assert os.environ.get("CUDA_VISIBLE_DEVICES") == before
+    finally:
+        for h in handles.values():
+            h.conn.send(None)
+            h.process.join(timeout=30)
 
 
 def test_fp8_casts_the_transformer_and_keys_the_chunks_apart(tmp_path, weights):

@@ -128,6 +128,7 @@ class _WorkerHandle:
     process: Any
     conn: Any
     device: str = "?"
+    visible: str | None = None  # the CUDA_VISIBLE_DEVICES the worker runs with (None: unset)
 
 
 class LocalBackend(Backend):
@@ -171,28 +172,20 @@ class LocalBackend(Backend):
 
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
-        saved = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if gpu is not None:  # the child inherits the environment at start
-            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-        try:
-            proc = ctx.Process(target=serve, name=f"ltxflow-gpu{gpu if gpu is not None else ''}", daemon=True,
-                               args=(child, {k: str(v) for k, v in self.weights.items()}, None, self.fp8,
-                                     env_max_transformers(), self.env.get("LTXFLOW_LOCAL_FAULT")))
-            proc.start()
-        finally:
-            if gpu is not None:
-                if saved is None:
-                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-                else:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = saved
+        # The worker pins itself to its GPU (CUDA_VISIBLE_DEVICES, set in the child before torch
+        # is imported): this process's environment is never changed, so workers may start at once.
+        proc = ctx.Process(target=serve, name=f"ltxflow-gpu{gpu if gpu is not None else ''}", daemon=True,
+                           args=(child, {k: str(v) for k, v in self.weights.items()}, None, self.fp8,
+                                 env_max_transformers(), self.env.get("LTXFLOW_LOCAL_FAULT"), gpu))
+        proc.start()
         child.close()
         handle = _WorkerHandle(gpu, proc, parent)
         hello = self._receive(handle, "starting")
         if not hello.get("ok"):
             proc.join(timeout=5)
             raise LocalSetupError(f"backend local: the worker could not start: {hello.get('message')}")
-        handle.device = str(hello.get("device"))
-        self.emit("worker_started", gpu=gpu, device=handle.device, pid=proc.pid)
+        handle.device, handle.visible = str(hello.get("device")), hello.get("visible")
+        self.emit("worker_started", gpu=gpu, device=handle.device, visible=handle.visible, pid=proc.pid)
         return handle
 
     def _receive(self, handle: _WorkerHandle, what: str) -> dict[str, Any]:

@@ -206,9 +206,13 @@ def write_clip(frames, out: str, rate: str) -> None:
 
 
 def serve(conn, weights: dict[str, str], device: str | None, fp8: bool, max_transformers: int,
-          fault: str | None = None) -> None:
-    """The worker's loop: jobs in, results out, until None. `fault` ("oom@TEXT") makes a job whose
-    prompt contains TEXT raise torch's out-of-memory error once (to test recovery)."""
+          fault: str | None = None, gpus: str | None = None) -> None:
+    """The worker's loop: jobs in, results out, until None. `gpus`: the GPU ids this worker may
+    see (CUDA_VISIBLE_DEVICES, set here, before torch is imported; None: as inherited). `fault`
+    ("oom@TEXT") makes a job whose prompt contains TEXT raise torch's out-of-memory error once
+    (to test recovery)."""
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     os.setpgid(0, 0)  # a group of its own, with its ffmpeg: the parent kills both at once on a stop
     os.environ.setdefault("TQDM_DISABLE", "1")  # progress is the parent's to show, per chunk
@@ -218,7 +222,8 @@ def serve(conn, weights: dict[str, str], device: str | None, fp8: bool, max_tran
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the build
         conn.send({"ok": False, "kind": "start", "message": f"{type(exc).__name__}: {exc}"})
         return
-    conn.send({"ok": True, "ready": True, "device": str(worker.device)})
+    conn.send({"ok": True, "ready": True, "device": str(worker.device),
+               "visible": os.environ.get("CUDA_VISIBLE_DEVICES")})
     while True:
         job = conn.recv()
         if job is None:
