@@ -191,8 +191,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     rp = plan.project
     container = rp.output.suffix.lstrip(".").lower()
     fmt = clip_format(rp, container)
+    in_flight: frozenset[str] = frozenset()
+    if rp.backend == "fal":  # counted as the build counts them: on the queue it talks to now
+        from ltxflow.backends.fal import submitted
+        from ltxflow.backends.falapi import FalHosts
+
+        in_flight = frozenset(submitted(Journal(cache.root), FalHosts.from_env()))
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant_namer(plan, fmt),
-                              in_flight=frozenset(Journal(cache.root).keys()) if rp.backend == "fal" else frozenset())
+                              in_flight=in_flight)
     if args.json:
         print(json.dumps(plan_json(plan, statuses), indent=2))
     else:

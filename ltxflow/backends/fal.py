@@ -41,6 +41,13 @@ class PollPolicy:
         return cls(*parts[:2]) if parts else cls()
 
 
+def submitted(journal: Journal, hosts: FalHosts) -> set[str]:
+    """Keys of chunks whose requests an earlier build submitted (paid for) to the queue at
+    `hosts` (a request journalled against another host is not followed there: a build submits that
+    chunk again). The one count of what is in flight, for a build and for `plan`."""
+    return journal.keys(hosts.queue)
+
+
 class FalBackend(Backend):
     name = "fal"
     max_concurrency = 64  # fal queues whatever it is sent; --jobs is the limit
@@ -90,7 +97,7 @@ class FalBackend(Backend):
 
     def in_flight(self) -> set[str]:
         """Keys whose requests are already submitted (paid for) and will be followed, not resubmitted."""
-        return self.journal.keys(self.api.hosts.queue)
+        return submitted(self.journal, self.api.hosts)
 
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
         ep = catalog().get(request.endpoint)
