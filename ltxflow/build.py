@@ -210,8 +210,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     keyframes = crossfades.chunk_keyframes(plan, fmt)  # where crossfade seams cut each chunk's clip
     with closing(backend):  # a local backend's worker processes end with the build
         statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),
-                                  lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id]),
-                                  check_clips=False)  # ChunkWork checks each clip as it reuses it
+                                  lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id]))
         to_render = [n for n in sel.needed if statuses[n].status == "render"]
         in_flight = backend.in_flight()
         resume = [n for n in to_render if plan.chunk(n).key in in_flight]

@@ -84,6 +84,12 @@ class Entry:
         return self.record.get("frames", {}).get(frame_key(index, tag))
 
 
+def file_stat(path: Path) -> list[int]:
+    """[size, mtime_ns] of a file, as a record keeps them (see Cache.file_problem)."""
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def frame_name(index: int, tag: str | None = None) -> str:
     """The file of chain frame `index`: as generated, or colour-matched under `tag`."""
     return f"frame{index}.{tag}.png" if tag else f"frame{index}.png"
@@ -135,15 +141,39 @@ class Cache:
         return Entry(key, d, record), None
 
     def clip_problem(self, entry: Entry, variant: str, frames: int, width: int, height: int) -> str | None:
-        """None when the entry's clip variant is intact: its sha256 matches the one recorded when
-        it was written (a clip missing its last bytes still demuxes, so counting is not enough)."""
-        path = entry.clip(variant)
+        """None when the entry's clip variant is intact (see file_problem; a clip missing its last
+        bytes still demuxes, so counting frames is not enough). A variant recorded without a
+        digest is decoded and counted."""
         recorded = entry.record.get("variants", {}).get(variant)
-        if not path.is_file():
-            return "missing"
         if recorded is None:
-            return self.verify_clip(path, frames, width, height)
-        return None if file_digest(path) == recorded else "its bytes changed since it was written"
+            return self.verify_clip(entry.clip(variant), frames, width, height)
+        return self.file_problem(entry, f"clip.{variant}", recorded)
+
+    def raw_problem(self, entry: Entry) -> str | None:
+        """None when the entry's raw clip is intact, or when it keeps none (a drawing backend's:
+        drawn again); an entry recorded without the raw clip's digest is taken as it is."""
+        if entry.raw is None:
+            return None
+        return self.file_problem(entry, entry.raw.name, entry.record.get("raw_sha256"))
+
+    def file_problem(self, entry: Entry, name: str, digest: str | None) -> str | None:
+        """None when the entry's file `name` is as it was written: the size recorded with it, and
+        either the mtime too (nothing is hashed, as doit's MD5Checker) or, when that moved, the
+        sha256 `digest`. Old records without a size are hashed. None also when nothing was recorded."""
+        path = entry.dir / name
+        try:
+            st = path.stat()
+        except OSError:
+            return "missing"
+        seen = entry.record.get("stat", {}).get(name)
+        if seen is not None:
+            if st.st_size != seen[0]:
+                return f"{st.st_size} bytes where {seen[0]} were written"
+            if st.st_mtime_ns == seen[1]:
+                return None
+        if digest is None:
+            return None
+        return None if file_digest(path) == digest else "its bytes changed since it was written"
 
     def frame_problem(self, entry: Entry, index: int, tag: str | None = None) -> str | None:
         """None when the chain frame PNG `index` (under colour tag `tag`) is there with its recorded digest."""

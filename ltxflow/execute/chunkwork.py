@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
 from ltxflow.errors import Stopped
-from ltxflow.execute.cache import Cache, Entry, frame_key, frame_name
+from ltxflow.execute.cache import Cache, Entry, file_stat, frame_key, frame_name
 from ltxflow.execute.colorref import ColorRef, color_ref, color_target
 from ltxflow.media.encode import Format, output_format
 from ltxflow.media.normalize import ClipFrames, DrawnFrames, FrameSource, NormalizeReport, normalize_clip
@@ -109,17 +109,18 @@ class ChunkWork:
         want = source.chain_digest if source else None
         color = color_ref(chunk, self.scenes[chunk.scene], (source.chain_png, want) if source else None)
         entry, problem = self.cache.lookup(chunk.key)
+        damaged = None
         if entry is not None and entry.record.get("chain_digest") == want:
             try:
                 result = self._reuse(chunk, entry, color, self._raw_frames(chunk, entry, source))
                 self.emit("chunk_cached", chunk=chunk.id)
                 return result
             except MediaError as exc:
-                problem = f"its raw clip is corrupt ({exc})"
+                problem, damaged = f"its raw clip is corrupt ({exc})", entry
         if problem:
             self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: cache entry is unusable ({problem}); "
                                                          "rendering it again")
-        return self._render(chunk, source, color)
+        return self._render(chunk, source, color, damaged)
 
     def _reuse(self, chunk: Chunk, entry: Entry, color: ColorRef | None, raw: FrameSource,
                state: str = "cached") -> ChunkResult:
@@ -197,16 +198,19 @@ class ChunkWork:
             if png is not None:
                 png.unlink(missing_ok=True)
         variants = {**entry.record.get("variants", {}), variant: file_digest(clip)}
-        changes: dict[str, Any] = {"frames": frames, "variants": variants}
+        changes: dict[str, Any] = {"frames": frames, "variants": variants,
+                                   "stat": {**entry.record.get("stat", {}), clip.name: file_stat(clip)}}
         if reports and reports[0].color is not None:
             changes["color_match"] = {**entry.record.get("color_match", {}), variant: reports[0].color}
         return self.cache.update_record(entry, **changes)
 
     # -- render ---------------------------------------------------------------------------------
 
-    def _render(self, chunk: Chunk, source: ChunkResult | None, color: ColorRef | None) -> ChunkResult:
+    def _render(self, chunk: Chunk, source: ChunkResult | None, color: ColorRef | None,
+                damaged: Entry | None = None) -> ChunkResult:
         """Render the chunk into a work folder, normalize it there and commit the folder as its
-        entry. A drawing backend's frames go straight into the normalized clip (Backend.draw)."""
+        entry (replacing `damaged`, the entry found unusable). A drawing backend's frames go
+        straight into the normalized clip (Backend.draw)."""
         work = self.cache.work_dir(chunk.key[:16])
         try:
             request = self._request(chunk, source)
@@ -248,6 +252,8 @@ class ChunkWork:
                 "chain_digest": want,
                 "raw": raw.name if raw else None, "frames": {frame_key(chunk.chain_frame, tag): file_digest(chain)},
                 "variants": {variant: file_digest(clip)},
+                # sizes and mtimes of the clips, to check them without hashing (Cache.file_problem)
+                "stat": {f.name: file_stat(f) for f in (raw, clip) if f is not None},
                 "normalize": report.record(), "details": result.details,
                 "timings": {"render_s": round(render_s, 3), "normalize_s": round(normalize_s, 3)},
                 "inputs": chunk.key_inputs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -255,12 +261,15 @@ class ChunkWork:
             }
             if raw is None:
                 record["drawn"] = True
+            else:
+                record["raw_sha256"] = file_digest(raw)
             if report.color is not None:
                 record["color_match"] = {variant: report.color}
             # An entry for this key made from another start image (its chain source was matched
-            # differently then) is replaced; one from another build with the same start wins.
-            entry, ours = self.cache.commit(work, chunk.key, record,
-                                            usable=lambda e: e.record.get("chain_digest") == want)
+            # differently then), or the damaged one this render replaces, is replaced; one another
+            # build committed meanwhile from the same start wins.
+            entry, ours = self.cache.commit(work, chunk.key, record, usable=lambda e: (
+                e.record.get("chain_digest") == want and (damaged is None or e.record != damaged.record)))
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise

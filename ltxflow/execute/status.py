@@ -76,8 +76,9 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
     """cached or render for every chunk of the plan, in plan order, with the reasons to render.
 
     `previous` is the last build's index; `variant(chunk, colour tag)` names the clip variant a
-    build uses. `check_clips` also hashes each cached clip, to note the ones to be normalized again
-    (for `plan --explain`; a build checks them as it reuses them). Chunks not cached whose keys are
+    build uses. `check_clips` also checks each cached clip (its size and mtime, hashed only when
+    they moved; see Cache.file_problem): one to be made again from its raw clip is noted, and one
+    whose raw clip is damaged too renders (counted in the cost). Chunks not cached whose keys are
     `in_flight` (journalled hosted requests) are `submitted`. No image is read: a chunk's colour
     reference is named by digests resolve and the cache recorded (see execute/colorref.py)."""
     rp = plan.project
@@ -116,7 +117,14 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
         digest = entry.frame_digest(c.chain_frame, tag)
         chains[c.id] = (entry.frame(c.chain_frame, tag), digest) if digest else None
         notes: tuple[str, ...] = ()
-        if check_clips and cache.clip_problem(entry, variant(c, tag), c.kept_frames, rp.width, rp.height) is not None:
+        clip = cache.clip_problem(entry, variant(c, tag), c.kept_frames, rp.width, rp.height) if check_clips else None
+        if clip is not None:
+            raw = cache.raw_problem(entry)
+            if raw is not None:  # nothing to make its clip from: the build renders (and pays for) it again
+                out[c.id] = ChunkStatus("render", (f"its cached clip is damaged or missing ({clip}), and so is "
+                                                   f"its raw clip ({raw})",))
+                chains[c.id] = None
+                continue
             notes = (("its clip is normalized again from the cached raw clip",) if entry.raw is not None else
                      (f"its clip is drawn again ({entry.record.get('backend')} keeps no raw clip)",))
         out[c.id] = ChunkStatus("cached", notes)
