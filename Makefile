@@ -34,7 +34,9 @@ demo: $(STAMP)
 	$(BIN)/ltxflow build $(DEMO)
 	@echo "the demo video: projects/demo/out/neon-nights.mp4"
 
+# The layer contracts (import-linter; see [tool.importlinter] in pyproject.toml), then the tests.
 test: $(TESTS) chromium
+	$(BIN)/lint-imports
 	LTXFLOW_REQUIRE_LOCAL=1 $(BIN)/python -m pytest
 
 # Refresh constraints.txt after a change to the dependencies in pyproject.toml: resolves them

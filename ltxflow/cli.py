@@ -182,7 +182,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
     from ltxflow.execute.chunkwork import clip_format, variant_namer
-    from ltxflow.execute.journal import Journal
+    from ltxflow.backends.journal import Journal
     from ltxflow.execute.status import chunk_statuses, load_index
     from ltxflow.plan.view import plan_json, plan_table
 

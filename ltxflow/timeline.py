@@ -167,3 +167,19 @@ def parse_range(text: str) -> tuple[Fraction | MusicTime, Fraction | MusicTime]:
             (end.unit, end.number, end.beat or 1) <= (start.unit, start.number, start.beat or 1):
         raise ValueError(f"{text!r}: the end is not after the start")
     return start, end
+
+
+# -- frame counts LTX-2.3 generates: 8k+1, at least 9 (project.resolve checks them, plan.chunks splits by them)
+
+MIN_FRAMES = 9
+
+
+def largest_valid(max_frames: int) -> int:
+    """The largest 8k+1 frame count not above max_frames (>= 9)."""
+    if max_frames < MIN_FRAMES:
+        raise ValueError(f"max_frames {max_frames} is below {MIN_FRAMES}")
+    return (max_frames - 1) // 8 * 8 + 1
+
+
+def valid_count(n: int) -> bool:
+    return n >= MIN_FRAMES and n % 8 == 1

@@ -16,7 +16,7 @@ from ltxflow.backends.fal import FalBackend, PollPolicy
 from ltxflow.backends.falapi import FalApi, FalAuthError, FalHosts, FalKey, RetryPolicy
 from ltxflow.backends.falstore import UploadStore
 from ltxflow.endpoints import catalog
-from ltxflow.execute.journal import Journal
+from ltxflow.backends.journal import Journal
 from ltxflow.fakefal import FakeFal
 from ltxflow.fakefal.faults import Fault
 from ltxflow.fakefal.validate import validate

@@ -22,7 +22,7 @@ from ltxflow.backends.falapi import (KEY_HELP, FalApi, FalAuthError, FalError, F
                                      RetryPolicy, SubmitLost, _say, detail_field)
 from ltxflow.backends.falstore import UploadStore
 from ltxflow.endpoints import Endpoint, catalog
-from ltxflow.execute.journal import Journal
+from ltxflow.backends.journal import Journal
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import MediaError, file_digest
 

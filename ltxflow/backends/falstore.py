@@ -16,7 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from ltxflow.execute.cache import write_json_atomic
+from ltxflow.files import write_json_atomic
 from ltxflow.media.probe import file_digest
 
 LIFETIME_S = 2 * 24 * 3600  # unreleased music should not linger on a CDN; two days covers a re-render

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ltxflow.files import write_json_atomic
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import MediaError, file_digest
 
@@ -51,13 +52,6 @@ def default_cache_dir(project_root: Path, explicit: Path | None = None, env: dic
     if env.get("LTXFLOW_CACHE_DIR"):
         return Path(env["LTXFLOW_CACHE_DIR"])
     return project_root / CACHE_DIR_NAME
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)

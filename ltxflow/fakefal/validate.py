@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from ltxflow.endpoints import Endpoint
 
-if TYPE_CHECKING:
-    from ltxflow.fakefal.server import FakeFal
+
+class Storage(Protocol):
+    """What validation asks of the fake's storage (server.FakeFal): its base URL, and the file an
+    uploaded URL names (None: not one it holds)."""
+
+    url: str
+
+    def local_file(self, url: str) -> Path | None: ...
 
 PRESETS = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": (768, 1024),
            "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576),
@@ -21,7 +28,7 @@ def size_of(value: Any) -> tuple[int, int]:
     return PRESETS.get(str(value), PRESETS["auto"])
 
 
-def validate(ep: Endpoint, body: Any, fake: "FakeFal") -> list[dict[str, Any]]:
+def validate(ep: Endpoint, body: Any, fake: Storage) -> list[dict[str, Any]]:
     """fal-style validation details (loc, msg, type) for a body, [] when valid."""
     if not isinstance(body, dict):
         return [{"loc": ["body"], "msg": "Input should be a valid dictionary", "type": "dict_type"}]
@@ -66,7 +73,7 @@ def validate(ep: Endpoint, body: Any, fake: "FakeFal") -> list[dict[str, Any]]:
     return out
 
 
-def _check_url(name: str, value: Any, fake: "FakeFal", bad: Any) -> None:
+def _check_url(name: str, value: Any, fake: Storage, bad: Any) -> None:
     if not isinstance(value, str) or not value.startswith(("http://", "https://")):
         bad(name, "Input should be a valid URL")
     elif value.startswith(fake.url) and fake.local_file(value) is None:

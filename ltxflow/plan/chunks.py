@@ -4,18 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MIN_FRAMES = 9
-
-
-def largest_valid(max_frames: int) -> int:
-    """The largest 8k+1 frame count not above max_frames (>= 9)."""
-    if max_frames < MIN_FRAMES:
-        raise ValueError(f"max_frames {max_frames} is below {MIN_FRAMES}")
-    return (max_frames - 1) // 8 * 8 + 1
-
-
-def valid_count(n: int) -> bool:
-    return n >= MIN_FRAMES and n % 8 == 1
+from ltxflow.timeline import MIN_FRAMES, largest_valid, valid_count  # noqa: F401 (the rule, kept in core)
 
 
 @dataclass(frozen=True)

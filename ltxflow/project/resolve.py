@@ -15,12 +15,11 @@ from ltxflow.errors import Diagnostic, FieldPath, ProjectError
 from ltxflow.media.probe import AudioTrack, keep_audio
 from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
 from ltxflow.project.media import Media, check_media
-from ltxflow.plan.chunks import largest_valid
 from ltxflow.project.model import (DEFAULT_CHAIN_OFFSET, SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS,
                                    DEFAULT_COLOR_STRENGTH, Chunking, Scene, color_strength)
 from ltxflow.project.paths import PathRefused, media_ref
 from ltxflow.music.grid import Grid
-from ltxflow.timeline import MusicTime, seconds_to_frame, timecode
+from ltxflow.timeline import MusicTime, largest_valid, seconds_to_frame, timecode
 
 # auto resolution: the first keyframe's aspect ratio at about this many pixels.
 AUTO_AREA = 1280 * 704

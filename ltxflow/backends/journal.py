@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ltxflow.execute.cache import write_json_atomic
+from ltxflow.files import write_json_atomic
 
 
 @dataclass(frozen=True)
