@@ -2,7 +2,7 @@
 
 Chromium is the system's (LTXFLOW_CHROMIUM, else chromium, chromium-browser or google-chrome on
 PATH); Playwright never downloads one. Without it the test skips, unless LTXFLOW_REQUIRE_BROWSER=1
-(CI, `make test`), where a missing browser fails."""
+(.ci/run sets it; `make test` installs a Chromium where it can), where a missing browser fails."""
 
 from __future__ import annotations
 
