@@ -15,8 +15,8 @@ from typing import Any
 
 from ltxflow import __version__, crossfades, timeline
 from ltxflow.backends import make_backend
-from ltxflow.backends.base import BackendContext, BackendError
-from ltxflow.errors import LtxflowError
+from ltxflow.backends.base import BackendContext
+from ltxflow.errors import BuildArgumentError, Interrupted, LtxflowError, StitchFailed
 from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
 from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, clip_format, variant_name, variant_namer
 from ltxflow.execute.executor import Cancelled, Outcome, run_dag
@@ -31,18 +31,6 @@ from ltxflow.project.resolve import ResolvedProject, open_project
 from ltxflow.report import report_paths, write_report
 from ltxflow.timeline import MusicTime, seconds_to_frame, timecode
 from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
-
-
-class BuildArgumentError(LtxflowError):
-    exit_code = 2
-
-
-class Interrupted(LtxflowError):
-    exit_code = 130
-
-
-class StitchFailed(LtxflowError):
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -251,7 +239,7 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
             return res
 
         def failed(node: str, exc: BaseException) -> str:
-            known = isinstance(exc, (LtxflowError, BackendError))
+            known = isinstance(exc, LtxflowError)
             message = str(exc) if known and str(exc) else f"{type(exc).__name__}: {exc}"
             reporter.event("chunk_failed", chunk=node, error=message)
             return message

@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from ltxflow import __version__
-from ltxflow.errors import LtxflowError, ProjectError
+from ltxflow.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_TERMINATED, LtxflowError,
+                            ProjectError)
 
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal: SIGINT (Ctrl-C), SIGTERM (a CI cancel)
 BACKEND_NAMES = ("preview", "fal", "local", "test")
 
 

@@ -1,10 +1,41 @@
-"""Diagnostics: every user-facing error names a file, a line and column, and a field path."""
+"""Every error ltxflow reports, and the exit codes the CLI returns for them (one map).
+
+    LtxflowError (1)                       base of everything a user is told; (the exit code)
+    ├── ProjectError (2)                   the project file or media it names is invalid: every
+    │   │                                  Diagnostic (file:line:col: field: message) at once
+    │   └── project.load.ModelInvalid      the file does not match the model (pydantic)
+    ├── BuildArgumentError (2)             the command line asks for something impossible
+    ├── MediaError (2)                     a media file is missing, unreadable, undecodable
+    ├── ColorReferenceError (2)            a colour reference image cannot be read
+    ├── BackendUnavailable (2)             no backend of that name
+    ├── LocalSetupError (2)                backend local lacks its pipelines or weights
+    ├── FfmpegNotFound (3)                 no working ffmpeg
+    ├── FfmpegFailed (1)                   an ffmpeg run failed (its error output's end)
+    ├── BackendError (1)                   one chunk could not be rendered; `transient`
+    ├── FalError (1)                       fal answered with an error or not at all; `status`,
+    │   ├── FalAuthError (2)               `transient`; the key is missing or refused
+    │   └── SubmitLost (1)                 a submit's answer never came (maybe billed)
+    ├── StitchFailed (1)                   the chunks are cached; the stitch failed
+    ├── Stopped (130)                      work in progress gave up: the build is stopping
+    └── Interrupted (130)                  the build stopped (Ctrl-C; the CLI returns 143 for
+                                           SIGTERM) and says what is cached
+
+Transient failures are retried in one layer per concern: an HTTP request to fal, by the fal
+client (backends/falapi.py: 429, 5xx, timeouts, with backoff); a chunk, by the build
+(execute/chunkwork.py) when the backend raises BackendError(transient=True) or its is_transient()
+says so. Nothing else retries.
+
+Internal signals that never reach a user: media.audiodecode.CannotDecode (the next decoder is
+tried), project.paths.PathRefused (becomes a Diagnostic), execute.executor.Cancelled (the DAG
+stopped; build turns it into Interrupted), backends.falapi._Retry (a request to try again).
+
+Diagnostics: every user-facing problem with the input names a file, a line and column, and a field path."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 # A field path as pydantic reports it: ("scenes", 2, "end").
 FieldPath = tuple[str | int, ...]
@@ -41,22 +72,93 @@ class Diagnostic:
         return f"{where}: {field}: {self.message}" if self.path else f"{where}: {self.message}"
 
 
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_FFMPEG = 0, 1, 2, 3
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal: SIGINT (Ctrl-C), SIGTERM (a CI cancel)
+
+
 class LtxflowError(Exception):
     """Base of every error ltxflow reports to a user; `exit_code` is what the CLI returns."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class Stopped(LtxflowError):
     """The build is stopping (Ctrl-C, SIGTERM): work in progress gave up when it saw the stop."""
 
-    exit_code = 130
+    exit_code = EXIT_INTERRUPTED
+
+
+class Interrupted(LtxflowError):
+    """The build stopped before it finished; the message says what is cached and what is left."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class BuildArgumentError(LtxflowError):
+    exit_code = EXIT_INVALID
+
+
+class StitchFailed(LtxflowError):
+    """Every chunk is cached, but the stitch failed: the next build only stitches."""
+
+
+class MediaError(LtxflowError):
+    """A media file is missing, unreadable or cannot be decoded."""
+
+    exit_code = EXIT_INVALID
+
+
+class ColorReferenceError(LtxflowError):
+    """A colour reference image cannot be read (the chunk fails; its raw clip stays cached)."""
+
+    exit_code = EXIT_INVALID
+
+
+class FfmpegNotFound(LtxflowError):
+    exit_code = EXIT_NO_FFMPEG
+
+
+class FfmpegFailed(LtxflowError):
+    """An ffmpeg run failed; the message carries the end of its error output."""
+
+
+class BackendUnavailable(LtxflowError):
+    exit_code = EXIT_INVALID
+
+
+class LocalSetupError(LtxflowError):
+    exit_code = EXIT_INVALID
+
+
+class BackendError(LtxflowError):
+    """A chunk could not be rendered. `transient` errors are retried with backoff."""
+
+    def __init__(self, message: str, *, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
+
+
+class FalError(LtxflowError):
+    """fal answered with an error, or could not be reached. `status` is the HTTP status (None when
+    no answer came); `transient` says whether trying again later may succeed."""
+
+    def __init__(self, message: str, *, status: int | None = None, detail: Any = None, transient: bool = False):
+        super().__init__(message)
+        self.status, self.detail, self.transient = status, detail, transient
+
+
+class FalAuthError(FalError):
+    exit_code = EXIT_INVALID
+
+
+class SubmitLost(FalError):
+    """A submit was sent but its answer never came: fal may or may not have queued (and billed) it."""
 
 
 class ProjectError(LtxflowError):
     """The project file (or media it names) is invalid. Carries every diagnostic found at once."""
 
-    exit_code = 2
+    exit_code = EXIT_INVALID
 
     def __init__(self, diagnostics: Iterable[Diagnostic]):
         self.diagnostics = sorted(

@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from ltxflow.backends.base import Backend, BackendContext
-from ltxflow.errors import LtxflowError
-
-
-class BackendUnavailable(LtxflowError):
-    exit_code = 2
+from ltxflow.errors import BackendUnavailable
 
 
 def _preview(ctx: BackendContext) -> Backend:

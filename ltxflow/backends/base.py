@@ -8,13 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-
-class BackendError(Exception):
-    """A chunk could not be rendered. `transient` errors are retried with backoff."""
-
-    def __init__(self, message: str, *, transient: bool = False):
-        super().__init__(message)
-        self.transient = transient
+from ltxflow.errors import BackendError, LtxflowError  # noqa: F401 (BackendError: defined in errors.py, raised by backends)
 
 
 @dataclass(frozen=True)
@@ -90,7 +84,11 @@ class Backend(Protocol):
 
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult: ...
 
-    def is_transient(self, error: BaseException) -> bool: ...
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether trying the chunk again may succeed: the one place a build decides to retry a
+        chunk (execute/chunkwork.py). By default, what the error says of itself (BackendError's and
+        FalError's `transient`); a backend may know more."""
+        return isinstance(error, LtxflowError) and bool(getattr(error, "transient", False))
 
     def committed(self, key: str) -> None:
         """The chunk rendered under `key` is in the cache: forget what tracked its render."""

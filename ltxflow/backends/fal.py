@@ -86,9 +86,6 @@ class FalBackend(Backend):
             raise FalError(f"cannot check the key with fal at {self.api.hosts.rest} (LTXFLOW_FAL_REST_URL); "
                            f"nothing was submitted: {exc}") from None
 
-    def is_transient(self, error: BaseException) -> bool:
-        return isinstance(error, FalError) and error.transient
-
     def committed(self, key: str) -> None:
         self.journal.remove(key)
 

@@ -25,28 +25,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ltxflow.errors import LtxflowError, Stopped
+from ltxflow.errors import FalAuthError, FalError, Stopped, SubmitLost
 
 KEY_HELP = ("set FAL_KEY to your fal API key (https://fal.ai/dashboard/keys), e.g. `export FAL_KEY=...`, "
             "or FAL_KEY_ID and FAL_KEY_SECRET")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class FalError(LtxflowError):
-    """fal answered with an error, or could not be reached. `status` is the HTTP status (None when
-    no answer came); `transient` says whether trying again later may succeed."""
-
-    def __init__(self, message: str, *, status: int | None = None, detail: Any = None, transient: bool = False):
-        super().__init__(message)
-        self.status, self.detail, self.transient = status, detail, transient
-
-
-class FalAuthError(FalError):
-    exit_code = 2
-
-
-class SubmitLost(FalError):
-    """A submit was sent but its answer never came: fal may or may not have queued (and billed) it."""
 
 
 class FalKey:

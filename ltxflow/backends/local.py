@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
-from ltxflow.errors import LtxflowError, Stopped
+from ltxflow.errors import LocalSetupError, Stopped
 from ltxflow.timeline import fps_str
 
 HF = "https://huggingface.co"
@@ -40,10 +40,6 @@ WEIGHTS: dict[str, tuple[tuple[str, ...], str]] = {
 # image-to-video the two-stage TI2Vid pipeline, or DistilledPipeline for the distilled family.
 NEEDS = {"a2v": ("dev", "distilled_lora", "upsampler", "gemma"), "i2v": ("dev", "distilled_lora", "upsampler", "gemma"),
          "distilled": ("distilled", "upsampler", "gemma")}
-
-
-class LocalSetupError(LtxflowError):
-    exit_code = 2
 
 
 def job_kind(mode: str, family: str) -> str:
@@ -151,9 +147,6 @@ class LocalBackend(Backend):
         self.started: list[_WorkerHandle] = []
         self.claimed: set[str | None] = set()  # GPUs with a worker, or one starting
         self.lock = threading.Lock()
-
-    def is_transient(self, error: BaseException) -> bool:
-        return False
 
     def preflight(self) -> None:
         if importlib.util.find_spec("ltx_pipelines") is None:

@@ -43,9 +43,6 @@ class PreviewBackend(Backend):  # explicit: inherits the no-op preflight and com
         self.max_concurrency = max_concurrency or max(1, os.cpu_count() or 1)
         self.stop = stop  # set when the build stops: the frame loop gives up (Stopped)
 
-    def is_transient(self, error: BaseException) -> bool:
-        return False
-
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
         out = workdir / "preview.mp4"
         args = encode_frames_args(find_ffmpeg().path, request.width, request.height, request.fps, out, RAW_VIDEO)

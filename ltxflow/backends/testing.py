@@ -51,9 +51,6 @@ class TestBackend(Backend):  # explicit: inherits the no-op preflight and commit
                    transient=transient, max_concurrency=int(opts.get("jobs") or 64), stop=stop,
                    pace=float(opts.get("pace") or 0))
 
-    def is_transient(self, error: BaseException) -> bool:
-        return False
-
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
         with self._lock:
             self.calls.append(request.chunk_id)

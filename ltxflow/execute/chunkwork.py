@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from ltxflow import __version__
-from ltxflow.backends.base import Backend, BackendError, ChunkRequest, LoraFile, RenderResult
+from ltxflow.backends.base import Backend, ChunkRequest, LoraFile, RenderResult
 from ltxflow.errors import Stopped
 from ltxflow.execute.cache import Cache, Entry, file_stat, frame_key, frame_name
 from ltxflow.execute.colorref import ColorRef, color_ref, color_target
@@ -297,8 +297,7 @@ class ChunkWork:
                     t0 = time.monotonic()
                     return attempt(), time.monotonic() - t0
             except Exception as exc:  # noqa: BLE001 - the backend decides what is transient
-                transient = exc.transient if isinstance(exc, BackendError) else self.backend.is_transient(exc)
-                if not transient or attempts > self.retries or self.stop.is_set():
+                if not self.backend.is_transient(exc) or attempts > self.retries or self.stop.is_set():
                     raise
                 delay = self.backoff_s * 2 ** (attempts - 1) * (0.5 + random.random())
                 self.emit("chunk_retry", chunk=chunk.id, attempt=attempts, delay_s=round(delay, 2), error=str(exc))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltxflow.errors import LtxflowError
+from ltxflow.errors import ColorReferenceError
 from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Chunk
 from ltxflow.project.resolve import ResolvedScene
@@ -14,12 +14,6 @@ from ltxflow.project.resolve import ResolvedScene
 # made again from their raw clips instead of being reused. 2: drift taken out relative to the
 # clip's own start at a strength, overlays and bars left out of the statistics.
 COLOR_SCHEMA = 2
-
-
-class ColorReferenceError(LtxflowError):
-    """A colour reference image cannot be read (the chunk fails; its raw clip stays cached)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

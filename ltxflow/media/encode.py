@@ -11,17 +11,13 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal, Sequence
 
-from ltxflow.errors import LtxflowError, Stopped
+from ltxflow.errors import FfmpegFailed, Stopped
 from ltxflow.timeline import fps_str
 
 Quality = Literal["draft", "low", "medium", "high", "maximum"]
 QUALITIES: tuple[Quality, ...] = ("low", "medium", "high", "maximum")  # what a project may ask for
 # "draft": how an animatic's clips are encoded whatever the project asks (backends.CLIP_QUALITY):
 # x264's fastest preset, at a rate factor that keeps its burnt-in text sharp.
-
-
-class FfmpegFailed(LtxflowError):
-    """An ffmpeg run failed; the message carries the end of its error output."""
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from ltxflow.errors import LtxflowError
-
-
-class FfmpegNotFound(LtxflowError):
-    exit_code = 3
+from ltxflow.errors import FfmpegNotFound
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from ltxflow.errors import LtxflowError
+from ltxflow.errors import MediaError
 from ltxflow.media.audiodecode import DECODERS, DEFAULT_ORDER, CannotDecode, convert_command
 
 AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".ogg", ".m4a"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
 MAX_LORA_HEADER = 100 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
-
-
-class MediaError(LtxflowError):
-    """A media file is missing, unreadable or cannot be decoded."""
-
-    exit_code = 2
 
 
 def file_digest(path: Path) -> str:

@@ -45,7 +45,6 @@ def write_report(plan: Plan, cache: Cache, fmt: Format, video: Path | None, path
     only once it is complete. Raises OSError when a file cannot be written."""
     from ltxflow.report.gather import gather
     from ltxflow.report.page import render_html
-    from ltxflow.report.sheet import contact_sheet
 
     report = gather(plan, cache, fmt, video, clips)
     _write_atomic(paths.contact, _sheet(report, cache.root / "report" / "sheets"))

@@ -14,7 +14,7 @@ from ltxflow.timeline import frame_to_sample, frame_to_seconds
 
 if TYPE_CHECKING:
     from ltxflow.execute.cache import Cache, Entry
-    from ltxflow.report.ends import Ends
+    from ltxflow.report.ends import Ends, EndsStore
     from ltxflow.media.encode import Format
     from ltxflow.plan.planner import Chunk, Plan
 
