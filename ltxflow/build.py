@@ -15,7 +15,7 @@ from typing import Any
 
 from ltxflow import __version__, crossfades, timeline
 from ltxflow.backends import make_backend
-from ltxflow.backends.base import BackendContext
+from ltxflow.backends.base import Backend, BackendContext
 from ltxflow.errors import BuildArgumentError, Interrupted, LtxflowError, StitchFailed
 from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
 from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, clip_format, variant_name, variant_namer
@@ -164,8 +164,10 @@ def output_path(plan: Plan, sel: Selection, explicit: Path | None) -> Path:
     return out if sel.label is None else out.with_name(f"{out.stem}.{sel.label}{out.suffix}")
 
 
-def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildResult:
+def build(project: str | Path, opts: BuildOptions, reporter: Reporter, backend: Backend | None = None) -> BuildResult:
     """Build a project: render every chunk the selection needs that is not cached, then stitch.
+    `backend`: render with this one (tests, programs embedding ltxflow; the build closes it)
+    instead of making the project's by name from the registry; its name is the build's backend.
     Raises ProjectError (invalid project), BuildArgumentError, Interrupted (a KeyboardInterrupt while
     chunks render: Ctrl-C, or SIGTERM as the CLI turns it into one; running chunks give up at once)."""
     t0 = time.monotonic()
@@ -174,7 +176,8 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     cache = Cache(default_cache_dir(Path(project).parent, opts.cache_dir))
     _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
     project_sha = project_digest(Path(project))  # before reading it: see write_stamp
-    rp = open_project(project, backend=opts.backend, allow_outside_paths=opts.allow_outside_paths,
+    rp = open_project(project, backend=opts.backend or (backend.name if backend else None),
+                      allow_outside_paths=opts.allow_outside_paths,
                       audio_store=cache.decoded_audio, music_store=cache.music)
     inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
                                          for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
@@ -192,9 +195,10 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter) -> BuildR
     stop = threading.Event()
     env_models = os.environ.get("LTXFLOW_LTX_MODELS")
     models = opts.models or (Path(env_models).expanduser() if env_models else rp.models)
-    backend = make_backend(rp.backend, BackendContext(
-        cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
-        needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
+    if backend is None:
+        backend = make_backend(rp.backend, BackendContext(
+            cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
+            needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
     keyframes = crossfades.chunk_keyframes(plan, fmt)  # where crossfade seams cut each chunk's clip
     with closing(backend):  # a local backend's worker processes end with the build
         statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),

@@ -9,6 +9,7 @@ from typing import Iterator
 
 from ltxflow.errors import LtxflowError, ProjectError
 from ltxflow.execute.cache import Cache, Entry
+from ltxflow.registry import BACKENDS
 
 
 def project_files(paths: list[Path]) -> Iterator[Path]:
@@ -49,7 +50,7 @@ def referenced_keys(paths: list[Path], allow_outside_paths: bool = False) -> tup
                 problems.append(f"{f}: {exc.diagnostics[0] if exc.diagnostics else 'invalid'}")
             continue
         read.append(f)
-        for backend in ("preview", "fal", "local", "test"):
+        for backend in BACKENDS:
             keys |= {c.key for c in build_plan(dataclasses.replace(rp, backend=backend)).chunks}
     return keys, read, problems
 

@@ -7,15 +7,15 @@ import gc
 import json
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ltxflow import __version__
 from ltxflow.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_TERMINATED, LtxflowError,
                             ProjectError)
+from ltxflow.registry import BACKENDS
 
-BACKEND_NAMES = ("preview", "fal", "local", "test")
 
 
 def _project_args(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         "endpoints, seeds, costs, and whether each is cached or must render."))
     _project_args(p)
     p.add_argument("--json", action="store_true", help="print the plan as stable JSON (see the README)")
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="override the project's backend")
+    p.add_argument("--backend", choices=list(BACKENDS), help="override the project's backend")
     p.add_argument("--explain", action="store_true", help="say why each chunk that must render must render")
     _cache_dir_arg(p)
 
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         "CI runner sends on cancel). Either signal stops the build within seconds: chunks in progress are "
         "abandoned, finished ones stay cached."))
     _project_args(p)
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="override the project's backend")
+    p.add_argument("--backend", choices=list(BACKENDS), help="override the project's backend")
     p.add_argument("-j", "--jobs", type=_positive, default=4, help="chunks in flight at once (default 4)")
     p.add_argument("--only", action="extend", type=_scene_list, metavar="SCENE[,SCENE...]", default=[],
                    help="render and stitch only these scenes: --only verse,drop or --only verse --only drop "
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         "without rendering. Chunks not in the cache are listed as not rendered. Exit 0, or 2 for an invalid "
         "project."))
     _project_args(p)
-    p.add_argument("--backend", choices=BACKEND_NAMES, help="the backend the chunks were built with "
+    p.add_argument("--backend", choices=list(BACKENDS), help="the backend the chunks were built with "
                                                             "(default: the project's)")
     _cache_dir_arg(p)
     p.add_argument("-o", "--output", type=Path, metavar="FILE",
@@ -181,7 +181,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
     from ltxflow.execute.chunkwork import clip_format, variant_namer
-    from ltxflow.backends.journal import Journal
     from ltxflow.execute.status import chunk_statuses, load_index
     from ltxflow.plan.view import plan_json, plan_table
 
@@ -191,11 +190,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     container = rp.output.suffix.lstrip(".").lower()
     fmt = clip_format(rp, container)
     in_flight: frozenset[str] = frozenset()
-    if rp.backend == "fal":  # counted as the build counts them: on the queue it talks to now
-        from ltxflow.backends.fal import submitted
-        from ltxflow.backends.falapi import FalHosts
+    if BACKENDS[rp.backend].journals:  # counted by the backend itself, as a build counts them
+        from ltxflow.backends import make_backend
+        from ltxflow.backends.base import BackendContext
 
-        in_flight = frozenset(submitted(Journal(cache.root), FalHosts.from_env()))
+        with closing(make_backend(rp.backend, BackendContext(cache.root, Path(args.project)))) as backend:
+            in_flight = frozenset(backend.in_flight())
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant_namer(plan, fmt),
                               in_flight=in_flight)
     if args.json:

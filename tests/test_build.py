@@ -348,7 +348,6 @@ def test_containers(tmp_path, ext):
 
 
 def test_transient_errors_are_retried(tmp_path):
-    from ltxflow.backends import BACKENDS
     from ltxflow.backends.testing import TestBackend
     from ltxflow.build import BuildOptions, build
     from ltxflow.progress import JsonReporter
@@ -356,13 +355,8 @@ def test_transient_errors_are_retried(tmp_path):
 
     project = make_project(tmp_path)
     backend = TestBackend(transient={"outro.0": 2})
-    BACKENDS["flaky"] = lambda ctx: backend
-    try:
-        stream = io.StringIO()
-        result = build(project, BuildOptions(backend="flaky", backoff_s=0.01, cache_dir=tmp_path / "c"),
-                       JsonReporter(stream))
-    finally:
-        del BACKENDS["flaky"]
+    stream = io.StringIO()
+    result = build(project, BuildOptions(backoff_s=0.01, cache_dir=tmp_path / "c"), JsonReporter(stream), backend)
     assert result.ok
     retries = [e for e in events(stream.getvalue()) if e["event"] == "chunk_retry"]
     assert [(e["chunk"], e["attempt"]) for e in retries] == [("outro.0", 1), ("outro.0", 2)]
@@ -475,7 +469,6 @@ def test_bad_folders_and_missing_ffmpeg_fail_before_rendering(tmp_path):
 
 
 def test_a_failed_stitch_still_reports_build_done(tmp_path):
-    from ltxflow.backends import BACKENDS
     from ltxflow.backends.testing import TestBackend
     from ltxflow.build import BuildOptions, StitchFailed, build
     from ltxflow.progress import JsonReporter
@@ -485,12 +478,8 @@ def test_a_failed_stitch_still_reports_build_done(tmp_path):
     out = tmp_path / "out" / "video.mp4"
     out.mkdir(parents=True)  # a folder where the video should go: the final rename fails
     stream = io.StringIO()
-    BACKENDS["plain"] = lambda ctx: TestBackend()
-    try:
-        with pytest.raises(StitchFailed):
-            build(project, BuildOptions(backend="plain", cache_dir=tmp_path / "c"), JsonReporter(stream))
-    finally:
-        del BACKENDS["plain"]
+    with pytest.raises(StitchFailed):
+        build(project, BuildOptions(cache_dir=tmp_path / "c"), JsonReporter(stream), TestBackend())
     done = [e for e in events(stream.getvalue()) if e["event"] == "build_done"]
     assert len(done) == 1 and done[0]["output"] is None and "stitch" in done[0]["failures"]
     assert done[0]["rendered"] >= 5

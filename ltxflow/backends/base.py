@@ -79,6 +79,11 @@ class Backend(Protocol):
         request.width x request.height, the same every time (an iterator that may be closed early)."""
         raise NotImplementedError(f"{self.name} renders clips; it does not draw frames")
 
+    @classmethod
+    def create(cls, ctx: "BackendContext") -> "Backend":
+        """The backend for a build, from what the build hands every backend (backends.make_backend)."""
+        raise NotImplementedError(f"{cls.__name__} does not say how a build makes it")
+
     def preflight(self) -> None:
         """Called once before a build renders anything: fail fast (a missing key, no weights)."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.base import Backend, BackendContext, BackendError, ChunkRequest, RenderResult
 from ltxflow.backends.falapi import (KEY_HELP, FalApi, FalAuthError, FalError, FalHosts, FalKey, Handle,
                                      RetryPolicy, SubmitLost, _say, detail_field)
 from ltxflow.backends.falstore import UploadStore
@@ -58,6 +58,10 @@ class FalBackend(Backend):
         self.poll = poll or PollPolicy()
         self.emit = emit
         self.stop = stop or api.stop
+
+    @classmethod
+    def create(cls, ctx: BackendContext) -> "FalBackend":
+        return cls.from_env(ctx.cache_root, ctx.project, emit=ctx.emit, stop=ctx.stop)
 
     @classmethod
     def from_env(cls, cache_root: Path, project: Path | None, *, emit: Callable[..., None],

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.base import Backend, BackendContext, BackendError, ChunkRequest, RenderResult
 from ltxflow.errors import LocalSetupError, Stopped
 from ltxflow.timeline import fps_str
 
@@ -130,6 +130,11 @@ class _WorkerHandle:
 class LocalBackend(Backend):
     name = "local"
     keeps_models = True
+
+    @classmethod
+    def create(cls, ctx: BackendContext) -> "LocalBackend":
+        return cls(ctx.models, {job_kind(mode, family) for mode, family in ctx.needs}, fp8=ctx.fp8,
+                   emit=ctx.emit, stop=ctx.stop)
 
     def __init__(self, models: Path | None, kinds_needed: set[str], *, fp8: bool = False,
                  emit: Callable[..., None] = lambda *a, **k: None, stop: threading.Event | None = None,

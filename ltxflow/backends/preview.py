@@ -15,7 +15,7 @@ import threading
 import wave
 from pathlib import Path
 
-from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.base import Backend, BackendContext, BackendError, ChunkRequest, RenderResult
 from ltxflow.media.encode import FfmpegFailed, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.timeline import timecode
@@ -42,6 +42,10 @@ class PreviewBackend(Backend):  # explicit: inherits the no-op preflight and com
     def __init__(self, max_concurrency: int | None = None, stop: threading.Event | None = None):
         self.max_concurrency = max_concurrency or max(1, os.cpu_count() or 1)
         self.stop = stop  # set when the build stops: the frame loop gives up (Stopped)
+
+    @classmethod
+    def create(cls, ctx: BackendContext) -> "PreviewBackend":
+        return cls(stop=ctx.stop)
 
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
         out = workdir / "preview.mp4"

@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 
-from ltxflow.backends.base import Backend, BackendError, ChunkRequest, RenderResult
+from ltxflow.backends.base import Backend, BackendContext, BackendError, ChunkRequest, RenderResult
 from ltxflow.errors import Stopped
 from ltxflow.media.encode import LOSSLESS_VIDEO, FfmpegFailed, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
@@ -34,6 +34,10 @@ class TestBackend(Backend):  # explicit: inherits the no-op preflight and commit
         self.max_concurrency = max_concurrency
         self.calls: list[str] = []
         self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, ctx: BackendContext) -> "TestBackend":
+        return cls.from_env(stop=ctx.stop)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, stop: threading.Event | None = None) -> "TestBackend":

@@ -23,6 +23,7 @@ from ltxflow.media.normalize import ClipFrames, DrawnFrames, FrameSource, Normal
 from ltxflow.media.probe import MediaError, file_digest
 from ltxflow.plan.planner import Chunk, Plan
 from ltxflow.project.resolve import ResolvedProject
+from ltxflow.registry import BACKENDS
 
 T = TypeVar("T")
 
@@ -72,12 +73,11 @@ def variant_namer(plan: Plan, fmt: Format) -> Callable[[Chunk, str | None], str]
 def clip_format(rp: ResolvedProject, container: str | None = None) -> Format:
     """How a build of `rp` encodes its normalized clips and output (`container`: the output's
     extension, default the project's output's): the project's quality, or a draft for a backend
-    whose clips are drafts (backends.CLIP_QUALITY), scaled to the output's size when generated at
+    whose clips are drafts (registry: clip_quality), scaled to the output's size when generated at
     another."""
-    from ltxflow.backends import clip_quality
-
     container = container or rp.output.suffix.lstrip(".").lower()
-    return output_format(container, clip_quality(rp.backend, rp.loaded.project.quality), rp.clip_scale)
+    quality = BACKENDS[rp.backend].clip_quality or rp.loaded.project.quality
+    return output_format(container, quality, rp.clip_scale)
 
 
 class ChunkWork:

@@ -16,7 +16,7 @@ from ltxflow.timeline import fps_str
 
 Quality = Literal["draft", "low", "medium", "high", "maximum"]
 QUALITIES: tuple[Quality, ...] = ("low", "medium", "high", "maximum")  # what a project may ask for
-# "draft": how an animatic's clips are encoded whatever the project asks (backends.CLIP_QUALITY):
+# "draft": how an animatic's clips are encoded whatever the project asks (registry.py: clip_quality):
 # x264's fastest preset, at a rate factor that keeps its burnt-in text sharp.
 
 

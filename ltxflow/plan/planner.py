@@ -14,6 +14,7 @@ from ltxflow.plan.seams import Candidate, candidates, event_frames, place_seams
 from ltxflow.plan.keys import content_key, derive_seed
 from ltxflow.project.media import Media
 from ltxflow.project.resolve import ResolvedLora, ResolvedProject, ResolvedScene
+from ltxflow.registry import BACKENDS
 from ltxflow.timeline import frame_to_sample
 
 if TYPE_CHECKING:
@@ -21,11 +22,6 @@ if TYPE_CHECKING:
 
 MORE_CHUNKS = 3  # chunks beyond the fewest a scene may take to put its seams on the music
 STITCH = "stitch"  # the DAG's final node; chunk ids always contain a dot, so it cannot collide
-FREE_BACKENDS = ("preview", "local", "test")
-# Backends that draw a chunk's place in the video into its frames (scene and chunk ids, timecodes):
-# for them that place shapes the output, so it is part of the key. A model's output does not
-# depend on it: two identical requests share one render.
-POSITIONAL_BACKENDS = ("preview", "test")
 
 
 @dataclass(frozen=True)
@@ -178,6 +174,7 @@ def request_args(rp: ResolvedProject, scene: ResolvedScene, frames: int, seed: i
 
 
 def build_plan(rp: ResolvedProject) -> Plan:
+    spec = BACKENDS[rp.backend]
     chunks: list[Chunk] = []
     prev: Chunk | None = None
     for k, scene in enumerate(rp.scenes):
@@ -209,16 +206,19 @@ def build_plan(rp: ResolvedProject) -> Plan:
                 "loras": [{**lo.media.identity(), "scale": lo.scale, "transformer": lo.transformer}
                           for lo in scene.loras],
             }  # which frames are kept is not in the key: a new keep re-normalizes, never re-renders
-            if rp.backend == "local" and rp.fp8:
+            if spec.fp8 and rp.fp8:
                 key_inputs["precision"] = "fp8"
-            if rp.backend in POSITIONAL_BACKENDS:
+            # A backend that draws the chunk's place in the video into its frames (ids, timecodes):
+            # that place shapes its output, so it is in the key. A model's output does not depend on
+            # it: two identical requests share one render.
+            if spec.positional:
                 key_inputs["burn_in"] = {"scene": scene.id, "chunk": f"{scene.id}.{i}",
                                          "timeline_frame": cursor - sp.head}
             chunk = Chunk(
                 id=f"{scene.id}.{i}", scene=scene.id, index=i, start_frame=cursor, end_frame=cursor + sp.kept,
                 generated_frames=sp.generated, head=sp.head, tail=sp.tail, start_image=start,
                 end_image=end_image, chains_from=start.chunk, endpoint=ep, seed=seed, args=args, audio=audio,
-                loras=scene.loras, cost_usd=0.0 if rp.backend in FREE_BACKENDS else hosted,
+                loras=scene.loras, cost_usd=hosted if spec.priced else 0.0,
                 hosted_cost_usd=hosted, key=content_key(key_inputs), key_inputs=key_inputs,
                 placed="scene" if i == 0 else placed[i - 1])
             chunks.append(chunk)

@@ -6,6 +6,7 @@ from typing import Any
 
 from ltxflow.music.grid import describe_text
 from ltxflow.plan.planner import Chunk, Plan, StartImage
+from ltxflow.registry import BACKENDS
 from ltxflow.timeline import fps_str, frame_to_seconds, timecode
 
 PLAN_JSON_VERSION = 1
@@ -167,7 +168,7 @@ def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool
         out.append(f"to render now: {len(now)} of {len(plan.chunks)} chunks, "
                    f"{_money(sum(c.cost_usd for c in now))}"
                    + (f" (and {submitted} submitted earlier, paid for, to collect)" if submitted else ""))
-    hosted = "" if rp.backend == "fal" else f" (on fal: {_money(plan.hosted_cost_usd)})"
+    hosted = "" if BACKENDS[rp.backend].priced else f" (on fal: {_money(plan.hosted_cost_usd)})"
     out.append(f"{len(plan.chunks)} chunks, {plan.total_frames} frames ({timecode(plan.total_frames, fps)}), "
                f"{sum(c.generated_frames for c in plan.chunks)} generated, longest chain {plan.longest_chain}; "
                f"cost {_money(plan.cost_usd)}{hosted}")

@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 
+from ltxflow.registry import PROJECT_BACKENDS
 from ltxflow.timeline import MUSICAL_PATTERN, MusicTime, fps_str, parse_fps, parse_time
 
 CURRENT_VERSION = 1
@@ -36,7 +37,7 @@ _SIZE = re.compile(r"^(\d+)\s*[xX×]\s*(\d+)$")
 
 CAMERA_MOVES = ("dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static", "none")
 Camera = Literal["dolly_in", "dolly_out", "dolly_left", "dolly_right", "jib_up", "jib_down", "static", "none"]
-Backend = Literal["preview", "fal", "local"]
+Backend = Literal[PROJECT_BACKENDS]  # type: ignore[valid-type] # the registry's names a project may give
 OUTPUT_CONTAINERS = (".mp4", ".webm", ".mov", ".gif")
 
 
@@ -217,7 +218,7 @@ class Project(_Frozen):
     fps: Fps = Field(Fraction(24), description="1..60, or a ratio such as 24000/1001")
     resolution: Resolution = Field("1280x704", description="the output's WxH (even sides), a preset, or auto")
     seed: int = Field(0, ge=0, lt=2**32, description="project seed; chunk seeds derive from it")
-    backend: Backend = Field("preview", description="preview | fal | local (CLI --backend overrides)")
+    backend: Backend = Field("preview", description=f"{' | '.join(PROJECT_BACKENDS)} (CLI --backend overrides)")
     model: str = Field("ltx-2.3-quality", description="model family, mapped to an endpoint per scene mode")
     endpoint: str | None = Field(None, description="explicit endpoint id for every scene that sets none")
     output: str | None = Field(None, description="output video; container from the extension "

@@ -19,11 +19,11 @@ from ltxflow.project.model import (DEFAULT_CHAIN_OFFSET, SCENE_PARAM_NAMES, SIZE
                                    DEFAULT_COLOR_STRENGTH, Chunking, Scene, color_strength)
 from ltxflow.project.paths import PathRefused, media_ref
 from ltxflow.music.grid import Grid
+from ltxflow.registry import BACKENDS, BackendSpec
 from ltxflow.timeline import MusicTime, largest_valid, seconds_to_frame, timecode
 
 # auto resolution: the first keyframe's aspect ratio at about this many pixels.
 AUTO_AREA = 1280 * 704
-LOCAL_SIZE_MULTIPLE = 64  # ltx-pipelines' two-stage pipelines assert it (utils/helpers.py assert_resolution)
 DEFAULT_SIZE = (1280, 704)
 
 # Scene parameters that map onto an endpoint field and are checked against its range.
@@ -154,7 +154,8 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     grid = _music(loaded, audio, music_store) if total is not None else None
     spans = _scene_frames(errs, loaded, total, grid)
     backend = backend or p.backend
-    multiple = LOCAL_SIZE_MULTIPLE if backend == "local" else SIZE_MULTIPLE
+    spec = BACKENDS[backend]
+    multiple = spec.size_multiple
     width, height = _size(errs, loaded, media, multiple)
     generated = generation_size(width, height, multiple)
     scenes = []
@@ -164,8 +165,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
             scenes.append(rs)
     _check_ids(errs, p.scenes)
     _check_start_images(errs, cat, scenes)
-    if backend == "local":
-        _check_local(errs, scenes)
+    _check_backend(errs, spec, scenes)
     chain_offset = _chain_offset(errs, p.chunking)
     errs.raise_if_any()
     assert audio is not None and total is not None
@@ -466,20 +466,23 @@ def _resolve_scene(errs: _Collector, loaded: LoadedProject, cat: Catalog, i: int
         seam=values.get("seam", "cut"), crossfade_frames=values.get("crossfade_frames", 8))
 
 
-def _check_local(errs: _Collector, scenes: list[ResolvedScene]) -> None:
-    """What backend local cannot do, found before any weights load: it reads media from files, and
-    the camera LoRAs fal adds for `camera:` are not part of the published LTX-2.3 weights."""
+def _check_backend(errs: _Collector, spec: BackendSpec, scenes: list[ResolvedScene]) -> None:
+    """What the backend cannot do (its registry line says), found before anything renders: moves
+    of `camera:` (fal adds camera LoRAs; backend local's published weights have none), media as
+    URLs (backend local reads files)."""
     for s in scenes:
-        if "camera" in s.values:
-            errs.add(s.origins["camera"], f"backend local has no camera moves (fal adds camera LoRAs): drop camera "
-                                          f"in scene '{s.id}', or give a camera-control LoRA file in loras")
+        if "camera" in s.values and not spec.camera_moves:
+            errs.add(s.origins["camera"], f"backend {spec.name} has no camera moves (fal adds camera LoRAs): drop "
+                                          f"camera in scene '{s.id}', or give a camera-control LoRA file in loras")
+        if not spec.files_only:
+            continue
         for term, m in (("image", s.image), ("end_image", s.end_image)):
             if m is not None and m.ref.url is not None:
-                errs.add(s.origins[term], f"backend local reads images from files: download {m.ref.url} into the "
-                                          "project and name the file")
+                errs.add(s.origins[term], f"backend {spec.name} reads images from files: download {m.ref.url} into "
+                                          "the project and name the file")
         for j, lo in enumerate(s.loras):
             if lo.media.ref.url is not None:
-                errs.add(s.origins["loras"] + (j, "path"), f"backend local reads LoRAs from files: download "
+                errs.add(s.origins["loras"] + (j, "path"), f"backend {spec.name} reads LoRAs from files: download "
                                                            f"{lo.media.ref.url} and name the file")
 
 
