@@ -169,47 +169,96 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter, backend: 
     `backend`: render with this one (tests, programs embedding ltxflow; the build closes it)
     instead of making the project's by name from the registry; its name is the build's backend.
     Raises ProjectError (invalid project), BuildArgumentError, Interrupted (a KeyboardInterrupt while
-    chunks render: Ctrl-C, or SIGTERM as the CLI turns it into one; running chunks give up at once)."""
-    t0 = time.monotonic()
-    if opts.jobs < 1:
-        raise BuildArgumentError("--jobs must be at least 1")
-    cache = Cache(default_cache_dir(Path(project).parent, opts.cache_dir))
-    _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
-    project_sha = project_digest(Path(project))  # before reading it: see write_stamp
-    rp = open_project(project, backend=opts.backend or (backend.name if backend else None),
-                      allow_outside_paths=opts.allow_outside_paths,
-                      audio_store=cache.decoded_audio, music_store=cache.music)
-    inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
-                                         for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
-                                         if m is not None and m.ref.path is not None])
-    plan = build_plan(rp)
-    time_range = range_seconds(rp, opts.time_range, cache.music) if opts.time_range else None
-    sel = select(plan, opts.only, time_range)
-    out = output_path(plan, sel, opts.output)
-    container = out.suffix.lower().lstrip(".")
-    if container not in ("mp4", "webm", "mov", "gif"):
-        raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
-    fmt = clip_format(rp, container)
-    _writable_folder(out.parent, f"the output's folder ({out})")
-    find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
-    stop = threading.Event()
-    env_models = os.environ.get("LTXFLOW_LTX_MODELS")
-    models = opts.models or (Path(env_models).expanduser() if env_models else rp.models)
-    if backend is None:
-        backend = make_backend(rp.backend, BackendContext(
-            cache.root, Path(project), reporter.event, stop, models=models, fp8=rp.fp8,
-            needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
-    keyframes = crossfades.chunk_keyframes(plan, fmt)  # where crossfade seams cut each chunk's clip
-    with closing(backend):  # a local backend's worker processes end with the build
-        statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path),
-                                  lambda c, tag: variant_name(c, fmt, tag=tag, keyframes=keyframes[c.id]))
-        to_render = [n for n in sel.needed if statuses[n].status == "render"]
+    chunks render: Ctrl-C, or SIGTERM as the CLI turns it into one; running chunks give up at once),
+    StitchFailed."""
+    return Build(Path(project), opts, reporter, backend).run()
+
+
+class Build:
+    """One build, as its phases. The skeleton (`run`):
+
+        prepare   read the project, plan, select, check the output and ffmpeg, make the backend
+        budget    which chunks render now, what they cost (max_cost), the backend's preflight
+        render    the chunks, in DAG order, the master audio encoded meanwhile
+        stitch    the selection onto the master track (skipped when the output is current)
+        record    the no-op stamp of everything the build read and wrote
+        report    the HTML report and contact sheet (a failure is a warning)
+
+    Every way out (done, chunks failed, stitch failed, interrupted) goes through `finish`, which
+    sends build_done with the counts and where the seconds went (`phases`)."""
+
+    def __init__(self, project: Path, opts: BuildOptions, reporter: Reporter, backend: Backend | None = None):
+        self.project, self.opts, self.reporter, self.backend = project, opts, reporter, backend
+        self.t0 = time.monotonic()
+        self.stop = threading.Event()
+        # Where the build's seconds go (build_done's `breakdown`): wall-clock phases, and per-chunk
+        # seconds summed over chunks (which overlap when chunks render in parallel).
+        self.phases = {"plan_s": 0.0, "chunks_s": 0.0, "render_s": 0.0, "normalize_s": 0.0,
+                       "color_s": 0.0, "stitch_s": 0.0, "report_s": 0.0}
+        self.lock = threading.Lock()
+
+    def run(self) -> BuildResult:
+        self.prepare()
+        assert self.backend is not None
+        with closing(self.backend):  # a local backend's worker processes end with the build
+            self.budget()
+            outcomes, audio_job = self.render()
+            result, error = self.collect(outcomes, audio_job)
+            if result.counts["failed"] or result.counts["skipped"]:
+                result.seconds = self.finish(None, result, failures={n: o.error for n, o in outcomes.items()
+                                                                     if o.state != "ok"})
+                return result
+            self.stitch(result, error)
+            self.record(result)
+            self.report(result)
+            result.seconds = self.finish(self.out, result)
+            return result
+
+    # -- phases -----------------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        opts = self.opts
+        if opts.jobs < 1:
+            raise BuildArgumentError("--jobs must be at least 1")
+        self.cache = cache = Cache(default_cache_dir(self.project.parent, opts.cache_dir))
+        _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
+        self.project_sha = project_digest(self.project)  # before reading it: see write_stamp
+        self.rp = rp = open_project(self.project, backend=opts.backend or (self.backend.name if self.backend else None),
+                                    allow_outside_paths=opts.allow_outside_paths,
+                                    audio_store=cache.decoded_audio, music_store=cache.music)
+        self.inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
+                                                  for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
+                                                  if m is not None and m.ref.path is not None])
+        self.plan = plan = build_plan(rp)
+        time_range = range_seconds(rp, opts.time_range, cache.music) if opts.time_range else None
+        self.sel = select(plan, opts.only, time_range)
+        self.out = out = output_path(plan, self.sel, opts.output)
+        container = out.suffix.lower().lstrip(".")
+        if container not in ("mp4", "webm", "mov", "gif"):
+            raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
+        self.fmt = clip_format(rp, container)
+        _writable_folder(out.parent, f"the output's folder ({out})")
+        find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
+        if self.backend is None:
+            env_models = os.environ.get("LTXFLOW_LTX_MODELS")
+            models = opts.models or (Path(env_models).expanduser() if env_models else rp.models)
+            self.backend = make_backend(rp.backend, BackendContext(
+                cache.root, self.project, self.reporter.event, self.stop, models=models, fp8=rp.fp8,
+                needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
+        self.keyframes = crossfades.chunk_keyframes(plan, self.fmt)  # where crossfade seams cut each chunk's clip
+
+    def budget(self) -> None:
+        plan, rp, opts, backend, keyframes = self.plan, self.rp, self.opts, self.backend, self.keyframes
+        assert backend is not None
+        statuses = chunk_statuses(plan, self.cache, load_index(self.cache, rp.loaded.path),
+                                  lambda c, tag: variant_name(c, self.fmt, tag=tag, keyframes=keyframes[c.id]))
+        self.to_render = to_render = [n for n in self.sel.needed if statuses[n].status == "render"]
         in_flight = backend.in_flight()
-        resume = [n for n in to_render if plan.chunk(n).key in in_flight]
-        for n in sel.needed:  # cached, but a crash came between the commit and forgetting its request
+        self.resume = resume = [n for n in to_render if plan.chunk(n).key in in_flight]
+        for n in self.sel.needed:  # cached, but a crash came between the commit and forgetting its request
             if statuses[n].status == "cached" and plan.chunk(n).key in in_flight:
                 backend.committed(plan.chunk(n).key)
-        cost_now = round(sum(plan.chunk(n).cost_usd for n in to_render if n not in resume), 6)
+        self.cost_now = cost_now = round(sum(plan.chunk(n).cost_usd for n in to_render if n not in resume), 6)
         max_cost = opts.max_cost if opts.max_cost is not None else rp.loaded.project.max_cost
         if max_cost is not None and cost_now > max_cost:
             limit = "--max-cost" if opts.max_cost is not None else f"max_cost in {rp.file}"
@@ -219,116 +268,139 @@ def build(project: str | Path, opts: BuildOptions, reporter: Reporter, backend: 
                 "video with --only or --range")
         if to_render:
             backend.preflight()  # a missing or rejected key fails here, before anything is submitted
-        # Where the build's seconds go (build_done's `breakdown`): wall-clock phases, and per-chunk
-        # seconds summed over chunks (which overlap when chunks render in parallel).
-        phases = {"plan_s": time.monotonic() - t0, "chunks_s": 0.0, "render_s": 0.0, "normalize_s": 0.0,
-                  "color_s": 0.0, "stitch_s": 0.0, "report_s": 0.0}
-        phases_lock = threading.Lock()
-        reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
-                       chunks=len(sel.needed), to_render=len(to_render), cached=len(sel.needed) - len(to_render),
-                       output=str(out), cost_now_usd=cost_now, resuming=len(resume))
-        work = ChunkWork(plan, cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s, stop=stop,
-                         emit=reporter.event, keyframes=keyframes)
 
-        def run_one(node: str, done: dict[str, Outcome]) -> ChunkResult:
-            res = work(node, done)
-            with phases_lock:  # normalize_s includes the colour pass; the breakdown shows them apart
-                phases["render_s"] += res.render_s
-                phases["normalize_s"] += res.normalize_s - res.color_s
-                phases["color_s"] += res.color_s
-            if res.state == "rendered":
-                reporter.event("chunk_done", chunk=node, seconds=round(res.render_s + res.normalize_s, 3),
-                               render_s=round(res.render_s, 3), normalize_s=round(res.normalize_s, 3),
-                               cost_usd=res.cost_usd)
-            return res
-
-        def failed(node: str, exc: BaseException) -> str:
-            known = isinstance(exc, LtxflowError)
-            message = str(exc) if known and str(exc) else f"{type(exc).__name__}: {exc}"
-            reporter.event("chunk_failed", chunk=node, error=message)
-            return message
-
-        def finish(output: Path | None, rendered: int, cached: int, failed: int, skipped: int, cost_usd: float,
-                   **extra: Any) -> float:
-            seconds = time.monotonic() - t0
-            with phases_lock:
-                breakdown = {k: round(v, 3) for k, v in phases.items()}
-            reporter.event("build_done", output=str(output) if output else None, seconds=round(seconds, 3),
-                           rendered=rendered, cached=cached, failed=failed, skipped=skipped, cost_usd=cost_usd,
-                           breakdown=breakdown, **extra)
-            return seconds
-
+    def render(self) -> tuple[dict[str, Outcome], Any]:
+        """The chunks' outcomes, and the master audio's encode (a future; None for gif). Raises
+        Interrupted, after finish, when the build is stopped."""
+        plan, rp, sel, opts, backend, fmt = self.plan, self.rp, self.sel, self.opts, self.backend, self.fmt
+        assert backend is not None
+        self.phases["plan_s"] = time.monotonic() - self.t0
+        self.reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
+                            chunks=len(sel.needed), to_render=len(self.to_render),
+                            cached=len(sel.needed) - len(self.to_render), output=str(self.out),
+                            cost_now_usd=self.cost_now, resuming=len(self.resume))
+        self.work = ChunkWork(plan, self.cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s,
+                              stop=self.stop, emit=self.reporter.event, keyframes=self.keyframes)
         parents = {c.id: c.chains_from for c in plan.chunks}
         # The master audio is encoded while the chunks render (the AAC encode of a 2-minute stereo
         # song takes seconds), so the stitch after the last chunk only remuxes.
-        audio_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltxflow-audio")
-        audio_job = audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt, cache.root / "audio",
-                                      stop) if fmt.audio else None
+        self.audio_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltxflow-audio")
+        audio_job = self.audio_pool.submit(master_audio, rp.audio, sel.segments, rp.fps, fmt,
+                                           self.cache.root / "audio", self.stop) if fmt.audio else None
+        # A backend that keeps models loaded renders what shares them back to back: it gets no
+        # more chunks at once than it renders, so the order chosen here is the order it runs.
+        group, jobs = None, opts.jobs
+        if backend.keeps_models:
+            group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
+        t_chunks = time.monotonic()
         try:
-            # A backend that keeps models loaded renders what shares them back to back: it gets no
-            # more chunks at once than it renders, so the order chosen here is the order it runs.
-            group, jobs = None, opts.jobs
-            if backend.keeps_models:
-                group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
-            t_chunks = time.monotonic()
-            outcomes = run_dag(sel.needed, parents, run_one, jobs, on_failure=failed, stop=stop, group=group,
-                               on_skip=lambda n, why: reporter.event("chunk_skipped", chunk=n, reason=why))
+            outcomes = run_dag(sel.needed, parents, self._one, jobs, on_failure=self._failed, stop=self.stop,
+                               group=group, on_skip=lambda n, why: self.reporter.event("chunk_skipped", chunk=n,
+                                                                                       reason=why))
         except Cancelled as exc:
-            phases["chunks_s"] = time.monotonic() - t_chunks
-            audio_pool.shutdown(wait=True, cancel_futures=True)  # the master audio's encode saw `stop` too
-            counts, spent = _tally(exc.outcomes)
-            save_index(cache, rp.loaded.path, [plan.chunk(n) for n, o in exc.outcomes.items() if o.state == "ok"])
-            # Counted as `plan` will show them: cached are all the selection's chunks the cache now
-            # holds (reached by this build or not), and the rest render next time.
-            now = chunk_statuses(plan, cache, {}, variant_namer(plan, fmt), check_clips=False)
-            counts["cached"] = sum(1 for n in sel.needed if now[n].status == "cached") - counts["rendered"]
-            left = len(sel.needed) - counts["rendered"] - counts["cached"]
-            finish(None, **counts, cost_usd=spent, interrupted=True, to_render=left)
-            waiting = len(backend.in_flight() & {plan.chunk(n).key for n in sel.needed})
-            hosted = (f"; {waiting} request{'s' if waiting != 1 else ''} still run on {rp.backend} (paid for): "
-                      f"the next build collects them, `ltxflow cancel {project}` cancels them") if waiting else ""
-            raise Interrupted(f"interrupted: {len(sel.needed) - left} of {len(sel.needed)} chunks are cached "
-                              f"({counts['rendered']} rendered now); run the build again to render the other "
-                              f"{left}{hosted}") from None
-        t_stitch = time.monotonic()
-        phases["chunks_s"] = t_stitch - t_chunks
-        results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
+            self.phases["chunks_s"] = time.monotonic() - t_chunks
+            self.audio_pool.shutdown(wait=True, cancel_futures=True)  # the master audio's encode saw `stop` too
+            self._interrupted(exc.outcomes)
+        self.phases["chunks_s"] = time.monotonic() - t_chunks
+        return outcomes, audio_job
+
+    def collect(self, outcomes: dict[str, Outcome], audio_job: Any) -> tuple[BuildResult, str | None]:
+        """The result so far (counts, cost; the index of what is cached saved), and why the stitch
+        cannot run (the master audio's encode failed), else None."""
+        self.t_stitch = time.monotonic()
+        self.results = results = {n: o.value for n, o in outcomes.items() if o.state == "ok"}
         counts, spent = _tally(outcomes)
-        save_index(cache, rp.loaded.path, [plan.chunk(n) for n in results])
+        save_index(self.cache, self.rp.loaded.path, [self.plan.chunk(n) for n in results])
         result = BuildResult(None, outcomes, 0.0, spent, counts=counts)
-        stitch_error = None
+        error = None
         try:
             if audio_job is not None and not (counts["failed"] or counts["skipped"]):
                 audio_job.result()  # an encoding failure surfaces here, before the stitch
         except (LtxflowError, OSError) as exc:
-            stitch_error = str(exc)
+            error = str(exc)
         except KeyboardInterrupt:
-            stop.set()  # the master audio's encode gives up before the wait below
+            self.stop.set()  # the master audio's encode gives up before the wait below
             raise
         finally:
-            audio_pool.shutdown(wait=True)
-        if counts["failed"] or counts["skipped"]:
-            result.seconds = finish(None, **counts, cost_usd=spent,
-                                    failures={n: o.error for n, o in outcomes.items() if o.state != "ok"})
-            return result
-        if stitch_error is None:
+            self.audio_pool.shutdown(wait=True)
+        return result, error
+
+    def stitch(self, result: BuildResult, error: str | None) -> None:
+        """Raises StitchFailed, after finish, when it fails: every chunk is cached, and the next
+        build only stitches."""
+        if error is None:
             try:
-                result.stitched = _stitch(plan, sel, results, work, cache, fmt, out, reporter)
-                phases["stitch_s"] = time.monotonic() - t_stitch  # with the wait for the master audio
+                result.stitched = _stitch(self.plan, self.sel, self.results, self.work, self.cache, self.fmt,
+                                          self.out, self.reporter)
+                self.phases["stitch_s"] = time.monotonic() - self.t_stitch  # with the wait for the master audio
             except (LtxflowError, OSError) as exc:
-                stitch_error = str(exc)
-        if stitch_error is not None:  # every chunk is cached; the next build only stitches
-            finish(None, **counts, cost_usd=spent, failures={"stitch": stitch_error})
-            raise StitchFailed(f"the stitch failed: {stitch_error}")
-        result.output = out
+                error = str(exc)
+        if error is not None:
+            self.finish(None, result, failures={"stitch": error})
+            raise StitchFailed(f"the stitch failed: {error}")
+        result.output = self.out
+
+    def record(self, result: BuildResult) -> None:
+        opts = self.opts
         options = stamp_options(opts.backend, opts.only, opts.time_range, opts.output, opts.allow_outside_paths)
-        write_stamp(stamp_path(cache.root, Path(project), options), Path(project), project_sha, inputs, rp.name, out,
-                    [r.clip for r in results.values()], sel.needed, backend=rp.backend)
-        t_report = time.monotonic()
-        _report(plan, cache, fmt, out, {n: r.clip for n, r in results.items()}, reporter)
-        phases["report_s"] = time.monotonic() - t_report
-        result.seconds = finish(out, **counts, cost_usd=spent)
-        return result
+        write_stamp(stamp_path(self.cache.root, self.project, options), self.project, self.project_sha, self.inputs,
+                    self.rp.name, self.out, [r.clip for r in self.results.values()], self.sel.needed,
+                    backend=self.rp.backend)
+
+    def report(self, result: BuildResult) -> None:
+        t0 = time.monotonic()
+        _report(self.plan, self.cache, self.fmt, self.out, {n: r.clip for n, r in self.results.items()}, self.reporter)
+        self.phases["report_s"] = time.monotonic() - t0
+
+    def finish(self, output: Path | None, result: BuildResult | None = None, *, counts: dict[str, int] | None = None,
+               cost_usd: float | None = None, **extra: Any) -> float:
+        """build_done: the counts, the money spent, where the seconds went; the build's seconds."""
+        counts = counts if counts is not None else (result.counts if result else {})
+        cost = cost_usd if cost_usd is not None else (result.cost_usd if result else 0.0)
+        seconds = time.monotonic() - self.t0
+        with self.lock:
+            breakdown = {k: round(v, 3) for k, v in self.phases.items()}
+        self.reporter.event("build_done", output=str(output) if output else None, seconds=round(seconds, 3),
+                            **counts, cost_usd=cost, breakdown=breakdown, **extra)
+        return seconds
+
+    # -- inside render ------------------------------------------------------------------------------
+
+    def _one(self, node: str, done: dict[str, Outcome]) -> ChunkResult:
+        res = self.work(node, done)
+        with self.lock:  # normalize_s includes the colour pass; the breakdown shows them apart
+            self.phases["render_s"] += res.render_s
+            self.phases["normalize_s"] += res.normalize_s - res.color_s
+            self.phases["color_s"] += res.color_s
+        if res.state == "rendered":
+            self.reporter.event("chunk_done", chunk=node, seconds=round(res.render_s + res.normalize_s, 3),
+                                render_s=round(res.render_s, 3), normalize_s=round(res.normalize_s, 3),
+                                cost_usd=res.cost_usd)
+        return res
+
+    def _failed(self, node: str, exc: BaseException) -> str:
+        known = isinstance(exc, LtxflowError)
+        message = str(exc) if known and str(exc) else f"{type(exc).__name__}: {exc}"
+        self.reporter.event("chunk_failed", chunk=node, error=message)
+        return message
+
+    def _interrupted(self, outcomes: dict[str, Outcome]) -> None:
+        """Counts as `plan` will show them: cached are all the selection's chunks the cache now
+        holds (reached by this build or not), and the rest render next time; then Interrupted."""
+        plan, sel, rp, backend = self.plan, self.sel, self.rp, self.backend
+        assert backend is not None
+        counts, spent = _tally(outcomes)
+        save_index(self.cache, rp.loaded.path, [plan.chunk(n) for n, o in outcomes.items() if o.state == "ok"])
+        now = chunk_statuses(plan, self.cache, {}, variant_namer(plan, self.fmt), check_clips=False)
+        counts["cached"] = sum(1 for n in sel.needed if now[n].status == "cached") - counts["rendered"]
+        left = len(sel.needed) - counts["rendered"] - counts["cached"]
+        self.finish(None, counts=counts, cost_usd=spent, interrupted=True, to_render=left)
+        waiting = len(backend.in_flight() & {plan.chunk(n).key for n in sel.needed})
+        hosted = (f"; {waiting} request{'s' if waiting != 1 else ''} still run on {rp.backend} (paid for): "
+                  f"the next build collects them, `ltxflow cancel {self.project}` cancels them") if waiting else ""
+        raise Interrupted(f"interrupted: {len(sel.needed) - left} of {len(sel.needed)} chunks are cached "
+                          f"({counts['rendered']} rendered now); run the build again to render the other "
+                          f"{left}{hosted}") from None
 
 
 def _report(plan: Plan, cache: Cache, fmt: Format, out: Path, clips: dict[str, Path], reporter: Reporter) -> None:
