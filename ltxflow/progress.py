@@ -8,9 +8,9 @@ import threading
 import time
 from typing import Any, Protocol, TextIO
 
-# Events (see the README): build_started, chunk_cached, chunk_started, chunk_retry, chunk_done,
-# chunk_failed, chunk_skipped, warning, stitch_done, report_written, build_done; from hosted backends also
-# upload_done, chunk_submitted, chunk_resumed, chunk_queue, chunk_log, fal_retry.
+from ltxflow.events import problems
+
+# The events and their fields: ltxflow/events.py (the contract, checked by tests/test_events.py).
 
 
 class Reporter(Protocol):
@@ -54,7 +54,7 @@ class TextReporter:
         if self.quiet and name not in self.LOUD:
             return
         with self.lock:  # _line updates the counts: one event at a time
-            line = self._line(name, f)
+            line = self._line(name, f) if not problems(name, f) else _whole(name, f, time.monotonic() - self.t0)
             if line:
                 self.stream.write(line + "\n")
                 self.stream.flush()
@@ -146,6 +146,9 @@ class RichReporter(TextReporter):
 
     def event(self, name: str, **f: Any) -> None:
         with self.lock:
+            if problems(name, f):  # not what the contract says: shown whole, nothing else
+                self.console.print(_whole(name, f, time.monotonic() - self.t0), markup=False, highlight=False)
+                return
             line = self._line(name, f)
             if name == "build_started":
                 self.progress.start()
@@ -173,6 +176,11 @@ class RichReporter(TextReporter):
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def _whole(name: str, f: dict[str, Any], elapsed: float) -> str:
+    """An event that does not keep its contract (events.py), shown as it came rather than lost."""
+    return f"[{elapsed:6.1f}s] {name} {json.dumps(f, default=str)}"
 
 
 def make_reporter(log_format: str, quiet: bool, stream: TextIO | None = None) -> Reporter:

@@ -1,0 +1,61 @@
+"""The build's events: each one's fields, as a contract between what emits them (build, chunk
+work, backends) and what reads them (the reporters, CI reading the JSON log).
+
+EVENTS maps an event's name to (required fields, optional fields), each field to the types its
+value may have. The JSON log adds `event` and `t` to every line. tests/test_events.py runs builds
+of every kind and checks each event they emit against this; a reporter shown an event that does
+not match prints it whole instead of failing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NUM = (int, float)
+OPT_STR = (str, type(None))
+OPT_INT = (int, type(None))
+Fields = dict[str, tuple[type, ...]]
+
+EVENTS: dict[str, tuple[Fields, Fields]] = {
+    "build_started": ({"project": OPT_STR, "backend": (str,), "jobs": (int,), "chunks": (int,),
+                       "to_render": (int,), "cached": (int,), "output": (str,)},
+                      {"cost_now_usd": NUM, "resuming": (int,), "up_to_date": (bool,)}),
+    "chunk_cached": ({"chunk": (str,)}, {}),
+    "chunk_started": ({"chunk": (str,)}, {}),
+    "chunk_retry": ({"chunk": (str,), "attempt": (int,), "delay_s": NUM, "error": (str,)}, {}),
+    "chunk_done": ({"chunk": (str,), "seconds": NUM, "render_s": NUM, "normalize_s": NUM, "cost_usd": NUM}, {}),
+    "chunk_failed": ({"chunk": (str,), "error": (str,)}, {}),
+    "chunk_skipped": ({"chunk": (str,), "reason": (str,)}, {}),
+    "warning": ({"message": (str,)}, {"chunk": (str,)}),
+    "stitch_done": ({"output": (str,), "skipped": (bool,), "frames": OPT_INT, "seconds": NUM},
+                    {"audio_samples": (int,), "audio_cached": (bool,), "crossfades": (int,),
+                     "reencoded_frames": (int,)}),
+    "report_written": ({"report": (str,), "contact_sheet": (str,), "seconds": NUM, "clips_read": (int,),
+                        "clips_kept": (int,)}, {}),
+    "build_done": ({"output": OPT_STR, "seconds": NUM, "rendered": (int,), "cached": (int,), "failed": (int,),
+                    "skipped": (int,), "cost_usd": NUM},
+                   {"breakdown": (dict,), "failures": (dict,), "interrupted": (bool,), "to_render": (int,),
+                    "up_to_date": (bool,)}),
+    # from hosted and local backends
+    "upload_done": ({"chunk": OPT_STR, "file": (str,), "bytes": (int,), "seconds": NUM}, {}),
+    "chunk_submitted": ({"chunk": (str,), "request_id": (str,), "endpoint": (str,)}, {}),
+    "chunk_resumed": ({"chunk": (str,), "request_id": (str,), "endpoint": (str,)}, {}),
+    "chunk_queue": ({"chunk": (str,), "status": (str,), "queue_position": OPT_INT, "request_id": (str,)}, {}),
+    "chunk_log": ({"chunk": (str,), "message": (str,)}, {}),
+    "fal_retry": ({"what": (str,), "attempt": (int,), "delay_s": NUM, "error": (str,)}, {}),
+    "worker_started": ({"gpu": OPT_STR, "device": (str,), "visible": OPT_STR, "pid": (int,)}, {}),
+}
+
+
+def problems(name: str, fields: dict[str, Any]) -> list[str]:
+    """How an event differs from its contract ([] when it keeps it)."""
+    if name not in EVENTS:
+        return [f"unknown event {name!r}"]
+    required, optional = EVENTS[name]
+    out = [f"{name}: {k} is missing" for k in required if k not in fields]
+    for k, v in fields.items():
+        kinds = required.get(k) or optional.get(k)
+        if kinds is None:
+            out.append(f"{name}: {k} is not one of its fields")
+        elif not isinstance(v, kinds) or (isinstance(v, bool) and bool not in kinds):
+            out.append(f"{name}: {k} is {type(v).__name__} ({v!r}), expected {' or '.join(t.__name__ for t in kinds)}")
+    return out
