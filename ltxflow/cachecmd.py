@@ -76,7 +76,7 @@ def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_pat
 
     entries = list(cache.entries())
     gone = [e for e in entries if e.key not in keys]
-    clips = {d for e in entries if e.key in keys for d in e.record.get("variants", {}).values()}
+    clips = {d for e in entries if e.key in keys for d in e.record.variants.values()}
     # Stale: temporary files of dead builds, and the report's kept ends of clips no entry keeps.
     stale = cache.stale_tmp() + EndsStore(cache.root / "report" / "ends").unused(clips)
     freed = sum(entry_size(e) for e in gone) + sum(_tree_size(p) for p in stale)

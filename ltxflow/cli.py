@@ -319,8 +319,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for e in cache.entries():
             r, size = e.record, entry_size(e)
             total += size
-            print(f"{e.key[:12]}  {r.get('project', '?'):<16} {r.get('chunk', '?'):<14} {r.get('backend', '?'):<8} "
-                  f"{r.get('created', '?'):<25} {size / 1e6:8.1f} MB  ${r.get('cost_usd', 0):.2f}")
+            print(f"{e.key[:12]}  {r.project or '?':<16} {r.chunk or '?':<14} {r.backend or '?':<8} "
+                  f"{r.created or '?':<25} {size / 1e6:8.1f} MB  ${r.cost_usd:.2f}")
         print(f"{cache.root}: {total / 1e6:.1f} MB")
         return EXIT_OK
     first = next(project_files(args.paths), None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ltxflow.execute.cache import Cache
+from ltxflow.execute.cache import Cache, Record
 
 
 def work_with(cache: Cache, name: str, content: bytes):
@@ -16,9 +16,9 @@ def work_with(cache: Cache, name: str, content: bytes):
 def test_first_commit_wins_and_the_second_is_discarded(tmp_path):
     cache = Cache(tmp_path / "c")
     key = "ab" * 32
-    first, ours1 = cache.commit(work_with(cache, "a", b"first"), key, {"raw": "raw.mp4"})
+    first, ours1 = cache.commit(work_with(cache, "a", b"first"), key, Record(key, raw="raw.mp4"))
     second_work = work_with(cache, "b", b"second")
-    second, ours2 = cache.commit(second_work, key, {"raw": "raw.mp4"})
+    second, ours2 = cache.commit(second_work, key, Record(key, raw="raw.mp4"))
     assert ours1 and not ours2
     assert second.dir == first.dir and (first.dir / "raw.mp4").read_bytes() == b"first"
     assert not second_work.exists()
@@ -31,7 +31,7 @@ def test_an_unusable_entry_is_replaced(tmp_path):
     d = cache.entry_dir(key)
     d.mkdir(parents=True)
     (d / "record.json").write_text("{broken")
-    entry, ours = cache.commit(work_with(cache, "a", b"new"), key, {"raw": "raw.mp4"})
+    entry, ours = cache.commit(work_with(cache, "a", b"new"), key, Record(key, raw="raw.mp4"))
     assert ours and json.loads((entry.dir / "record.json").read_text())["key"] == key
 
 
@@ -40,11 +40,11 @@ def test_an_entry_made_from_another_start_is_replaced(tmp_path):
     # of the chunk before it changed), so the old entry must give way to the new one.
     cache = Cache(tmp_path / "c")
     key = "ee" * 32
-    cache.commit(work_with(cache, "a", b"old"), key, {"raw": "raw.mp4", "chain_digest": "old"})
-    entry, ours = cache.commit(work_with(cache, "b", b"new"), key, {"raw": "raw.mp4", "chain_digest": "new"},
-                               usable=lambda e: e.record["chain_digest"] == "new")
+    cache.commit(work_with(cache, "a", b"old"), key, Record(key, raw="raw.mp4", chain_digest="old"))
+    entry, ours = cache.commit(work_with(cache, "b", b"new"), key, Record(key, raw="raw.mp4", chain_digest="new"),
+                               usable=lambda e: e.record.chain_digest == "new")
     assert ours and (entry.dir / "raw.mp4").read_bytes() == b"new"
-    assert cache.lookup(key)[0].record["chain_digest"] == "new"
+    assert cache.lookup(key)[0].record.chain_digest == "new"
     assert list((tmp_path / "c" / "tmp").iterdir()) == []
 
 
@@ -54,3 +54,22 @@ def test_half_written_work_is_never_an_entry(tmp_path):
     work_with(cache, "a", b"raw")  # a render that died before its commit
     assert cache.lookup(key) == (None, None)
     assert len(cache.stale_tmp()) == 0  # its process (this one) is alive: not stale yet
+
+
+def test_a_record_is_read_typed_and_a_malformed_one_is_unusable(tmp_path):
+    cache = Cache(tmp_path / "c")
+    key = "ff" * 32
+    entry, _ = cache.commit(work_with(cache, "a", b"clip"), key, Record(key, raw="raw.mp4", variants={"v": "d"}))
+    path = entry.dir / "record.json"
+    data = json.loads(path.read_text())
+    assert data["variants"] == {"v": "d"} and data["drawn"] is False and cache.lookup(key)[0].record == entry.record
+    # An older record lacks fields (defaults), a newer one has more (left out); neither is damage.
+    path.write_text(json.dumps({"key": key, "raw": "raw.mp4", "added_later": 1}))
+    record = cache.lookup(key)[0].record
+    assert record.variants == {} and record.stat == {} and not hasattr(record, "added_later")
+    for bad in ({"key": key, "raw": "raw.mp4", "variants": ["v"]}, {"key": key, "raw": 7}, {"key": key},
+                {"key": key, "raw": "raw.mp4", "chain_digest": 3}, ["not", "an", "object"]):
+        path.write_text(json.dumps(bad))
+        assert cache.lookup(key) == (None, "record does not match its key"), bad
+    path.write_text(json.dumps({"key": key, "drawn": True, "raw": None}))  # a drawing backend's: no raw clip
+    assert cache.lookup(key)[0].raw is None

@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -55,17 +55,74 @@ def default_cache_dir(project_root: Path, explicit: Path | None = None, env: dic
 
 
 @dataclass(frozen=True)
+class Record:
+    """An entry's record.json, typed: what made the entry and what it holds. Read (Record.read)
+    and written (to_json) here only; fields a newer ltxflow adds are left out of an older one's
+    reading, and fields an older record lacks take these defaults."""
+
+    key: str
+    chunk: str = ""
+    scene: str = ""
+    project: str = ""
+    backend: str = ""
+    endpoint: str = ""
+    seed: int | None = None  # as the backend reports it
+    cost_usd: float = 0.0
+    chains_from: str | None = None
+    chain_digest: str | None = None  # sha256 of the start image it was rendered from (chained chunks)
+    raw: str | None = None  # the raw clip's file name; None for a drawing backend's entry
+    drawn: bool = False  # a drawing backend's: no raw clip, drawn again for another variant
+    raw_sha256: str | None = None
+    frames: dict[str, str] = field(default_factory=dict)  # chain frames (frame_key) -> sha256
+    variants: dict[str, str] = field(default_factory=dict)  # clip variants -> sha256
+    stat: dict[str, list[int]] = field(default_factory=dict)  # file name -> [size, mtime_ns] when written
+    color_match: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> what matching did
+    normalize: dict[str, Any] = field(default_factory=dict)  # NormalizeReport.record() of the first clip
+    details: dict[str, Any] = field(default_factory=dict)  # the backend's own (request ids, GPU, ...)
+    timings: dict[str, float] = field(default_factory=dict)  # render_s, normalize_s
+    inputs: dict[str, Any] = field(default_factory=dict)  # the chunk's key inputs
+    created: str = ""
+    ltxflow: str = ""
+
+    @classmethod
+    def read(cls, data: Any) -> "Record":
+        """A record from record.json's object. Raises ValueError when it is not one."""
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
+            raise ValueError("not a record")
+        known = {f.name: f for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name, kind in _RECORD_TYPES.items():
+            if name in values and not isinstance(values[name], kind):
+                raise ValueError(f"{name} is {type(values[name]).__name__}")
+        record = cls(**values)
+        if not record.drawn and record.raw is None:
+            raise ValueError("no raw clip named")
+        return record
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# The fields read checks (the others are free-form data for the report).
+_RECORD_TYPES: dict[str, Any] = {
+    "chain_digest": (str, type(None)), "raw": (str, type(None)), "drawn": bool, "raw_sha256": (str, type(None)),
+    "frames": dict, "variants": dict, "stat": dict, "color_match": dict, "timings": dict,
+    "cost_usd": (int, float), "backend": str,
+}
+
+
+@dataclass(frozen=True)
 class Entry:
     """A finished cache entry (its folder was renamed into place with a valid record)."""
 
     key: str
     dir: Path
-    record: dict[str, Any]
+    record: Record
 
     @property
     def raw(self) -> Path | None:
         """The clip as the backend produced it; None for a drawing backend's entry (`drawn`)."""
-        return self.dir / self.record["raw"] if self.record.get("raw") else None
+        return self.dir / self.record.raw if self.record.raw else None
 
     def clip(self, variant: str) -> Path:
         return self.dir / f"clip.{variant}"
@@ -75,7 +132,7 @@ class Entry:
         return self.dir / frame_name(index, tag)
 
     def frame_digest(self, index: int, tag: str | None = None) -> str | None:
-        return self.record.get("frames", {}).get(frame_key(index, tag))
+        return self.record.frames.get(frame_key(index, tag))
 
 
 def file_stat(path: Path) -> list[int]:
@@ -121,16 +178,16 @@ class Cache:
         if not d.exists():
             return None, None
         try:
-            record = json.loads((d / RECORD).read_text())
+            data = json.loads((d / RECORD).read_text())
         except (OSError, ValueError) as exc:
             return None, f"unreadable record ({type(exc).__name__})"
-        if not isinstance(record, dict) or record.get("key") != key:
+        try:
+            record = Record.read(data)
+        except (TypeError, ValueError):
             return None, "record does not match its key"
-        if record.get("drawn") is True and record.get("raw") is None:
-            pass  # drawn again when another variant is wanted: its clips are checked as they are used
-        elif not isinstance(record.get("raw"), str):
+        if record.key != key:
             return None, "record does not match its key"
-        elif not (d / record["raw"]).is_file():
+        if record.raw is not None and not (d / record.raw).is_file():
             return None, "its clip is missing"
         return Entry(key, d, record), None
 
@@ -138,7 +195,7 @@ class Cache:
         """None when the entry's clip variant is intact (see file_problem; a clip missing its last
         bytes still demuxes, so counting frames is not enough). A variant recorded without a
         digest is decoded and counted."""
-        recorded = entry.record.get("variants", {}).get(variant)
+        recorded = entry.record.variants.get(variant)
         if recorded is None:
             return self.verify_clip(entry.clip(variant), frames, width, height)
         return self.file_problem(entry, f"clip.{variant}", recorded)
@@ -148,7 +205,7 @@ class Cache:
         drawn again); an entry recorded without the raw clip's digest is taken as it is."""
         if entry.raw is None:
             return None
-        return self.file_problem(entry, entry.raw.name, entry.record.get("raw_sha256"))
+        return self.file_problem(entry, entry.raw.name, entry.record.raw_sha256)
 
     def file_problem(self, entry: Entry, name: str, digest: str | None) -> str | None:
         """None when the entry's file `name` is as it was written: the size recorded with it, and
@@ -159,7 +216,7 @@ class Cache:
             st = path.stat()
         except OSError:
             return "missing"
-        seen = entry.record.get("stat", {}).get(name)
+        seen = entry.record.stat.get(name)
         if seen is not None:
             if st.st_size != seen[0]:
                 return f"{st.st_size} bytes where {seen[0]} were written"
@@ -195,7 +252,7 @@ class Cache:
         d.mkdir(parents=True)
         return d
 
-    def commit(self, work: Path, key: str, record: dict[str, Any],
+    def commit(self, work: Path, key: str, record: Record,
                usable: Callable[[Entry], bool] = lambda entry: True) -> tuple[Entry, bool]:
         """Write the record into `work` and rename the folder into place as the entry for `key`.
 
@@ -203,8 +260,8 @@ class Cache:
         usable entry for the key first: the first one wins and `work` is discarded. An unusable
         previous entry is moved aside and deleted; so is one for which `usable(entry)` is False
         (a chained chunk rendered from a start image that has changed since)."""
-        record = {**record, "key": key}
-        write_json_atomic(work / RECORD, record)
+        record = replace(record, key=key)
+        write_json_atomic(work / RECORD, record.to_json())
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists():
@@ -229,8 +286,8 @@ class Cache:
         return Entry(key, final, record), True
 
     def update_record(self, entry: Entry, **changes: Any) -> Entry:
-        record = {**entry.record, **changes}
-        write_json_atomic(entry.dir / RECORD, record)
+        record = replace(entry.record, **changes)
+        write_json_atomic(entry.dir / RECORD, record.to_json())
         return Entry(entry.key, entry.dir, record)
 
     def add_file(self, entry: Entry, name: str, produce) -> Path:

@@ -16,7 +16,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, ChunkRequest, LoraFile, RenderResult
 from ltxflow.errors import Stopped
-from ltxflow.execute.cache import Cache, Entry, file_stat, frame_key, frame_name
+from ltxflow.execute.cache import Cache, Entry, Record, file_stat, frame_key, frame_name
 from ltxflow.execute.colorref import ColorRef, color_ref, color_target
 from ltxflow.media.encode import Format, output_format
 from ltxflow.media.normalize import ClipFrames, DrawnFrames, FrameSource, NormalizeReport, normalize_clip
@@ -110,7 +110,7 @@ class ChunkWork:
         color = color_ref(chunk, self.scenes[chunk.scene], (source.chain_png, want) if source else None)
         entry, problem = self.cache.lookup(chunk.key)
         damaged = None
-        if entry is not None and entry.record.get("chain_digest") == want:
+        if entry is not None and entry.record.chain_digest == want:
             try:
                 result = self._reuse(chunk, entry, color, self._raw_frames(chunk, entry, source))
                 self.emit("chunk_cached", chunk=chunk.id)
@@ -151,7 +151,7 @@ class ChunkWork:
         if entry.raw is not None:
             return ClipFrames(entry.raw)
         if not self.backend.draws:
-            raise MediaError(f"it keeps no raw clip (drawn by {entry.record.get('backend')}), "
+            raise MediaError(f"it keeps no raw clip (drawn by {entry.record.backend}), "
                              f"and {self.backend.name} does not draw")
         return DrawnFrames(chunk.id, lambda: self.backend.draw(self._request(chunk, source)), chunk.generated_frames)
 
@@ -173,7 +173,7 @@ class ChunkWork:
         if self.cache.clip_problem(entry, variant, kept, self.rp.width, self.rp.height) is not None:
             assert result.raw is not None
             entry = self._derive(entry, result.raw, chunk, head, kept, result.color, chain=False, keyframes=keyframes)
-        return entry.clip(variant), entry.record["variants"][variant]
+        return entry.clip(variant), entry.record.variants[variant]
 
     def _derive(self, entry: Entry, raw: FrameSource, chunk: Chunk, head: int, kept: int, color: ColorRef | None,
                 *, chain: bool, keyframes: tuple[int, ...] = ()) -> Entry:
@@ -190,18 +190,18 @@ class ChunkWork:
                 raw, tmp, png, head=head, kept=kept, generated=chunk.generated_frames,
                 width=self.rp.width, height=self.rp.height, fps=self.rp.fps, fmt=self.fmt, color=target,
                 keyframes=keyframes, asked=(self.rp.gen_width, self.rp.gen_height), stop=self.stop)))
-            frames = dict(entry.record.get("frames", {}))
+            frames = dict(entry.record.frames)
             if png is not None:
                 png.replace(entry.frame(last, tag))
                 frames[frame_key(last, tag)] = file_digest(entry.frame(last, tag))
         finally:
             if png is not None:
                 png.unlink(missing_ok=True)
-        variants = {**entry.record.get("variants", {}), variant: file_digest(clip)}
-        changes: dict[str, Any] = {"frames": frames, "variants": variants,
-                                   "stat": {**entry.record.get("stat", {}), clip.name: file_stat(clip)}}
+        r = entry.record
+        changes: dict[str, Any] = {"frames": frames, "variants": {**r.variants, variant: file_digest(clip)},
+                                   "stat": {**r.stat, clip.name: file_stat(clip)}}
         if reports and reports[0].color is not None:
-            changes["color_match"] = {**entry.record.get("color_match", {}), variant: reports[0].color}
+            changes["color_match"] = {**r.color_match, variant: reports[0].color}
         return self.cache.update_record(entry, **changes)
 
     # -- render ---------------------------------------------------------------------------------
@@ -245,31 +245,25 @@ class ChunkWork:
                 self.emit("warning", chunk=chunk.id, message=f"{chunk.id}: the clip deviates from its request "
                                                              f"({d}); conformed")
             want = source.chain_digest if source else None
-            record = {
-                "chunk": chunk.id, "scene": chunk.scene, "project": self.rp.name, "backend": self.backend.name,
-                "endpoint": chunk.endpoint.id, "seed": result.seed, "cost_usd": result.cost_usd,
-                "chains_from": chunk.chains_from,
-                "chain_digest": want,
-                "raw": raw.name if raw else None, "frames": {frame_key(chunk.chain_frame, tag): file_digest(chain)},
-                "variants": {variant: file_digest(clip)},
+            record = Record(
+                chunk.key, chunk=chunk.id, scene=chunk.scene, project=self.rp.name, backend=self.backend.name,
+                endpoint=chunk.endpoint.id, seed=result.seed, cost_usd=result.cost_usd, chains_from=chunk.chains_from,
+                chain_digest=want, raw=raw.name if raw else None, drawn=raw is None,
+                raw_sha256=file_digest(raw) if raw else None,
+                frames={frame_key(chunk.chain_frame, tag): file_digest(chain)},
+                variants={variant: file_digest(clip)},
                 # sizes and mtimes of the clips, to check them without hashing (Cache.file_problem)
-                "stat": {f.name: file_stat(f) for f in (raw, clip) if f is not None},
-                "normalize": report.record(), "details": result.details,
-                "timings": {"render_s": round(render_s, 3), "normalize_s": round(normalize_s, 3)},
-                "inputs": chunk.key_inputs, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "ltxflow": __version__,
-            }
-            if raw is None:
-                record["drawn"] = True
-            else:
-                record["raw_sha256"] = file_digest(raw)
-            if report.color is not None:
-                record["color_match"] = {variant: report.color}
+                stat={f.name: file_stat(f) for f in (raw, clip) if f is not None},
+                color_match={variant: report.color} if report.color is not None else {},
+                normalize=report.record(), details=result.details,
+                timings={"render_s": round(render_s, 3), "normalize_s": round(normalize_s, 3)},
+                inputs=chunk.key_inputs, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                ltxflow=__version__)
             # An entry for this key made from another start image (its chain source was matched
             # differently then), or the damaged one this render replaces, is replaced; one another
             # build committed meanwhile from the same start wins.
             entry, ours = self.cache.commit(work, chunk.key, record, usable=lambda e: (
-                e.record.get("chain_digest") == want and (damaged is None or e.record != damaged.record)))
+                e.record.chain_digest == want and (damaged is None or e.record != damaged.record)))
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -278,7 +272,7 @@ class ChunkWork:
         if not ours:  # another build committed this key first: use its entry (what it cached wins)
             return replace(self._reuse(chunk, entry, color, frames, state="rendered"), cost_usd=result.cost_usd,
                            render_s=render_s, normalize_s=normalize_s, color_s=report.color_s)
-        return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), record["frames"][frame_key(
+        return ChunkResult(chunk.id, "rendered", entry, entry.clip(variant), record.frames[frame_key(
             chunk.chain_frame, tag)], entry.frame(chunk.chain_frame, tag), result.cost_usd, render_s, normalize_s,
             color=color, color_s=report.color_s, raw=frames)
 

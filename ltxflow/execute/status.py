@@ -109,7 +109,7 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) must render",))
                 continue
             chain = chains[c.chains_from]
-            if chain is None or entry.record.get("chain_digest") != chain[1]:
+            if chain is None or entry.record.chain_digest != chain[1]:
                 out[c.id] = ChunkStatus("render", (f"the chunk it chains from ({c.chains_from}) changed",))
                 continue
         color = color_ref(c, scenes[c.scene], chains[c.chains_from] if c.chains_from else None)
@@ -126,6 +126,6 @@ def chunk_statuses(plan: Plan, cache: Cache, previous: dict[str, Any], variant,
                 chains[c.id] = None
                 continue
             notes = (("its clip is normalized again from the cached raw clip",) if entry.raw is not None else
-                     (f"its clip is drawn again ({entry.record.get('backend')} keeps no raw clip)",))
+                     (f"its clip is drawn again ({entry.record.backend} keeps no raw clip)",))
         out[c.id] = ChunkStatus("cached", notes)
     return out

@@ -7,13 +7,13 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from ltxflow.media.probe import MediaError
 from ltxflow.timeline import frame_to_sample, frame_to_seconds
 
 if TYPE_CHECKING:
-    from ltxflow.execute.cache import Cache, Entry
+    from ltxflow.execute.cache import Cache, Entry, Record
     from ltxflow.report.ends import Ends, EndsStore
     from ltxflow.media.encode import Format
     from ltxflow.plan.planner import Chunk, Plan
@@ -34,29 +34,28 @@ class ChunkRow:
     prompt: str
     state: str
     notes: tuple[str, ...]
-    record: Mapping[str, Any]  # the cache entry's record ({} when missing)
+    record: Record | None  # the cache entry's record (None when missing)
     first_jpeg: bytes | None = None  # thumbnails of the first and last kept frame
     last_jpeg: bytes | None = None
 
     @property
     def seed(self) -> int:
         """The seed the backend reports it used, else the planned one."""
-        seed = self.record.get("seed")
+        seed = self.record.seed if self.record else None
         return seed if isinstance(seed, int) and not isinstance(seed, bool) else self.chunk.seed
 
     @property
     def cost_usd(self) -> float:
         """What the render cost, or for a chunk not rendered, what the plan expects it to."""
-        if not self.record:
+        if self.record is None:
             return self.chunk.cost_usd
-        cost = self.record.get("cost_usd")
-        return float(cost) if isinstance(cost, (int, float)) else 0.0
+        return float(self.record.cost_usd)
 
     @property
     def timings(self) -> dict[str, float]:
         """render_s and normalize_s, where the record has them."""
-        t = self.record.get("timings")
-        return {k: float(v) for k, v in t.items() if isinstance(v, (int, float))} if isinstance(t, dict) else {}
+        t = self.record.timings if self.record else {}
+        return {k: float(v) for k, v in t.items() if isinstance(v, (int, float))}
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ class Report:
 
     @property
     def spent_usd(self) -> float:
-        return round(sum(r.cost_usd for r in self.rows if r.record), 6)
+        return round(sum(r.cost_usd for r in self.rows if r.record is not None), 6)
 
     @property
     def to_spend_usd(self) -> float:
@@ -163,14 +162,14 @@ def _row(c: Chunk, entry: Entry | None, problem: str | None, current: bool, reas
         notes = [f"not rendered: {'; '.join(reasons) or 'not in the cache'}"]
         if problem:
             notes.append(f"its cache entry is unusable ({problem})")
-        return ChunkRow(c, prompt, "missing", tuple(notes), {}), None
+        return ChunkRow(c, prompt, "missing", tuple(notes), None), None
     state = "rendered" if current else "stale"
     notes = [] if current else [f"the next build renders it again: {'; '.join(reasons)}"]
     if clip is None:
         notes.append("no normalized clip in the cache yet (the next build makes it from the raw clip)")
         return ChunkRow(c, prompt, state, tuple(notes), entry.record), None
     # The digest recorded when the clip was written names its ends in the store.
-    recorded = entry.record.get("variants", {}).get(clip.name[len("clip."):]) if clip.parent == entry.dir else None
+    recorded = entry.record.variants.get(clip.name[len("clip."):]) if clip.parent == entry.dir else None
     try:
         e = store.ends(clip, recorded if isinstance(recorded, str) else None, SEAM_FRAMES, c.kept_frames)
     except (MediaError, OSError) as exc:
@@ -197,7 +196,7 @@ def _clip_of(entry: Entry, chunk: Chunk, variant: str) -> Path | None:
     if entry.clip(variant).is_file():
         return entry.clip(variant)
     prefix = f"{chunk.head}-{chunk.kept_frames}-"
-    for name in sorted(entry.record.get("variants", {})):
+    for name in sorted(entry.record.variants):
         if name.startswith(prefix) and entry.clip(name).is_file():
             return entry.clip(name)
     return None

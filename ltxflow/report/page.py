@@ -259,7 +259,7 @@ def _chunk(report: Report, r: ChunkRow) -> str:
              ("frames", f"{c.start_frame}-{c.end_frame - 1} ({c.kept_frames} kept of {c.generated_frames} "
                         f"generated)"),
              ("starts from", start), ("endpoint", c.endpoint.id), ("seed", r.seed),
-             ("cost", f"${r.cost_usd:.2f}" + ("" if r.record else " (planned)"))]
+             ("cost", f"${r.cost_usd:.2f}" + ("" if r.record is not None else " (planned)"))]
     if t:
         facts.append(("render time", f"{t.get('render_s', 0):.1f} s render, {t.get('normalize_s', 0):.1f} s normalize"))
     state = {"rendered": "rendered", "stale": "out of date", "missing": "not rendered"}[r.state]
