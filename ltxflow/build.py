@@ -29,7 +29,7 @@ from ltxflow.plan.planner import Plan, build_plan
 from ltxflow.progress import Reporter
 from ltxflow.project.resolve import ResolvedProject, open_project
 from ltxflow.report import report_paths, write_report
-from ltxflow.timeline import MusicTime, seconds_to_frame, timecode
+from ltxflow.timeline import MusicTime, Span, seconds_to_frame, timecode
 from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
 
 
@@ -68,8 +68,8 @@ class Selection:
     for each piece, the chunk and the frames of it that fall inside."""
 
     needed: list[str]
-    pieces: list[tuple[str, int, int]]  # (chunk id, first timeline frame, end frame) in output order
-    segments: list[tuple[int, int]]
+    pieces: list[tuple[str, Span]]  # (chunk id, the timeline frames of it stitched) in output order
+    segments: list[Span]  # timeline frames stitched
     label: str | None  # names a partial output: None for the whole video
 
 
@@ -83,24 +83,24 @@ def select(plan: Plan, only: tuple[str, ...], time_range: tuple[Fraction, Fracti
         if unknown:
             raise BuildArgumentError(f"--only: no scene {', '.join(unknown)} in {rp.file} (scenes: {', '.join(ids)})")
         picked = [s for s in rp.scenes if s.id in only]
-        segments = _merge([(s.start_frame, s.end_frame) for s in picked])
+        segments = _merge([Span(s.start_frame, s.end_frame) for s in picked])
         label = "+".join(s.id for s in picked)
     elif time_range:
         a, b = (seconds_to_frame(t, rp.fps) for t in time_range)
         a, b = max(0, a), min(rp.total_frames, b)
         if b <= a:
             raise BuildArgumentError(f"--range selects no frames of the {timecode(rp.total_frames, rp.fps)} video")
-        segments, label = [(a, b)], f"{_stamp(a, rp.fps)}-{_stamp(b, rp.fps)}"
+        segments, label = [Span(a, b)], f"{_stamp(a, rp.fps)}-{_stamp(b, rp.fps)}"
     else:
-        segments, label = [(0, rp.total_frames)], None
+        segments, label = [Span(0, rp.total_frames)], None
     pieces = []
     for c in plan.chunks:
-        for a, b in segments:
-            lo, hi = max(a, c.start_frame), min(b, c.end_frame)
-            if lo < hi:
-                pieces.append((c.id, lo, hi))
+        for segment in segments:
+            part = segment.intersect(Span(c.start_frame, c.end_frame))
+            if part is not None:
+                pieces.append((c.id, part))
     needed_set = set()
-    for cid, _, _ in pieces:
+    for cid, _ in pieces:
         node: str | None = cid
         while node and node not in needed_set:  # a chunk needs the chain it starts from
             needed_set.add(node)
@@ -109,13 +109,14 @@ def select(plan: Plan, only: tuple[str, ...], time_range: tuple[Fraction, Fracti
     return Selection(needed, pieces, segments, label)
 
 
-def _merge(segments: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in segments:
-        if out and out[-1][1] == a:
-            out[-1] = (out[-1][0], b)
+def _merge(segments: list[Span]) -> list[Span]:
+    """Spans in order, those that touch joined."""
+    out: list[Span] = []
+    for s in segments:
+        if out and out[-1].end == s.start:
+            out[-1] = Span(out[-1].start, s.end)
         else:
-            out.append((a, b))
+            out.append(s)
     return out
 
 
@@ -440,7 +441,7 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
     joins = crossfades.plan_seams(crossfades.selection_pieces(plan, sel.pieces))
     clips: list[Path] = []
     ident: list[Any] = []
-    for (cid, lo, hi), split in zip(sel.pieces, joins.splits):
+    for (cid, (lo, hi)), split in zip(sel.pieces, joins.splits):
         chunk, res = plan.chunk(cid), results[cid]
         # A whole chunk, or part of one (--range): a variant holding just those frames, colour
         # matched as the whole chunk is, with the key frames its crossfades cut it at.
@@ -454,7 +455,7 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
     signature = content_key(shape)
     stamp = cache.root / "outputs" / f"{content_key(str(out.resolve()))[:24]}.json"
     if _output_current(out, stamp, signature):
-        reporter.event("stitch_done", output=str(out), skipped=True, frames=sum(b - a for a, b in sel.segments),
+        reporter.event("stitch_done", output=str(out), skipped=True, frames=sum(s.count for s in sel.segments),
                        seconds=0.0)
         return False
     for chunk_id, message in joins.notes:

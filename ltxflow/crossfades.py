@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Sequence
 
+from ltxflow.timeline import Span
+
 if TYPE_CHECKING:
     from ltxflow.media.encode import Format
     from ltxflow.plan.planner import Plan
@@ -116,22 +118,22 @@ def plan_seams(pieces: Sequence[Piece]) -> Seams:
     return Seams(tuple(pieces), tuple(windows), splits, tuple(notes))
 
 
-def selection_pieces(plan: "Plan", pieces: Sequence[tuple[str, int, int]]) -> list[Piece]:
-    """Pieces for (chunk id, first timeline frame, end frame) spans in output order. The seam at the
-    start of a chunk uses its scene's settings; spans that do not continue the one before (the
-    first, or after a gap in an --only selection) are not joined."""
+def selection_pieces(plan: "Plan", pieces: Sequence[tuple[str, Span]]) -> list[Piece]:
+    """Pieces for (chunk id, timeline frames of it) in output order. The seam at the start of a
+    chunk uses its scene's settings; spans that do not continue the one before (the first, or
+    after a gap in an --only selection) are not joined."""
     scenes = {s.id: s for s in plan.project.scenes}
     out: list[Piece] = []
-    for k, (cid, lo, hi) in enumerate(pieces):
+    for k, (cid, span) in enumerate(pieces):
         scene = scenes[plan.chunk(cid).scene]
-        joined = k > 0 and pieces[k - 1][2] == lo
-        out.append(Piece(cid, hi - lo, scene.seam, scene.crossfade_frames, joined))
+        joined = k > 0 and pieces[k - 1][1].end == span.start
+        out.append(Piece(cid, span.count, scene.seam, scene.crossfade_frames, joined))
     return out
 
 
 def chunk_keyframes(plan: "Plan", fmt: "Format") -> dict[str, tuple[int, ...]]:
     """The key frames each chunk's normalized clip needs for a stitch of the whole video."""
-    seams = plan_seams(selection_pieces(plan, [(c.id, c.start_frame, c.end_frame) for c in plan.chunks]))
+    seams = plan_seams(selection_pieces(plan, [(c.id, Span(c.start_frame, c.end_frame)) for c in plan.chunks]))
     return {c.id: forced(s, fmt) for c, s in zip(plan.chunks, seams.splits)}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import math
 import re
 from dataclasses import dataclass
@@ -183,3 +185,25 @@ def largest_valid(max_frames: int) -> int:
 
 def valid_count(n: int) -> bool:
     return n >= MIN_FRAMES and n % 8 == 1
+
+
+class Span(NamedTuple):
+    """Frames, or samples, [start, end): the one span type (end exclusive, as OpenTimelineIO's
+    TimeRange). A tuple, so `a, b = span` still reads it; `count` and `intersect` say what it
+    means, where a bare (start, end) or (start, count) pair left it to the reader."""
+
+    start: int
+    end: int
+
+    @classmethod
+    def of(cls, start: int, count: int) -> "Span":
+        return cls(start, start + count)
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start
+
+    def intersect(self, other: "Span") -> "Span | None":
+        """The frames both spans hold (None when none)."""
+        lo, hi = max(self.start, other.start), min(self.end, other.end)
+        return Span(lo, hi) if lo < hi else None

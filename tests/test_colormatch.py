@@ -18,6 +18,7 @@ from conftest import realmedia
 from ltxflow.backends.base import ChunkRequest
 from ltxflow.backends.preview import RAW_VIDEO, PreviewBackend
 from ltxflow.media import colormatch as cm
+from ltxflow.timeline import Span
 from ltxflow.media.colormatch import ColorTarget, correction, expected_path, frame_stats, trend
 from ltxflow.media.encode import LOSSLESS_VIDEO, FrameWriter, encode_frames_args, output_format
 from ltxflow.media.ffmpeg import find_ffmpeg
@@ -170,7 +171,7 @@ def test_a_part_of_a_chunk_is_corrected_as_the_whole_chunk(tmp_path):
     image = textured()
     raw, _ = flash_clip(tmp_path, image)
     with_span, without = tmp_path / "span.png", tmp_path / "nospan.png"
-    normalize(raw, tmp_path / "a.mov", ColorTarget(1.0, span=(0, N)), head=10, kept=12, png=with_span)
+    normalize(raw, tmp_path / "a.mov", ColorTarget(1.0, span=Span(0, N)), head=10, kept=12, png=with_span)
     normalize(raw, tmp_path / "b.mov", ColorTarget(1.0), head=10, kept=12, png=without)
     spanned = np.asarray(Image.open(with_span)).astype(np.float64)
     partial = np.asarray(Image.open(without)).astype(np.float64)

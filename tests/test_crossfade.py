@@ -21,6 +21,7 @@ from ltxflow.media.frames import decode_rgb, video_info
 from ltxflow.media.normalize import normalize_clip
 from ltxflow.media.probe import MediaError
 from ltxflow.crossfades import Piece, Split, Window, fit, plan_seams
+from ltxflow.timeline import Span
 
 # -- the window arithmetic (pure) -----------------------------------------------------------------
 
@@ -365,6 +366,6 @@ def test_cut_seams_stitch_as_before(tmp_path):
     # The output is, byte for byte, the plain stream-copy stitch of the normalized clips.
     (tmp_path / "work").mkdir()
     again = tmp_path / "again.mp4"
-    stitch(clips, [(0, 72)], probe_audio(tmp_path / "media" / "song.wav"), Fraction(24), output_format("mp4", "low"),
+    stitch(clips, [Span(0, 72)], probe_audio(tmp_path / "media" / "song.wav"), Fraction(24), output_format("mp4", "low"),
            again, tmp_path / "cache" / "audio", tmp_path / "work")
     assert again.read_bytes() == out.read_bytes()

@@ -70,3 +70,12 @@ def test_ntsc_durations_are_exact():
     assert timecode(1000, fps) == "0:41.708"
     assert timecode(0, Fraction(24)) == "0:00.000"
     assert timecode(24 * 75, Fraction(24)) == "1:15.000"
+
+
+def test_a_span_is_end_exclusive_and_intersects():
+    from ltxflow.timeline import Span
+
+    s = Span(10, 25)
+    assert s.count == 15 and Span.of(10, 15) == s and tuple(s) == (10, 25)
+    assert s.intersect(Span(20, 40)) == Span(20, 25) and s.intersect(Span(25, 30)) is None
+    assert Span(0, 5).intersect(Span(4, 5)) == Span(4, 5)

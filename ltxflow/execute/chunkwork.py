@@ -24,6 +24,7 @@ from ltxflow.media.probe import MediaError, file_digest
 from ltxflow.plan.planner import Chunk, Plan
 from ltxflow.project.resolve import ResolvedProject
 from ltxflow.registry import BACKENDS
+from ltxflow.timeline import Span
 
 T = TypeVar("T")
 
@@ -329,6 +330,6 @@ class ChunkWork:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            self.rp.audio.write_wav(tmp, [(span.start_sample, span.samples)])
+            self.rp.audio.write_wav(tmp, [Span.of(span.start_sample, span.samples)])
             os.replace(tmp, path)
         return path

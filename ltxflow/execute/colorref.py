@@ -9,6 +9,7 @@ from ltxflow.errors import ColorReferenceError
 from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Chunk
 from ltxflow.project.resolve import ResolvedScene
+from ltxflow.timeline import Span
 
 # Bump when the correction itself changes (media/colormatch.py), so clips matched the old way are
 # made again from their raw clips instead of being reused. 2: drift taken out relative to the
@@ -71,4 +72,4 @@ def color_target(ref: ColorRef, chunk: Chunk, width: int, height: int):
         end = reference_image(ref.end, width, height) if ref.end is not None else None
     except (MediaError, OSError) as exc:
         raise ColorReferenceError(f"{chunk.id}: colour reference ({ref.label}): {exc}") from None
-    return ColorTarget(ref.strength, end, span=(chunk.head, chunk.kept_frames), label=ref.label)
+    return ColorTarget(ref.strength, end, span=Span.of(chunk.head, chunk.kept_frames), label=ref.label)

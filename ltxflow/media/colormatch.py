@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from ltxflow.timeline import Span
+
 GAIN_RANGE = (0.5, 2.0)  # a correction never more than halves or doubles a channel's contrast
 SAMPLE_PIXELS = 65536  # statistics are taken on about this many pixels of a frame (a strided grid)
 STILL_LEVELS = 3  # a pixel that moves less than this (every channel, whole clip) is an overlay, not picture
@@ -42,14 +44,14 @@ class ColorTarget:
     `strength`: the share of the drift taken out, 0..1 (the project's default is
     project.model.DEFAULT_COLOR_STRENGTH). `end`: an image (HxWx3 uint8, at the clip's output
     size) the clip moves toward, reached at the last frame of `span` (None: the clip should hold
-    the colours it started with). `span`: (first raw frame, count), the kept frames of the chunk:
+    the colours it started with). `span`: the kept raw frames of the chunk (timeline.Span):
     the statistics are taken on raw frames 0 up to the span's end, so a clip of part of them is
     corrected exactly as the whole is (None: the frames being normalized). `label`: what the clip
     started from, for the report."""
 
     strength: float
     end: Any = None
-    span: tuple[int, int] | None = None
+    span: Span | None = None
     label: str = ""
 
 

@@ -16,6 +16,7 @@ from ltxflow.media.encode import Format, FrameWriter, encode_frames_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.frames import decode_rgb, frame_size, video_info
 from ltxflow.media.probe import MediaError
+from ltxflow.timeline import Span
 
 if TYPE_CHECKING:
     import threading
@@ -187,7 +188,8 @@ def _color_correction(source: FrameSource, color: ColorTarget, head: int, kept: 
 
     from ltxflow.media import colormatch as cm
 
-    first, count = color.span or (head, kept)
+    first, end = color.span or Span.of(head, kept)
+    count = end - first
     grids = []
     with closing(source.samples(width, height)) as samples:
         for grid in samples:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ltxflow.errors import MediaError
 from ltxflow.media.audiodecode import DECODERS, DEFAULT_ORDER, CannotDecode, convert_command
+from ltxflow.timeline import Span
 
 AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".ogg", ".m4a"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
@@ -76,16 +77,16 @@ class AudioTrack:
             raise MediaError(f"{self.pcm_file.name}: decoded audio is shorter than recorded")
         return b"\0" * (before * width) + body + b"\0" * ((count - before - inside) * width)
 
-    def write_wav(self, path: Path, spans: list[tuple[int, int]], block: int = 1 << 18) -> None:
-        """Write (start, count) sample spans, one after another, as a 16-bit WAV at `path`,
-        `block` samples at a time (a whole song is never held in memory)."""
+    def write_wav(self, path: Path, spans: list[Span], block: int = 1 << 18) -> None:
+        """Write sample spans, one after another, as a 16-bit WAV at `path`, `block` samples at
+        a time (a whole song is never held in memory)."""
         with wave.open(str(path), "wb") as w:
             w.setnchannels(self.channels)
             w.setsampwidth(2)
             w.setframerate(self.sample_rate)
-            for start, count in spans:
-                for at in range(start, start + count, block):
-                    w.writeframes(self.span_pcm(at, min(block, start + count - at)))
+            for span in spans:
+                for at in range(span.start, span.end, block):
+                    w.writeframes(self.span_pcm(at, min(block, span.end - at)))
 
     def span_digest(self, start: int, count: int) -> str:
         """sha256 of a span's samples (see span_pcm), with the format they are in."""

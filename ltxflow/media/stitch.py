@@ -17,7 +17,7 @@ from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import AudioTrack
 from ltxflow.crossfades import Seams
-from ltxflow.timeline import frame_to_sample
+from ltxflow.timeline import Span, frame_to_sample
 
 
 @dataclass(frozen=True)
@@ -30,16 +30,12 @@ class StitchReport:
     reencoded: int = 0  # frames encoded again: the crossfade windows
 
 
-def segment_samples(segments: list[tuple[int, int]], fps: Fraction, rate: int) -> list[tuple[int, int]]:
-    """Timeline frame segments [start, end) -> (first sample, sample count) spans of the master."""
-    out = []
-    for start, end in segments:
-        a, b = frame_to_sample(start, fps, rate), frame_to_sample(end, fps, rate)
-        out.append((a, b - a))
-    return out
+def segment_samples(segments: list[Span], fps: Fraction, rate: int) -> list[Span]:
+    """Timeline frame segments -> the master's sample spans they cover."""
+    return [Span(frame_to_sample(s.start, fps, rate), frame_to_sample(s.end, fps, rate)) for s in segments]
 
 
-def master_audio(track: AudioTrack, segments: list[tuple[int, int]], fps: Fraction, fmt: Format,
+def master_audio(track: AudioTrack, segments: list[Span], fps: Fraction, fmt: Format,
                  audio_dir: Path, stop: threading.Event | None = None) -> tuple[Path, int, bool]:
     """The master track's samples for `segments`, encoded once for `fmt` and kept in `audio_dir`.
     Returns (file, samples, whether it was already there). Raises Stopped when `stop` is set
@@ -68,7 +64,7 @@ def master_audio(track: AudioTrack, segments: list[tuple[int, int]], fps: Fracti
     return target, samples, False
 
 
-def stitch(clips: list[Path], segments: list[tuple[int, int]], track: AudioTrack, fps: Fraction, fmt: Format,
+def stitch(clips: list[Path], segments: list[Span], track: AudioTrack, fps: Fraction, fmt: Format,
            out: Path, audio_dir: Path, work: Path, seams: Seams | None = None) -> StitchReport:
     """Join `clips` (normalized, one per timeline segment piece, in order) into `out`.
 
@@ -77,7 +73,7 @@ def stitch(clips: list[Path], segments: list[tuple[int, int]], track: AudioTrack
     the master track's span for `segments`. The result is checked for its frame count and
     renamed into place, so `out` is either the previous file or a complete new one."""
     t0 = time.monotonic()
-    expected = sum(b - a for a, b in segments)
+    expected = sum(s.count for s in segments)
     ffmpeg = find_ffmpeg().path
     reencoded = 0
     if seams is not None and seams.windows:
