@@ -227,12 +227,12 @@ class Cache:
         return None if file_digest(path) == digest else "its bytes changed since it was written"
 
     def frame_problem(self, entry: Entry, index: int, tag: str | None = None) -> str | None:
-        """None when the chain frame PNG `index` (under colour tag `tag`) is there with its recorded digest."""
+        """None when the chain frame PNG `index` (under colour tag `tag`) is as written (see
+        file_problem: its recorded size and mtime, else its sha256)."""
         recorded = entry.frame_digest(index, tag)
-        path = entry.frame(index, tag)
-        if recorded is None or not path.is_file():
+        if recorded is None:
             return "missing"
-        return None if file_digest(path) == recorded else "its bytes changed since it was written"
+        return self.file_problem(entry, frame_name(index, tag), recorded)
 
     def verify_clip(self, path: Path, frames: int, width: int, height: int) -> str | None:
         """None when `path` is a readable clip of exactly `frames` frames at width x height."""

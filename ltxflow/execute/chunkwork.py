@@ -199,8 +199,9 @@ class ChunkWork:
             if png is not None:
                 png.unlink(missing_ok=True)
         r = entry.record
+        made = [clip, entry.frame(last, tag)] if chain else [clip]
         changes: dict[str, Any] = {"frames": frames, "variants": {**r.variants, variant: file_digest(clip)},
-                                   "stat": {**r.stat, clip.name: file_stat(clip)}}
+                                   "stat": {**r.stat, **{f.name: file_stat(f) for f in made}}}
         if reports and reports[0].color is not None:
             changes["color_match"] = {**r.color_match, variant: reports[0].color}
         return self.cache.update_record(entry, **changes)
@@ -254,7 +255,7 @@ class ChunkWork:
                 frames={frame_key(chunk.chain_frame, tag): file_digest(chain)},
                 variants={variant: file_digest(clip)},
                 # sizes and mtimes of the clips, to check them without hashing (Cache.file_problem)
-                stat={f.name: file_stat(f) for f in (raw, clip) if f is not None},
+                stat={f.name: file_stat(f) for f in (raw, clip, chain) if f is not None},
                 color_match={variant: report.color} if report.color is not None else {},
                 normalize=report.record(), details=result.details,
                 timings={"render_s": round(render_s, 3), "normalize_s": round(normalize_s, 3)},
