@@ -20,14 +20,15 @@ from ltxflow.errors import BuildArgumentError, Interrupted, LtxflowError, Stitch
 from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
 from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, clip_format, variant_name, variant_namer
 from ltxflow.execute.executor import Cancelled, Outcome, run_dag
+from ltxflow.execute.prepare import open_plan
 from ltxflow.execute.status import chunk_statuses, load_index, save_index
 from ltxflow.media.encode import Format
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
-from ltxflow.plan.planner import Plan, build_plan
+from ltxflow.plan.planner import Plan
 from ltxflow.progress import Reporter
-from ltxflow.project.resolve import ResolvedProject, open_project
+from ltxflow.project.resolve import ResolvedProject
 from ltxflow.report import report_paths, write_report
 from ltxflow.timeline import MusicTime, Span, seconds_to_frame, timecode
 from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
@@ -224,13 +225,12 @@ class Build:
         self.cache = cache = Cache(default_cache_dir(self.project.parent, opts.cache_dir))
         _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
         self.project_sha = project_digest(self.project)  # before reading it: see write_stamp
-        self.rp = rp = open_project(self.project, backend=opts.backend or (self.backend.name if self.backend else None),
-                                    allow_outside_paths=opts.allow_outside_paths,
-                                    audio_store=cache.decoded_audio, music_store=cache.music)
+        self.plan = plan = open_plan(self.project, cache, allow_outside_paths=opts.allow_outside_paths,
+                                     backend=opts.backend or (self.backend.name if self.backend else None))
+        self.rp = rp = plan.project
         self.inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
                                                   for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
                                                   if m is not None and m.ref.path is not None])
-        self.plan = plan = build_plan(rp)
         time_range = range_seconds(rp, opts.time_range, cache.music) if opts.time_range else None
         self.sel = select(plan, opts.only, time_range)
         self.out = out = output_path(plan, self.sel, opts.output)

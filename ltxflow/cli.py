@@ -154,18 +154,16 @@ def _scene_list(text: str) -> list[str]:
 
 
 def _plan(args: argparse.Namespace, cache=None):
-    """The project's plan; with a cache, the decoded song and its music analysis are kept in it
-    (without one, the analysis is kept in the project's default cache folder)."""
-    from ltxflow.execute.cache import default_cache_dir, music_store
-    from ltxflow.plan.planner import build_plan
-    from ltxflow.project.resolve import open_project
+    """The project's plan, read as a build reads it (execute/prepare.py). With a cache, the decoded
+    song and its music analysis are kept in it; without one (validate), the analysis is kept in
+    the project's default cache folder and the decoded song is not."""
+    from ltxflow.execute.prepare import open_plan
+    from ltxflow.execute.cache import Cache, default_cache_dir
 
-    music = music_store(cache.root if cache is not None else
-                        default_cache_dir(Path(args.project).parent, getattr(args, "cache_dir", None)))
-    return build_plan(open_project(args.project, backend=getattr(args, "backend", None),
-                                   allow_outside_paths=args.allow_outside_paths,
-                                   audio_store=cache.decoded_audio if cache is not None else None,
-                                   music_store=music))
+    keep = cache is not None
+    cache = cache or Cache(default_cache_dir(Path(args.project).parent, getattr(args, "cache_dir", None)))
+    return open_plan(Path(args.project), cache, backend=getattr(args, "backend", None),
+                     allow_outside_paths=args.allow_outside_paths, keep_audio=keep)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

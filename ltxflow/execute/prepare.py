@@ -1,0 +1,18 @@
+"""The project read, checked and planned, as every command sees it (build, plan, report, validate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ltxflow.execute.cache import Cache
+from ltxflow.plan.planner import Plan, build_plan
+from ltxflow.project.resolve import open_project
+
+
+def open_plan(project: Path, cache: Cache, *, backend: str | None = None, allow_outside_paths: bool = False,
+              keep_audio: bool = True) -> Plan:
+    """The plan of `project` (with `backend`, else its own): its music analysis kept in `cache`,
+    and its decoded song unless not `keep_audio`. Raises ProjectError."""
+    rp = open_project(project, backend=backend, allow_outside_paths=allow_outside_paths,
+                      audio_store=cache.decoded_audio if keep_audio else None, music_store=cache.music)
+    return build_plan(rp)
