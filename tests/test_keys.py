@@ -36,6 +36,7 @@ def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
     return {k for k in before if before[k] != after.get(k)}
 
 
+@pytest.mark.slow  # two fresh processes analyse the song
 def test_keys_are_stable_across_processes():
     code = ("import json, sys; from ltxflow.plan.planner import build_plan; "
             "from ltxflow.project.load import load_project; from ltxflow.project.resolve import resolve_project; "
@@ -64,8 +65,28 @@ def test_keyframe_content_change(demo):
     before = keys(demo)
     write_png(demo.parent / "keyframes" / "outro.png", (640, 352), (1, 2, 3))
     assert changed(before, keys(demo)) == {"outro.0"}
+    # The image the drop ends on shapes its last chunk (nothing chains from it: the outro has a keyframe).
+    write_png(demo.parent / "keyframes" / "drop-end.png", (640, 352), (1, 2, 3))
+    assert changed(before, keys(demo)) == {"outro.0", "drop.0"}
     write_png(demo.parent / "keyframes" / "intro.png", (640, 352), (1, 2, 3))
-    assert changed(before, keys(demo)) == {"outro.0", "intro.0", "verse.0", "verse.1", "drop.0"}
+    assert changed(before, keys(demo)) == {"outro.0", "drop.0", "intro.0", "verse.0", "verse.1"}
+
+
+def test_an_end_image_keys_only_its_scenes_last_chunk(project_dir):
+    """end_image is in the key of the chunk that ends on it, and of no earlier chunk of its scene."""
+    text = """
+        version: 1
+        audio: media/song.wav
+        chunking: {max_frames: 121, boundaries: even}
+        scenes:
+          - {id: long, prompt: p, image: keyframes/a.png, model: ltx-2.3-22b-distilled, end_image: keyframes/b.png}
+    """
+    path = project_dir.write(text)
+    before = keys(path)
+    assert len(before) > 2
+    project_dir.write(text.replace("end_image: keyframes/b.png", "end_image: keyframes/a.png"))
+    last = max(before, key=lambda c: int(c.split(".")[1]))
+    assert changed(before, keys(path)) == {last}
 
 
 def test_audio_change_inside_one_span(demo):

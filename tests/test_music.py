@@ -22,9 +22,9 @@ SECONDS = 36.0
 
 
 def write_clicks(path: Path, seconds: float = SECONDS, bpm: float = BPM, first: float = FIRST_BEAT,
-                 gaps: list[tuple[float, float]] = (), rate: int = 22050) -> list[float]:
-    """A drum-like click track: a low accented click on every 4th beat, a high one on the others,
-    over a quiet pad, silent inside `gaps`. Returns the true beat times."""
+                 gaps: list[tuple[float, float]] = (), rate: int = 22050, accent: int = 0) -> list[float]:
+    """A drum-like click track: a low accented click on every 4th beat from beat index `accent`,
+    a high one on the others, over a quiet pad, silent inside `gaps`. Returns the true beat times."""
     import numpy as np
 
     n = round(seconds * rate)
@@ -37,8 +37,9 @@ def write_clicks(path: Path, seconds: float = SECONDS, bpm: float = BPM, first: 
     env = np.exp(-np.arange(length) / (0.015 * rate))
     for i, b in enumerate(beats):
         at = round(b * rate)
-        tone = np.sin(2 * np.pi * (150 if i % 4 == 0 else 900) * np.arange(length) / rate)
-        click = (1.0 if i % 4 == 0 else 0.5) * env * (0.6 * tone + rng.normal(0, 0.2, length))
+        low = i % 4 == accent
+        tone = np.sin(2 * np.pi * (150 if low else 900) * np.arange(length) / rate)
+        click = (1.0 if low else 0.5) * env * (0.6 * tone + rng.normal(0, 0.2, length))
         y[at:at + length] += click[: n - at]
     for a, b in gaps:
         y[round(a * rate):round(b * rate)] = 0
@@ -116,6 +117,36 @@ def test_gaps_seams_land_inside_quiet_gaps(tmp_path, fps):
     for c in seams:
         t = float(c.start_frame / rate)
         assert c.placed == "gap" and any(a <= t <= b for a, b in GAPS), (c.id, t)
+
+
+def test_each_seam_takes_the_beat_nearest_its_balanced_place(clicks):
+    """With every beat a bar start (one beat a bar), a seam moves to the beat nearest where the
+    even split puts it, not to another beat in its window (there are several: 0.6 s apart, window 2 s)."""
+    import math
+
+    d, _ = clicks
+    one = "music: {beats_per_bar: 1}\n"
+    beats = plan_of(d.write(project("24", ONE_SCENE, "{boundaries: beats, max_frames: 161}", one), "near.yaml"))
+    even = plan_of(d.write(project("24", ONE_SCENE, "{boundaries: even, max_frames: 161}", one), "near-e.yaml"))
+    frames = [math.floor(Fraction(str(t)) * 24 + Fraction(1, 2)) for t in beats.project.music.beats]
+    assert len(inner_seams(beats)) == len(inner_seams(even)) >= 4
+    for c, balanced in zip(inner_seams(beats), inner_seams(even)):
+        nearest = min(frames, key=lambda f: abs(f - balanced.start_frame))
+        others = [f for f in frames if f != nearest and abs(f - balanced.start_frame) <= 48]
+        assert others and c.placed == "beat" and c.start_frame == nearest, (c.id, balanced.start_frame, nearest)
+
+
+def test_a_seam_takes_the_nearer_of_two_beats_of_a_kind():
+    from ltxflow.plan.seams import OFF_BAR, candidates, place_seams
+
+    fits = lambda i, kept: kept <= 150  # noqa: E731
+    # Around a balanced seam at 92: two beats that start no bar, then two bar starts; the nearer wins.
+    for events, expected in (({"beats": [(80, 80, OFF_BAR), (100, 100, OFF_BAR)]}, 100),
+                             ({"beats": [(84, 84, OFF_BAR), (110, 110, OFF_BAR)]}, 84),
+                             ({"beats": [(70, 70, 0.0), (96, 96, 0.0)]}, 96),
+                             ({"beats": [(89, 89, 0.0), (112, 112, 0.0)]}, 89)):
+        chosen = place_seams([92], 200, fits, [candidates(92, 24, events, 0, ("beats",))])
+        assert [(c.offset, c.placed) for c in chosen] == [(expected, "beat")], events
 
 
 def test_a_seam_with_no_beat_in_reach_stays_balanced(tmp_path):
@@ -208,6 +239,23 @@ def test_beats_are_found_where_they_are_and_the_accented_one_starts_bar_one(clic
     assert len(grid.beats) == len(beats)
     assert max(abs(a - b) for a, b in zip(grid.beats, beats)) < 0.005  # within 5 ms of the clicks
     assert grid.phase == 0 and grid.bars[:3] == grid.beats[0:9:4]  # the low click is on beats 1, 5, 9, ...
+
+
+@pytest.mark.parametrize("accent", [1, 2, 3])
+def test_bar_one_starts_on_the_accented_beat_wherever_it_is(tmp_path, accent):
+    """The phase is found, not assumed: with the low click on beat `accent` (0-based) and every
+    4th after it, bar 1 starts there and the beats before it are bar 0 (a pickup)."""
+    d = ProjectDir(tmp_path / "proj", seconds=1)
+    beats = write_clicks(d.root / "media" / "clicks.wav", seconds=16.0, accent=accent)
+    grid = plan_of(d.write(project("24", ONE_SCENE))).project.music
+    assert len(grid.beats) == len(beats)
+    assert grid.phase == accent and grid.bars[:3] == grid.beats[accent:accent + 9:4]
+    assert grid.describe(grid.beats[0])["beat"]["bar"] == 0 and grid.describe(grid.beats[accent])["beat"]["bar"] == 1
+    # music.first_bar overrides what is heard: bar 1 on the first beat (1-based) it names.
+    other = 1 + (accent + 2) % 4
+    path = d.write(project("24", ONE_SCENE, extra=f"music: {{first_bar: {other}}}\n"), "first.yaml")
+    grid = plan_of(path).project.music
+    assert grid.phase == other - 1 and grid.bars[0] == grid.beats[other - 1]
 
 
 def test_a_musical_time_past_the_end_names_the_field(clicks):
