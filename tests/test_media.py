@@ -53,14 +53,38 @@ def test_decoded_audio_is_kept_in_a_store_and_reused(songs, tmp_path):
     assert probe_audio(songs["mp3"], store).pcm_file.parent != store
 
 
-def test_span_digest_covers_samples_and_padding(songs):
+def test_span_digest_covers_samples_and_padding(songs, tmp_path):
+    import wave
+
     track = probe_audio(songs["wav"])
-    assert track.span_digest(0, 100) == track.span_digest(0, 100)
+    with wave.open(str(songs["wav"])) as w:
+        pcm = w.readframes(w.getnframes())
+    assert track.span_pcm(1000, 500) == pcm[1000 * 4:1500 * 4]  # the file's own samples, in place
+    # The digest is of the samples: the lossless FLAC of the same song has the same span digests,
+    # and a span one sample later does not.
+    flac = probe_audio(songs["flac"])
+    assert flac.codec != track.codec and flac.span_digest(500, 100) == track.span_digest(500, 100)
     assert track.span_digest(0, 100) != track.span_digest(1, 100)
-    # Past the end is silence: a span reaching beyond equals one padded with zeros by hand.
-    tail = track.span_digest(track.samples - 10, 20)
-    assert tail != track.span_digest(track.samples - 10, 10)
+    # A song that differs only from sample 2000 on: the same digest before it, another across it.
+    edited = tmp_path / "edited.wav"
+    with wave.open(str(edited), "wb") as w:
+        w.setparams((2, 2, 44100, 0, "NONE", "not compressed"))
+        w.writeframes(pcm[:2000 * 4] + bytes(len(pcm) - 2000 * 4))
+    other = probe_audio(edited)
+    assert other.span_digest(0, 2000) == track.span_digest(0, 2000)
+    assert other.span_digest(1990, 20) != track.span_digest(1990, 20)
+    # Past the end is silence: a span reaching beyond equals the same samples padded with zeros by hand.
+    padded = tmp_path / "padded.wav"
+    with wave.open(str(padded), "wb") as w:
+        w.setparams((2, 2, 44100, 0, "NONE", "not compressed"))
+        w.writeframes(pcm[-10 * 4:] + bytes(10 * 4))
+    assert track.span_digest(track.samples - 10, 20) == probe_audio(padded).span_digest(0, 20)
+    assert track.span_digest(track.samples - 10, 20) != track.span_digest(track.samples - 10, 10)
     assert track.span_digest(track.samples + 5, 10) == track.span_digest(track.samples + 50, 10)
+    # Before the start too; and the format is part of it: the same silence at another rate differs.
+    assert track.span_digest(-30, 10) == track.span_digest(track.samples + 5, 10)
+    assert probe_audio(write_wav(tmp_path / "22k.wav", 1.0, rate=22050, channels=2)).span_digest(-30, 10) != \
+        track.span_digest(-30, 10)
 
 
 def test_undecodable_audio(tmp_path):
