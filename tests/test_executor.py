@@ -22,24 +22,48 @@ def chains(n_chains: int, length: int) -> tuple[list[str], dict[str, str | None]
 
 def test_runs_parents_first_and_in_parallel():
     order, parent = chains(3, 3)
-    started: list[str] = []
     lock = threading.Lock()
     running, peak = [0], [0]
+    # The three chain heads wait for each other: the run finishes only if all three run at once
+    # (a runner with fewer workers breaks the barrier after its timeout, failing those nodes).
+    heads = threading.Barrier(3, timeout=10)
 
     def work(node, done):
         with lock:
             assert parent[node] is None or done[parent[node]].state == "ok"
-            started.append(node)
             running[0] += 1
             peak[0] = max(peak[0], running[0])
-        time.sleep(0.02)
+        if parent[node] is None:
+            heads.wait()
         with lock:
             running[0] -= 1
         return node.upper()
 
     out = run_dag(order, parent, work, jobs=3)
-    assert {n: o.value for n, o in out.items()} == {n: n.upper() for n in order}
+    assert {n: (o.state, o.value) for n, o in out.items()} == {n: ("ok", n.upper()) for n in order}
     assert peak[0] == 3
+
+
+def test_never_runs_more_than_jobs_at_once():
+    order, parent = chains(4, 2)
+    lock = threading.Lock()
+    running, peak = [0], [0]
+    both = threading.Barrier(2, timeout=10)
+
+    def work(node, done):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if node in ("c0.0", "c1.0"):  # the first two hold each other, so a third would start meanwhile
+            both.wait()
+        time.sleep(0.01)
+        with lock:
+            running[0] -= 1
+        return node
+
+    out = run_dag(order, parent, work, jobs=2)
+    assert all(o.state == "ok" for o in out.values()) and len(out) == 8
+    assert peak[0] == 2
 
 
 def test_failure_skips_only_what_depends_on_it():

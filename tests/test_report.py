@@ -227,6 +227,7 @@ def test_seam_scores_match_what_the_frames_hold(built):
     assert len(strip.find_all("line", "seam-line")) == len(rows)
     assert len(strip.find_all("line", "worst")) == 1
     assert [t.text() for t in strip.find_all("text", "scene-name")] == ["intro", "verse", "outro"]
+    assert len(rows) == len(plan["chunks"]) - 1 >= 4
     assert all(r["music"].startswith("beat ") for r in rows)
 
 
@@ -281,11 +282,15 @@ def test_report_on_a_partly_rendered_cache_without_music(tmp_path):
     rendered = sum(1 for c in plan["chunks"] if c["scene"] == "outro")
     assert f"{rendered} of {len(plan['chunks'])} chunks rendered" in r.stderr
     rows = seam_rows(page)
-    assert all(r["score"] is None for r in rows if not r["after"].startswith("outro"))
-    assert all(r["score"] is not None for r in rows if r["before"].startswith("outro"))
+    # Seams beside an unrendered chunk have no score; the one inside the rendered outro has one.
+    unscored = [r for r in rows if not r["after"].startswith("outro")]
+    inside = [r for r in rows if r["before"].startswith("outro")]
+    assert len(unscored) >= 3 and len(inside) >= 1, rows
+    assert all(r["score"] is None for r in unscored)
+    assert all(r["score"] is not None for r in inside)
     # No music analysis: no beats drawn, and the page says why.
     assert not page.by_id("waveform").find_all("line", "beat") and "no music analysis" in text
-    assert all(r["music"] == "" for r in rows)
+    assert rows and all(r["music"] == "" for r in rows)
     assert page.by_id("waveform").find_all("polygon", "wave")
 
 
