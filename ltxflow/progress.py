@@ -47,7 +47,7 @@ class TextReporter:
         self.quiet = quiet
         self.lock = threading.Lock()
         self.t0 = time.monotonic()
-        self.counts = {"done": 0, "cached": 0, "failed": 0}
+        self.counts = {"done": 0, "cached": 0, "failed": 0, "skipped": 0}
         self.total = 0
 
     def event(self, name: str, **f: Any) -> None:
@@ -80,6 +80,7 @@ class TextReporter:
             self.counts["failed"] += 1
             return f"{el} FAILED {f['chunk']}: {f['error']}"
         if name == "chunk_skipped":
+            self.counts["skipped"] += 1
             return f"{el} skipped {f['chunk']}: {f['reason']}"
         if name == "warning":
             return f"{el} warning: {f['message']}"
@@ -168,7 +169,8 @@ class RichReporter(TextReporter):
                 remote = f" ({len(self.waiting)} in the backend's queue)" if self.waiting else ""
                 self.progress.update(self.task, status=f"{queued} queued, {c['cached']} cached, "
                                                        f"{len(self.rendering)} rendering{remote}, "
-                                                       f"{c['done']} done, {c['failed']} failed")
+                                                       f"{c['done']} done, {c['failed']} failed"
+                                                       + (f", {c['skipped']} skipped" if c["skipped"] else ""))
             if line and name not in ("chunk_started", "chunk_done", "chunk_queue", "chunk_log"):
                 self.console.print(line, markup=False, highlight=False)
             if name == "build_done":

@@ -93,17 +93,33 @@ def test_undecodable_clip(tmp_path):
     assert not (tmp_path / "o.mp4").exists()
 
 
+def pair(args: list[str], flag: str) -> str:
+    """The value that follows `flag` in an argument list (the flag given once)."""
+    assert args.count(flag) == 1, (flag, args)
+    return args[args.index(flag) + 1]
+
+
 def test_command_lines():
     fps = Fraction(24000, 1001)
     assert timescale(fps) == 24000 and timescale(Fraction(24)) == 10008 and timescale(Fraction(25)) == 10000
-    assert encode_frames_args("ffmpeg", 64, 32, fps, Path("o.mp4"), ("-c:v", "libx264")) == [
-        "ffmpeg", "-hide_banner", "-nostats", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", "64x32", "-framerate", "24000/1001", "-i", "pipe:0", "-an", "-c:v", "libx264", "-fps_mode",
-        "passthrough", "-video_track_timescale", "24000", "-movflags", "+faststart", "o.mp4"]
-    assert stitch_args("ffmpeg", Path("l.txt"), Path("a.m4a"), Path("o.mp4"), Fraction(24), FMT) == [
-        "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i",
-        "l.txt", "-i", "a.m4a", "-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-video_track_timescale", "10008",
-        "-movflags", "+faststart", "o.mp4"]
-    assert stitch_args("ffmpeg", Path("l"), None, Path("o.webm"), Fraction(24), output_format("webm", "high"))[-4:] \
-        == ["-map", "0:v:0", "-c", "copy", "o.webm"][-4:]
+    # The pairs that matter, wherever ffmpeg's argument order puts them: raw RGB frames of this
+    # size and exact rate from stdin, one output frame per input frame, the rate's own timescale.
+    args = encode_frames_args("ffmpeg", 64, 32, fps, Path("o.mp4"), ("-c:v", "libx264"))
+    for flag, value in (("-f", "rawvideo"), ("-pix_fmt", "rgb24"), ("-s", "64x32"), ("-framerate", "24000/1001"),
+                        ("-i", "pipe:0"), ("-c:v", "libx264"), ("-fps_mode", "passthrough"),
+                        ("-video_track_timescale", "24000"), ("-movflags", "+faststart")):
+        assert pair(args, flag) == value, flag
+    assert args[0] == "ffmpeg" and args[-1] == "o.mp4" and "-an" in args and "-nostdin" not in args
+    assert args.index("-framerate") < args.index("-i") < args.index("-c:v")  # input options before the input
+    # The stitch copies the concatenated clips' video and the master track's audio, untouched.
+    args = stitch_args("ffmpeg", Path("l.txt"), Path("a.m4a"), Path("o.mp4"), Fraction(24), FMT)
+    assert [args[i + 1] for i, a in enumerate(args) if a == "-i"] == ["l.txt", "a.m4a"]
+    assert [args[i + 1] for i, a in enumerate(args) if a == "-map"] == ["0:v:0", "1:a:0"]
+    for flag, value in (("-f", "concat"), ("-safe", "0"), ("-c", "copy"), ("-video_track_timescale", "10008"),
+                        ("-movflags", "+faststart")):
+        assert pair(args, flag) == value, flag
+    assert args.index("-f") < args.index("-i") and args[-1] == "o.mp4"
+    args = stitch_args("ffmpeg", Path("l"), None, Path("o.webm"), Fraction(24), output_format("webm", "high"))
+    assert [args[i + 1] for i, a in enumerate(args) if a == "-map"] == ["0:v:0"] and pair(args, "-c") == "copy"
+    assert "-movflags" not in args and args[-1] == "o.webm"
     assert concat_list([Path("/a/it's.mp4")]) == "ffconcat version 1.0\nfile '/a/it'\\''s.mp4'\n"
