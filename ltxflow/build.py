@@ -47,6 +47,7 @@ class BuildOptions:
     backoff_s: float = 1.0
     max_cost: float | None = None  # USD; None: the project's max_cost, if any
     models: Path | None = None  # backend local's weights; None: LTXFLOW_LTX_MODELS, else the project's
+    stale: dict[str, str] | None = None  # why the no-op check fell through (uptodate.check), for the log
 
 
 @dataclass
@@ -279,7 +280,8 @@ class Build:
         self.reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
                             chunks=len(sel.needed), to_render=len(self.to_render),
                             cached=len(sel.needed) - len(self.to_render), output=str(self.out),
-                            cost_now_usd=self.cost_now, resuming=len(self.resume))
+                            cost_now_usd=self.cost_now, resuming=len(self.resume),
+                            **({"stale": opts.stale} if opts.stale else {}))
         self.work = ChunkWork(plan, self.cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s,
                               stop=self.stop, emit=self.reporter.event, keyframes=self.keyframes)
         parents = {c.id: c.chains_from for c in plan.chunks}

@@ -204,7 +204,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _up_to_date(args: argparse.Namespace) -> bool:
-    """The no-op check, before anything heavy is imported (see ltxflow/uptodate.py)."""
+    """The no-op check, before anything heavy is imported (see ltxflow/uptodate.py). When it
+    falls through, args.stale holds why (build_started's `stale`)."""
     from ltxflow import uptodate
     from ltxflow.execute.cache import default_cache_dir
     from ltxflow.progress import make_reporter
@@ -216,11 +217,14 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     try:
         time_range = parse_range(args.time_range) if args.time_range else None
     except ValueError:
+        args.stale = {}
         return False  # the full build reports it
     options = uptodate.stamp_options(args.backend, args.only, time_range, args.output, args.allow_outside_paths)
-    data = uptodate.check(uptodate.stamp_path(root, project, options), project)
-    if data is None or not report_paths(Path(data["output"])).html.is_file():
-        return False  # nothing to skip, or the report is gone: the full build writes it again
+    data, args.stale = uptodate.check(uptodate.stamp_path(root, project, options), project)
+    if data is not None and not report_paths(Path(data["output"])).html.is_file():
+        data, args.stale = None, {"reason": "report"}  # the full build writes it again
+    if data is None:
+        return False
     reporter = make_reporter(args.log_format, args.quiet)
     chunks = data["chunks"]
     n = len(chunks)
@@ -263,7 +267,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     opts = BuildOptions(backend=args.backend, jobs=args.jobs, only=tuple(args.only),
                         time_range=parse_range(args.time_range) if args.time_range else None,
                         cache_dir=args.cache_dir, output=args.output, allow_outside_paths=args.allow_outside_paths,
-                        retries=args.retries, max_cost=args.max_cost, models=args.models)
+                        retries=args.retries, max_cost=args.max_cost, models=args.models,
+                        stale=getattr(args, "stale", None) or None)
     reporter = make_reporter(args.log_format, args.quiet)
     with _sigterm_as_ctrl_c() as terminated:
         try:

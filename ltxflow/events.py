@@ -18,7 +18,8 @@ Fields = dict[str, tuple[type, ...]]
 EVENTS: dict[str, tuple[Fields, Fields]] = {
     "build_started": ({"project": OPT_STR, "backend": (str,), "jobs": (int,), "chunks": (int,),
                        "to_render": (int,), "cached": (int,), "output": (str,)},
-                      {"cost_now_usd": NUM, "resuming": (int,), "up_to_date": (bool,)}),
+                      {"cost_now_usd": NUM, "resuming": (int,), "up_to_date": (bool,),
+                       "stale": (dict,)}),  # why a build runs at all: uptodate.check's reason
     "chunk_cached": ({"chunk": (str,)}, {}),
     "chunk_started": ({"chunk": (str,)}, {}),
     "chunk_retry": ({"chunk": (str,), "attempt": (int,), "delay_s": NUM, "error": (str,)}, {}),

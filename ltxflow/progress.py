@@ -6,6 +6,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from ltxflow.events import problems
@@ -63,8 +64,9 @@ class TextReporter:
         el = f"[{time.monotonic() - self.t0:6.1f}s]"
         if name == "build_started":
             self.total = f["chunks"]
+            why = f"; {describe(f['stale'])}" if f.get("stale") else ""
             return (f"{el} building {f['project']}: {f['chunks']} chunks, {f['to_render']} to render, "
-                    f"{f['cached']} cached (backend {f['backend']}, {f['jobs']} jobs)")
+                    f"{f['cached']} cached (backend {f['backend']}, {f['jobs']} jobs{why})")
         if name == "chunk_cached":
             self.counts["cached"] += 1
             return None
@@ -178,6 +180,13 @@ class RichReporter(TextReporter):
 
     def close(self) -> None:
         self.progress.stop()
+
+
+def describe(why: dict[str, str]) -> str:
+    """A person's words for why a build runs at all (uptodate.check's reason, build_started's `stale`)."""
+    return {"no-stamp": "no build with these options yet", "version": "last built by another ltxflow version",
+            "project": "the project file changed", "file": f"{Path(str(why.get('file', '?'))).name} changed",
+            "report": "its report is gone"}.get(str(why.get("reason", "")), "something changed")
 
 
 def _whole(name: str, f: dict[str, Any], elapsed: float) -> str:

@@ -70,17 +70,19 @@ def write_stamp(stamp: Path, project: Path, project_sha: str | None, inputs: lis
     os.replace(tmp, stamp)
 
 
-def check(stamp: Path, project: Path) -> dict[str, Any] | None:
-    """The stamp's data when the last build's output is up to date, else None."""
+def check(stamp: Path, project: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """(the stamp's data, {}) when the last build's output is up to date, else (None, why not):
+    a reason as data, worded by whoever shows it ({"reason": "no-stamp" | "version" | "project" |
+    "file", "file": the path that changed})."""
     try:
         data = json.loads(stamp.read_text())
     except (OSError, ValueError):
-        return None
+        return None, {"reason": "no-stamp"}
     if not isinstance(data, dict) or data.get("ltxflow") != __version__:
-        return None
+        return None, {"reason": "version"}
     if data.get("project_sha256") != project_digest(project):
-        return None
+        return None, {"reason": "project"}
     for recorded in data.get("files", []):
         if not isinstance(recorded, list) or _stat(Path(recorded[0])) != recorded:
-            return None
-    return data
+            return None, {"reason": "file", "file": str(recorded[0]) if isinstance(recorded, list) else "?"}
+    return data, {}

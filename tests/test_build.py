@@ -398,6 +398,9 @@ def test_no_op_check_falls_through_on_any_change(tmp_path):
         done = [e for e in evs if e["event"] == "build_done"][0]
         return done.get("up_to_date", False), names(evs, "chunk_started"), evs
 
+    def stale(evs):  # why the quick check fell through, as build_started says it
+        return [e.get("stale") for e in evs if e["event"] == "build_started"][0]
+
     fast, started, evs = last_build()
     assert fast and started == [] and len(names(evs, "chunk_cached")) > 3
     # The no-op build names the backend that built the video, not `None`.
@@ -406,17 +409,18 @@ def test_no_op_check_falls_through_on_any_change(tmp_path):
     assert "backend preview" in text and "backend None" not in text
     # A comment in the project file: the quick check cannot tell, the full build finds it all cached.
     project.write_text(project.read_text() + "# a comment\n")
-    fast, started, _ = last_build()
-    assert not fast and started == []
+    fast, started, evs = last_build()
+    assert not fast and started == [] and stale(evs) == {"reason": "project"}
     assert last_build()[0]  # and it stamped the new state
     # New content in a keyframe (same size and name): only what it shapes renders again.
     write_png(tmp_path / "keyframes" / "b.png", (96, 48), (41, 160, 220))
-    fast, started, _ = last_build()
+    fast, started, evs = last_build()
     assert not fast and started and all(c.startswith("outro") for c in started)
+    assert stale(evs) == {"reason": "file", "file": str(tmp_path / "keyframes" / "b.png")}
     # A deleted output is stitched again without rendering.
     out.unlink()
     fast, started, evs = last_build()
-    assert not fast and started == [] and media(out)[0] == 144
+    assert not fast and started == [] and media(out)[0] == 144 and stale(evs)["reason"] == "file"
     assert [e["skipped"] for e in evs if e["event"] == "stitch_done"] == [False]
 
 

@@ -141,3 +141,15 @@ def test_the_events_fed_here_keep_the_contract():
     from ltxflow.events import problems
 
     assert [p for name, fields in EVENTS + LOCAL for p in problems(name, fields)] == []
+
+
+def test_a_build_says_why_it_runs_at_all():
+    # build_started's `stale`, uptodate.check's reason as data, worded by the reporter.
+    out = io.StringIO()
+    r = TextReporter(out)
+    for why, words in (({"reason": "file", "file": "/p/keyframes/b.png"}, "b.png changed"),
+                       ({"reason": "project"}, "the project file changed"),
+                       ({"reason": "no-stamp"}, "no build with these options yet")):
+        r.event("build_started", project="p", backend="preview", jobs=4, chunks=2, to_render=1, cached=1,
+                output="out/v.mp4", stale=why)
+        assert out.getvalue().splitlines()[-1].endswith(f"(backend preview, 4 jobs; {words})")
