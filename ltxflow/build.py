@@ -106,7 +106,7 @@ def select(plan: Plan, only: tuple[str, ...], time_range: tuple[Fraction, Fracti
         node: str | None = cid
         while node and node not in needed_set:  # a chunk needs the chain it starts from
             needed_set.add(node)
-            node = plan.chunk(node).chains_from
+            node = plan.parents[node]
     needed = [c.id for c in plan.chunks if c.id in needed_set]
     return Selection(needed, pieces, segments, label)
 
@@ -284,7 +284,6 @@ class Build:
                             **({"stale": opts.stale} if opts.stale else {}))
         self.work = ChunkWork(plan, self.cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s,
                               stop=self.stop, emit=self.reporter.event, keyframes=self.keyframes)
-        parents = {c.id: c.chains_from for c in plan.chunks}
         # The master audio is encoded while the chunks render (the AAC encode of a 2-minute stereo
         # song takes seconds), so the stitch after the last chunk only remuxes.
         self.audio_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ltxflow-audio")
@@ -297,7 +296,7 @@ class Build:
             group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
         t_chunks = time.monotonic()
         try:
-            outcomes = run_dag(sel.needed, parents, self._one, jobs, on_failure=self._failed, stop=self.stop,
+            outcomes = run_dag(sel.needed, plan.parents, self._one, jobs, on_failure=self._failed, stop=self.stop,
                                group=group, on_skip=lambda n, why: self.reporter.event("chunk_skipped", chunk=n,
                                                                                        reason=why))
         except Cancelled as exc:

@@ -81,6 +81,8 @@ def test_demo_dag(tmp_path):
     chunk_edges = {(a, b) for a, b in g.edges if b != STITCH}
     assert chunk_edges == {("intro.0", "verse.0"), ("verse.0", "verse.1"), ("verse.1", "drop.0")}
     assert set(g.predecessors(STITCH)) == {c.id for c in plan.chunks}
+    # The executor's parents are the same edges.
+    assert {(p, c) for c, p in plan.parents.items() if p} == chunk_edges and set(plan.parents) == set(g) - {STITCH}
     # outro starts from its own keyframe: it shares no edge with the chain and can render in parallel.
     assert g.in_degree("outro.0") == 0 and g.in_degree("intro.0") == 0
     assert plan.longest_chain == 4

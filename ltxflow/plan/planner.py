@@ -110,6 +110,12 @@ class Plan:
         return graph
 
     @functools.cached_property
+    def parents(self) -> dict[str, str | None]:
+        """The DAG's chunk edges as the executor takes them: each chunk's id -> the chunk it chains
+        from (None: it starts from a keyframe or nothing), the same edges `graph` holds."""
+        return {c.id: c.chains_from for c in self.chunks}
+
+    @functools.cached_property
     def _by_id(self) -> dict[str, Chunk]:
         return {c.id: c for c in self.chunks}
 
