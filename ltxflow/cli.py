@@ -343,10 +343,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import default_cache_dir
 
     root = default_cache_dir(args.project.resolve().parent, args.cache_dir)
-    results = cancel_in_flight(args.project, root)
-    if not results:
+    report = cancel_in_flight(args.project, root)
+    for problem in report.refused:  # never followed: the key is not sent where such an entry points
+        print(f"ltxflow: warning: journal entry {problem}; not followed (ltxflow did not write it for this "
+              "queue, or it was altered): removed", file=sys.stderr)
+    if not report.done:
         print(f"{args.project}: no requests in flight")
-    for chunk, request_id, outcome in results:
+    for chunk, request_id, outcome in report.done:
         print(f"{chunk}: {request_id}: {outcome}")
     return EXIT_OK
 

@@ -15,6 +15,9 @@
     ├── FalError (1)                       fal answered with an error or not at all; `status`,
     │   ├── FalAuthError (2)               `transient`; the key is missing or refused
     │   └── SubmitLost (1)                 a submit's answer never came (maybe billed)
+    ├── CacheInUse (1)                     another hosted build holds the cache's journal
+    ├── CacheRefused (2)                   the cache folder is not ltxflow's own: a symbolic
+    │                                      link, or another user's folder
     ├── StitchFailed (1)                   the chunks are cached; the stitch failed
     ├── Stopped (130)                      work in progress gave up: the build is stopping
     └── Interrupted (130)                  the build stopped (Ctrl-C; the CLI returns 143 for
@@ -153,6 +156,18 @@ class FalAuthError(FalError):
 
 class SubmitLost(FalError):
     """A submit was sent but its answer never came: fal may or may not have queued (and billed) it."""
+
+
+class CacheInUse(LtxflowError):
+    """Another hosted build (its pid and project named) holds the cache's journal: two builds of
+    one cache would each submit, and pay for, the same chunks."""
+
+
+class CacheRefused(LtxflowError):
+    """The cache folder is not ltxflow's own (a symbolic link, a link inside it, another user's
+    folder): nothing is read or written there. The message says what to do."""
+
+    exit_code = EXIT_INVALID
 
 
 class ProjectError(LtxflowError):

@@ -327,10 +327,12 @@ def test_a_killed_build_resumes_its_requests_and_never_submits_twice(tmp_path, f
 
     # A crash between committing a chunk and forgetting its request leaves a journal entry behind;
     # the next full build sees the chunk cached and forgets it (cancel would otherwise chase it).
-    key = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, env=fal_env(fake)).stdout)["chunks"][0]["key"]
+    chunk = json.loads(ltx("plan", str(project), "--json", cwd=tmp_path, env=fal_env(fake)).stdout)["chunks"][0]
+    key, base = chunk["key"], f"{fake.url}/{'/'.join(chunk['endpoint'].split('/')[:2])}/requests/old"
     stale = tmp_path / "cache" / "journal" / f"{key}.json"
     stale.write_text(json.dumps({"key": key, "chunk": "intro.0", "project": str(project.resolve()),
-                                 "host": fake.url, "request_id": "old"}))
+                                 "host": fake.url, "endpoint": chunk["endpoint"], "request_id": "old",
+                                 "status_url": f"{base}/status", "response_url": base, "cancel_url": f"{base}/cancel"}))
     project.write_text(project.read_text() + "# edited\n")  # past the no-op fast path
     r, evs = build(project, fake)
     assert r.returncode == 0 and not stale.exists() and not [e for e in evs if e["event"] == "chunk_resumed"]

@@ -164,15 +164,18 @@ def test_a_downloaded_result_is_used_without_asking_fal_again(tmp_path, fake):
     assert first.details["resumed"] is False and first.cost_usd > 0
     submits = len(fake.state()["submits"])
     entry = journal.get("a" * 64)
-    assert entry is not None and entry.result_file.is_file() and entry.data["request_id"] == first.details["request_id"]
-    assert entry.data["project"] == str((tmp_path / "p.yaml").resolve())
+    result = journal.result_of(entry)
+    assert entry is not None and result.is_file() and entry.request_id == first.details["request_id"]
+    assert entry.result_file == result.name  # a name in journal/results/, never a path
+    assert entry.project == str((tmp_path / "p.yaml").resolve())
     fake.jobs.clear()  # fal would not even know the request any more
     (tmp_path / "w2").mkdir()
     again = backend.render(_request(tmp_path, "a" * 64), tmp_path / "w2")
     assert again.details["resumed"] is True and len(fake.state()["submits"]) == submits
     assert again.clip.read_bytes() == first.clip.read_bytes()
     backend.committed("a" * 64)
-    assert journal.get("a" * 64) is None and not entry.result_file.exists()
+    backend.close()
+    assert journal.get("a" * 64) is None and not result.exists()
 
 
 def test_a_journalled_request_from_another_chain_frame_is_not_resumed(tmp_path, fake):
@@ -190,3 +193,22 @@ def test_a_journalled_request_from_another_chain_frame_is_not_resumed(tmp_path, 
     assert any("started from another chain frame" in (w or "") for w in warnings)
     assert len(queued_submits := [s for s in fake.state()["submits"] if s["queued"]]) == 2
     assert queued_submits[0]["body"]["image_url"] != queued_submits[1]["body"]["image_url"]
+
+
+@pytest.mark.parametrize("url", ["https://attacker.example/files/a.png", "http://127.0.0.1:9/a.png",
+                                 "https://fal.media.attacker.example/a.png"])
+def test_a_planted_upload_record_on_another_host_is_uploaded_again(tmp_path, fake, url):
+    """A record committed into the cache naming a URL off fal's storage never reaches a request."""
+    api = _api(fake)
+    a = write_png(tmp_path / "a.png")
+    store = UploadStore(tmp_path / "cache", fake.url, api.upload)
+    first = store.url_for(a)
+    record = next((tmp_path / "cache" / "fal" / "uploads").glob("*.json"))
+    record.write_text(json.dumps({**json.loads(record.read_text()), "url": url}))
+    again = UploadStore(tmp_path / "cache", fake.url, api.upload).url_for(a)
+    assert again != url and again.startswith(fake.url) and fake.state()["uploads"] == 2
+    assert first != url
+    # On real fal (no CDN configured) a fal.media URL is kept; with a CDN configured only its origin.
+    assert UploadStore(tmp_path, "https://rest.fal.ai", api.upload).on_cdn("https://v3b.fal.media/files/b/x.png")
+    assert not UploadStore(tmp_path, "https://rest.fal.ai", api.upload, cdn="https://cdn.example").on_cdn(
+        "https://v3b.fal.media/files/b/x.png")

@@ -5,6 +5,11 @@ submit, journalled at once -> status polled with backoff (queue position and log
 the result fetched and the video downloaded into the journal (paid for: kept until the chunk is
 committed) -> a copy in the work folder for normalize. A journalled request is followed again
 instead of submitted again, so a crash, a kill or Ctrl-C never pays twice.
+
+The journal lies in the project's cache, which a pull request can commit: an entry is followed
+only when it is sound for this chunk and this queue (journal.py says why dropping the others
+cannot pay twice), the key goes to the configured hosts only (falapi.py), and one hosted build at
+a time uses a cache's journal (taken in preflight, or at the first render; released in close).
 """
 
 from __future__ import annotations
@@ -19,10 +24,10 @@ from typing import Any, Callable, Mapping
 
 from ltxflow.backends.base import Backend, BackendContext, BackendError, ChunkRequest, RenderResult
 from ltxflow.backends.falapi import (KEY_HELP, FalApi, FalAuthError, FalError, FalHosts, FalKey, Handle,
-                                     RetryPolicy, SubmitLost, _say, detail_field)
+                                     RetryPolicy, SubmitLost, _say, detail_field, max_download_bytes)
 from ltxflow.backends.falstore import UploadStore
 from ltxflow.endpoints import Endpoint, catalog
-from ltxflow.backends.journal import Journal
+from ltxflow.backends.journal import Journal, JournalEntry, JournalLock, handle_problem
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import MediaError, file_digest
 
@@ -31,14 +36,20 @@ from ltxflow.media.probe import MediaError, file_digest
 class PollPolicy:
     first_s: float = 1.0
     max_s: float = 10.0
+    # How long one build follows a request that has not completed. fal queues what an account
+    # cannot run yet (2 at once for a new account), so a long build's last chunks may wait a long
+    # while; an hour covers a queue of dozens of chunks of a minute or two each and still bounds a
+    # request that never moves. Past it the request stays journalled: the next build collects it.
+    deadline_s: float = 3600.0
     factor: float = 1.5
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "PollPolicy":
-        """LTXFLOW_FAL_POLL="first_s,max_s" (seconds between status polls)."""
+        """LTXFLOW_FAL_POLL="first_s,max_s,deadline_s" (seconds between status polls, and how long
+        a request is followed; any prefix of it)."""
         env = os.environ if env is None else env
         parts = [float(p) for p in env.get("LTXFLOW_FAL_POLL", "").split(",") if p.strip()]
-        return cls(*parts[:2]) if parts else cls()
+        return cls(*parts[:3]) if parts else cls()
 
 
 def submitted(journal: Journal, hosts: FalHosts) -> set[str]:
@@ -58,6 +69,8 @@ class FalBackend(Backend):
         self.poll = poll or PollPolicy()
         self.emit = emit
         self.stop = stop or api.stop
+        self._lock: JournalLock | None = None
+        self._lock_guard = threading.Lock()
 
     @classmethod
     def create(cls, ctx: BackendContext) -> "FalBackend":
@@ -71,15 +84,18 @@ class FalBackend(Backend):
         def retried(what: str, attempt: int, delay: float, why: str) -> None:
             emit("fal_retry", what=what, attempt=attempt, delay_s=round(delay, 2), error=why)
 
-        api = FalApi(FalKey.from_env(env), hosts, policy=RetryPolicy.from_env(env), stop=stop, on_retry=retried)
+        api = FalApi(FalKey.from_env(env), hosts, policy=RetryPolicy.from_env(env), stop=stop, on_retry=retried,
+                     max_download=max_download_bytes(env))
         journal = Journal(cache_root, project)
-        return cls(api, journal, UploadStore(cache_root, hosts.rest, api.upload, emit), poll=PollPolicy.from_env(env),
+        return cls(api, journal, UploadStore(cache_root, hosts.rest, api.upload, emit, cdn=hosts.cdn), poll=PollPolicy.from_env(env),
                    emit=emit, stop=stop)
 
     # -- the seam -------------------------------------------------------------------------------
 
     def preflight(self) -> None:
-        """Before anything is submitted: a key is set and fal accepts it."""
+        """Before anything is submitted: no other hosted build uses this cache's journal (CacheInUse
+        names it), a key is set and fal accepts it."""
+        self._hold_journal()
         if self.api.key is None:
             raise FalAuthError(f"backend fal needs an API key: {KEY_HELP}")
         try:
@@ -94,7 +110,17 @@ class FalBackend(Backend):
         self.journal.remove(key)
 
     def close(self) -> None:
+        with self._lock_guard:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
         self.api.close()
+
+    def _hold_journal(self) -> None:
+        """Take the journal's lock for this build, once (`plan` never renders: it never takes it)."""
+        with self._lock_guard:
+            if self._lock is None:
+                self._lock = self.journal.lock()
 
     def in_flight(self) -> set[str]:
         """Keys whose requests are already submitted (paid for) and will be followed, not resubmitted."""
@@ -105,6 +131,7 @@ class FalBackend(Backend):
         if ep is None:
             raise BackendError(f"{request.chunk_id}: endpoint {request.endpoint} is not in the catalog")
         t0 = time.monotonic()
+        self._hold_journal()
         handle, resumed, duplicate = self._handle(request, ep)
         downloaded = self._downloaded(request.key)
         if downloaded is None:
@@ -117,8 +144,8 @@ class FalBackend(Backend):
         if duplicate:
             details["possible_duplicate_charge"] = True
         entry = self.journal.get(request.key)
-        if entry is not None and "fal_seed" in entry.data:
-            details["fal_seed"] = entry.data["fal_seed"]
+        if entry is not None and entry.fal_seed is not None:
+            details["fal_seed"] = entry.fal_seed
         self._check_clip(request, clip)
         return RenderResult(clip, request.seed, ep.cost(request.width, request.height, request.frames), details)
 
@@ -126,12 +153,21 @@ class FalBackend(Backend):
 
     def _handle(self, request: ChunkRequest, ep: Endpoint) -> tuple[Handle, bool, bool]:
         """(handle, resumed, possible duplicate): the journalled request, or a new one."""
-        entry = self.journal.get(request.key)
+        queue = self.api.hosts.queue
+        found = self.journal.read(request.key, queue)
+        entry, problem = found.entry, found.problem
+        if entry is not None and (entry.chunk, entry.endpoint) != (request.chunk_id, request.endpoint):
+            entry, problem = None, (f"{self.journal.dir / (request.key + '.json')}: it names another chunk or "
+                                    "endpoint than this chunk's")
+        if problem is not None:
+            self.emit("warning", chunk=request.chunk_id, message=(
+                f"{request.chunk_id}: journal entry {problem}; not followed (ltxflow did not write it for this "
+                "chunk and queue, or it was altered): removed, and the chunk is submitted as new"))
+            self.journal.remove(request.key)
         start = file_digest(request.start_image) if request.start_image is not None else request.start_image_url
-        if entry is not None and entry.data.get("host") == self.api.hosts.queue \
-                and entry.data.get("endpoint") == request.endpoint:
-            handle = Handle.from_json(entry.data)
-            if entry.data.get("start_image") == start:
+        if entry is not None:
+            handle = _handle_of(entry)
+            if entry.start_image == start:
                 self.emit("chunk_resumed", chunk=request.chunk_id, request_id=handle.request_id,
                           endpoint=handle.endpoint)
                 return handle, True, False
@@ -157,7 +193,10 @@ class FalBackend(Backend):
                                "for requests you were charged for, then build again") from None
         except FalError as exc:
             raise self._rejected(request, exc, "submit") from None
-        self.journal.submitted(request.key, request.chunk_id, self.api.hosts.queue, handle.to_json(),
+        if (problem := handle_problem(handle, queue)) is not None:  # never followed, so never journalled
+            raise BackendError(f"{request.chunk_id}: fal's answer to the submit names a request ltxflow does not "
+                               f"follow ({problem}); it may be queued and charged: check fal's dashboard")
+        self.journal.submitted(request.key, request.chunk_id, queue, handle.to_json(),
                                scene=request.scene_id, start_image=start, possible_duplicate=duplicate)
         self.emit("chunk_submitted", chunk=request.chunk_id, request_id=handle.request_id, endpoint=handle.endpoint)
         return handle, False, duplicate
@@ -193,7 +232,7 @@ class FalBackend(Backend):
         infrastructure failures (error_type runner_*, request_timeout, startup_timeout; see fal's
         "Request Error Types") up to 10 times and does not bill them, so those are transient and
         the chunk is submitted again (--retries); a model's own error fails the chunk."""
-        delay, seen_logs, last = self.poll.first_s, 0, None
+        delay, seen_logs, last, started = self.poll.first_s, 0, None, time.monotonic()
         while True:
             status = self.api.status(handle, logs=True)
             state = str(status.get("status"))
@@ -211,7 +250,13 @@ class FalBackend(Backend):
                 seen_logs = max(seen_logs, len(logs))
             if state == "COMPLETED":
                 break
-            if self.stop.wait(delay):
+            left = self.poll.deadline_s - (time.monotonic() - started)
+            if left <= 0:
+                raise BackendError(
+                    f"{request.chunk_id}: request {handle.request_id} is still {_printable(state)} on fal after "
+                    f"{self.poll.deadline_s:g} s (the deadline of LTXFLOW_FAL_POLL); it stays journalled (paid for): "
+                    f"build again to collect it, or cancel it with `ltxflow cancel {self.journal.project or 'PROJECT'}`")
+            if self.stop.wait(min(delay, left)):
                 raise BackendError(f"{request.chunk_id}: stopped while request {handle.request_id} runs on fal; "
                                    "build again to collect it")
             delay = min(self.poll.max_s, delay * self.poll.factor)
@@ -244,14 +289,21 @@ class FalBackend(Backend):
         suffix = Path(url.split("?")[0]).suffix.lower()
         suffix = suffix if suffix in (".mp4", ".webm", ".mov", ".gif") else ".mp4"
         dest = self.journal.result_path(handle.request_id, suffix)
-        self.api.download(url, dest)
-        self.journal.update(request.key, result_file=str(dest), fal_seed=output.get("seed"))
+        try:
+            self.api.download(url, dest)
+        except FalError as exc:
+            if exc.transient:
+                raise  # still journalled: the next try downloads it again
+            raise BackendError(f"{request.chunk_id}: {exc}; request {handle.request_id} stays journalled (paid "
+                               "for): the next build tries to collect it again") from None
+        seed = output.get("seed")
+        self.journal.update(request.key, result_file=dest.name,
+                            fal_seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
         return dest
 
     def _downloaded(self, key: str) -> Path | None:
         entry = self.journal.get(key)
-        path = entry.result_file if entry else None
-        return path if path is not None and path.is_file() else None
+        return self.journal.result_of(entry) if entry is not None else None
 
     def _check_clip(self, request: ChunkRequest, clip: Path) -> None:
         """Normalize conforms frame count and size; a different rate is worth a warning too."""
@@ -276,30 +328,53 @@ class FalBackend(Backend):
                             f"to {request.endpoint}{fields}: {exc}", transient=exc.transient)
 
 
-def cancel_in_flight(project: Path, cache_root: Path,
-                     env: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
-    """Cancel the journalled requests of `project` that fal still runs: (chunk, request id, outcome)
-    for each. Requests fal already finished stay journalled, so the next build collects them."""
+@dataclass(frozen=True)
+class CancelReport:
+    """What `ltxflow cancel` did: (chunk, request id, outcome) per sound entry, and the problem of
+    each entry it would not follow (removed: the key is never sent where they point)."""
+
+    done: list[tuple[str, str, str]]
+    refused: list[str]
+
+
+def cancel_in_flight(project: Path, cache_root: Path, env: Mapping[str, str] | None = None) -> CancelReport:
+    """Cancel the journalled requests of `project` that fal still runs. Requests fal already
+    finished stay journalled, so the next build collects them. An entry that is not sound for the
+    configured queue (journal.py) is removed unfollowed."""
+    hosts = FalHosts.from_env(env)
     journal = Journal(cache_root)
-    entries = journal.for_project(project)
+    found = journal.for_project(project, hosts.queue)
+    refused = []
+    for f in found:
+        if f.entry is None:
+            journal.remove(f.key)
+            refused.append(str(f.problem))
+    entries = [f.entry for f in found if f.entry is not None]
     if not entries:
-        return []
-    api = FalApi(FalKey.from_env(env), FalHosts.from_env(env), policy=RetryPolicy.from_env(env))
+        return CancelReport([], refused)
+    api = FalApi(FalKey.from_env(env), hosts, policy=RetryPolicy.from_env(env))
     if api.key is None:
         raise FalAuthError(f"cancelling needs the fal key the requests were made with: {KEY_HELP}")
     out = []
     try:
         for e in entries:
-            rid = str(e.data.get("request_id", "?"))
-            if e.result_file is not None and e.result_file.is_file():
-                out.append((e.chunk, rid, "finished and downloaded; the next build uses it"))
+            if journal.result_of(e) is not None:
+                out.append((_printable(e.chunk), e.request_id, "finished and downloaded; the next build uses it"))
                 continue
-            status = api.cancel(Handle.from_json(e.data))
+            status = api.cancel(_handle_of(e))
             if status in ("OK", "CANCELLATION_REQUESTED", "NOT_FOUND"):
                 journal.remove(e.key)
-                out.append((e.chunk, rid, status.lower().replace("_", " ")))
+                out.append((_printable(e.chunk), e.request_id, status.lower().replace("_", " ")))
             else:
-                out.append((e.chunk, rid, "already completed (paid for); the next build collects it"))
+                out.append((_printable(e.chunk), e.request_id, "already completed (paid for); the next build collects it"))
     finally:
         api.close()
-    return out
+    return CancelReport(out, refused)
+
+
+def _handle_of(entry: JournalEntry) -> Handle:
+    return Handle(entry.endpoint, entry.request_id, entry.status_url, entry.response_url, entry.cancel_url)
+
+
+def _printable(text: str) -> str:
+    return "".join(ch for ch in text if ch.isprintable())[:100]

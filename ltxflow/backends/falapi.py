@@ -8,7 +8,13 @@ Retry policy: a request that never reached the server (connect errors), 429 and 
 retried with exponential backoff and jitter, honouring Retry-After. A GET or PUT whose connection
 drops mid-answer is retried the same way. A submit whose answer was lost after it was sent
 (timeout, dropped connection) is NOT retried here: it may have created a billed job, so it raises
-SubmitLost and the caller decides.
+SubmitLost and the caller decides; so does a submit answered 2xx with a body that is not a
+handle (fal queued something, or not: the same doubt).
+
+The key goes only to the configured queue and rest hosts (`_call` refuses any other origin, so a
+URL from elsewhere, e.g. a journal file, cannot carry it away); uploads to the CDN carry a storage
+token, downloads carry nothing, and httpx drops the Authorization header on a redirect to another
+origin. Downloads are capped (LTXFLOW_FAL_MAX_DOWNLOAD_MB, default 4096).
 """
 
 from __future__ import annotations
@@ -30,6 +36,26 @@ from ltxflow.errors import FalAuthError, FalError, Stopped, SubmitLost
 KEY_HELP = ("set FAL_KEY to your fal API key (https://fal.ai/dashboard/keys), e.g. `export FAL_KEY=...`, "
             "or FAL_KEY_ID and FAL_KEY_SECRET")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+MAX_DOWNLOAD_MB = 4096  # a clip of 481 frames is tens of MB; 4 GiB bounds the disk a bad answer can fill
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL without user info; None for anything else."""
+    try:
+        u = urlsplit(url)
+        port = u.port
+    except ValueError:
+        return None
+    if u.scheme not in ("http", "https") or not u.hostname or u.username is not None or u.password is not None:
+        return None
+    return u.scheme, u.hostname.lower(), port or (443 if u.scheme == "https" else 80)
+
+
+def max_download_bytes(env: Mapping[str, str] | None = None) -> int:
+    """LTXFLOW_FAL_MAX_DOWNLOAD_MB (MiB; fractions allowed), in bytes."""
+    env = os.environ if env is None else env
+    text = env.get("LTXFLOW_FAL_MAX_DOWNLOAD_MB", "").strip()
+    return int(float(text) * 2**20) if text else MAX_DOWNLOAD_MB * 2**20
 
 
 class FalKey:
@@ -89,11 +115,6 @@ class Handle:
         return {"endpoint": self.endpoint, "request_id": self.request_id, "status_url": self.status_url,
                 "response_url": self.response_url, "cancel_url": self.cancel_url}
 
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> "Handle":
-        return cls(**{k: str(data[k]) for k in ("endpoint", "request_id", "status_url", "response_url",
-                                                 "cancel_url")})
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -124,7 +145,8 @@ class FalApi:
 
     def __init__(self, key: FalKey | None, hosts: FalHosts | None = None, *, client: httpx.Client | None = None,
                  policy: RetryPolicy | None = None, stop: threading.Event | None = None,
-                 on_retry: Callable[[str, int, float, str], None] = lambda what, attempt, delay, why: None):
+                 on_retry: Callable[[str, int, float, str], None] = lambda what, attempt, delay, why: None,
+                 max_download: int = MAX_DOWNLOAD_MB * 2**20):
         self.key = key
         self.hosts = hosts or FalHosts()
         self.policy = policy or RetryPolicy()
@@ -132,6 +154,7 @@ class FalApi:
                                              follow_redirects=True)
         self.stop = stop or threading.Event()
         self.on_retry = on_retry
+        self.max_download = max_download
         self._token: tuple[str, str, float] | None = None  # (authorization header, cdn base url, expiry)
         self._token_lock = threading.Lock()
 
@@ -141,15 +164,21 @@ class FalApi:
     # -- the queue ------------------------------------------------------------------------------
 
     def submit(self, endpoint: str, body: dict[str, Any]) -> Handle:
-        """Queue one request. Raises SubmitLost when the answer was lost after sending."""
+        """Queue one request. Raises SubmitLost when the answer was lost after sending, or came
+        (2xx) without a readable handle: either way fal may have queued, and billed, it."""
         url = f"{self.hosts.queue}/{endpoint}"
-        data = self._json(self._call("POST", url, f"submit to {endpoint}", json=body, idempotent=False))
+        resp = self._call("POST", url, f"submit to {endpoint}", json=body, idempotent=False)
         try:
-            return Handle(endpoint, str(data["request_id"]), str(data["status_url"]), str(data["response_url"]),
-                          str(data["cancel_url"]))
+            data, why = resp.json(), "lacking request_id, status_url, response_url or cancel_url"
+            fields = [data[k] for k in ("request_id", "status_url", "response_url", "cancel_url")]
+        except ValueError:
+            fields, why = [], "a body that is not JSON"
         except (KeyError, TypeError):
-            raise FalError(f"submit to {endpoint}: fal's answer lacks request_id/status_url/response_url/"
-                           f"cancel_url: {_short(data)}") from None
+            fields = []
+        if len(fields) != 4 or not all(isinstance(f, str) and f for f in fields):
+            raise SubmitLost(f"submit to {endpoint}: fal answered HTTP {resp.status_code} with {why}; fal may have "
+                             "queued it", status=resp.status_code, transient=True)
+        return Handle(endpoint, *fields)
 
     def status(self, handle: Handle, logs: bool = True) -> dict[str, Any]:
         """The request's status object: status IN_QUEUE | IN_PROGRESS | COMPLETED, queue_position,
@@ -204,8 +233,13 @@ class FalApi:
         raise AssertionError("unreachable")
 
     def download(self, url: str, dest: Path) -> int:
-        """Stream a result file to `dest` (written whole or not at all); returns its size."""
+        """Stream a result file to `dest` (written whole or not at all); returns its size. Sends no
+        key. A file over `max_download` bytes (Content-Length, or counted as it streams) is a final
+        FalError and leaves nothing behind."""
         tmp = dest.with_name(f".{dest.name}.part")
+        cap = self.max_download
+        too_big = (f"download {_host_path(url)}: the file is larger than the cap of {cap / 2**20:g} MiB "
+                   "(LTXFLOW_FAL_MAX_DOWNLOAD_MB)")
         for attempt in range(1, self.policy.attempts + 1):
             try:
                 with self.client.stream("GET", url) as resp:
@@ -213,13 +247,20 @@ class FalApi:
                         resp.read()
                         self._raise_for(resp, f"download {_host_path(url)}", attempt)
                         continue
+                    length = resp.headers.get("content-length", "")
+                    if length.isdigit() and int(length) > cap:
+                        raise FalError(too_big)
                     size = 0
-                    with open(tmp, "wb") as f:
+                    tmp.unlink(missing_ok=True)  # never written through a link left there
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+                    with open(fd, "wb") as f:
                         for block in resp.iter_bytes(1 << 20):
                             if self.stop.is_set():
                                 raise Stopped(f"download {_host_path(url)}: stopped")
-                            f.write(block)
                             size += len(block)
+                            if size > cap:
+                                raise FalError(too_big)
+                            f.write(block)
                 os.replace(tmp, dest)
                 return size
             except (httpx.TransportError, _Retry) as exc:
@@ -255,6 +296,9 @@ class FalApi:
         if authorize:
             if self.key is None:
                 raise FalAuthError(f"no fal key: {KEY_HELP}")
+            if origin(url) is None or origin(url) not in (origin(self.hosts.queue), origin(self.hosts.rest)):
+                raise FalError(f"{what}: refusing to send the fal key to {_origin_text(url)}, which is not the "
+                               "configured queue or rest host (LTXFLOW_FAL_QUEUE_URL, LTXFLOW_FAL_REST_URL)")
             headers["Authorization"] = self.key.header()
         for attempt in range(1, self.policy.attempts + 1):
             try:
@@ -377,6 +421,13 @@ def _expiry(value: Any) -> float:
         except ValueError:
             pass
     return time.time() + 600
+
+
+def _origin_text(url: str) -> str:
+    """scheme://host:port of a URL for messages (printable characters only, no user info or path)."""
+    o = origin(url)
+    text = f"{o[0]}://{o[1]}:{o[2]}" if o else "a URL that is not plain http(s)"
+    return "".join(ch for ch in text if ch.isprintable())[:200]
 
 
 def _host_path(url: str) -> str:

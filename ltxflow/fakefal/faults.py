@@ -5,6 +5,7 @@ MATCH limits it to requests whose prompt contains that text.
 
   submit:   429 | 500 | 503     answer the submit with that status (nothing is queued)
             lost               queue the job, then drop the connection without answering
+            garbled            queue the job, then answer 200 with a body that is not JSON
             422:FIELD          reject the body, naming FIELD (fal's validation detail shape)
   job:      slow:N             stay IN_QUEUE for N status polls
             drop               drop the connection on the job's first IN_PROGRESS poll
@@ -21,7 +22,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-SUBMIT_KINDS = ("429", "500", "503", "lost", "422")
+SUBMIT_KINDS = ("429", "500", "503", "lost", "garbled", "422")
 JOB_KINDS = ("slow", "drop", "error", "crash", "gone", "frames", "fps")
 _SPEC = re.compile(r"^(?P<kind>\d+|[a-z]+)(?::(?P<arg>[^x@][^@]*?))?(?:(?<!\s)x(?P<count>\d+))?(?:@(?P<match>.+))?$")
 

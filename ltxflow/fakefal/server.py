@@ -261,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
             record["status"] = int(f.kind)
             self._send(int(f.kind), {"detail": f"injected {f.kind}"}, {"Retry-After": "0"} if f.kind == "429" else None)
             return
-        faults = self.fake.faults.take(("lost", "422"), prompt)
+        faults = self.fake.faults.take(("lost", "garbled", "422"), prompt)
         details = validate(ep, body, self.fake)
         details += [{"loc": ["body", f.arg], "msg": "Injected rejection", "type": "value_error"}
                     for f in faults if f.kind == "422"]
@@ -277,6 +277,14 @@ class _Handler(BaseHTTPRequestHandler):
             record.update(queued=True, status=200, request_id=job.id)
         if any(f.kind == "lost" for f in faults):
             self._drop()
+            return
+        if any(f.kind == "garbled" for f in faults):  # queued, but the answer is a proxy's error page
+            page = b"<html><body>502 Bad Gateway</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
             return
         base = f"{self.fake.url}/{'/'.join(endpoint.split('/')[:2])}/requests/{job.id}"
         self._send(200, {"request_id": job.id, "status": "IN_QUEUE", "queue_position": job.queue_polls - 1,
