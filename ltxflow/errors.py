@@ -29,7 +29,8 @@ client (backends/falapi.py: 429, 5xx, timeouts, with backoff); a chunk, by the b
 says so. Nothing else retries.
 
 Internal signals that never reach a user: media.audiodecode.CannotDecode (the next decoder is
-tried), project.paths.PathRefused (becomes a Diagnostic), execute.executor.Cancelled (the DAG
+tried), media.songlimits.TooLong (probe turns it into a MediaError naming the limit),
+project.paths.PathRefused (becomes a Diagnostic), execute.executor.Cancelled (the DAG
 stopped; build turns it into Interrupted), backends.falapi._Retry (a request to try again).
 
 Diagnostics: every user-facing problem with the input names a file, a line and column, and a field path."""

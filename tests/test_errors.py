@@ -12,7 +12,7 @@ from ltxflow import errors
 
 # Exceptions that never reach a user, defined beside the code that raises and catches them
 # (errors.py's docstring names each one).
-INTERNAL = {"ModelInvalid", "CannotDecode", "PathRefused", "Cancelled", "_Retry"}
+INTERNAL = {"ModelInvalid", "CannotDecode", "TooLong", "PathRefused", "Cancelled", "_Retry"}
 
 
 def exception_classes() -> dict[str, type]:

@@ -109,8 +109,10 @@ def _load(path: Path, w: int, h: int):
     """An image scaled to cover w x h and centre-cropped."""
     from PIL import Image
 
+    from ltxflow.media.images import open_image  # PNG, JPEG, WebP only: never Ghostscript or another delegate
+
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             img = img.convert("RGB")
             s = max(w / img.width, h / img.height)
             img = img.resize((max(w, round(img.width * s)), max(h, round(img.height * s))), Image.LANCZOS)

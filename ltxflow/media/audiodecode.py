@@ -1,10 +1,20 @@
 """The decoders of a master track: PyAV, libsndfile (soundfile), the ffmpeg binary.
 
-Each decoder writes the whole song as 16-bit interleaved PCM, at the file's own rate and channel
-count, into a file the caller owns, and returns what it decoded; it raises CannotDecode (a reason
-in a few words) when it cannot. probe.py tries them in order (DEFAULT_ORDER). All three convert to
-16 bits the way FFmpeg's resampler does (integers: the top 16 bits; floats: x * 32768, rounded to
-nearest even, clipped), so a lossless file gives the same samples whichever decoder read it.
+Each decoder reads the song as 16-bit interleaved PCM at the file's own rate and channel count and
+hands it, block by block, to a songlimits.Sink, which writes the song as it is kept into a file
+the caller owns: more than two channels down-mixed to stereo, a rate above 48 kHz resampled, and
+never more than the longest song allowed, whatever the file's header declares (TooLong); a
+decoder whose header declares too long a song raises TooLong before decoding. A decoder returns
+what it decoded; it raises CannotDecode (a reason in a few words) when it cannot.
+probe.py tries them in order (DEFAULT_ORDER). All three convert to 16 bits the way FFmpeg's
+resampler does (integers: the top 16 bits; floats: x * 32768, rounded to nearest even, clipped),
+and the Sink's conversions are one code path whichever decoder fed it, so a lossless file gives
+the same samples whichever decoder read it.
+
+A song comes from a project folder, which may come from anyone. FFmpeg opens it through the file
+protocol only and with audio demuxers only (AUDIO_DEMUXERS): a playlist, a concat list, an HLS or
+DASH manifest or an image sequence named .wav is refused before it can name another file.
+libsndfile reads from an open file object, so it never looks for a resource fork beside the song.
 """
 
 from __future__ import annotations
@@ -13,35 +23,40 @@ import re
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from ltxflow.media.songlimits import Decoded, Limits, Sink, TooLong
+
 BLOCK = 1 << 16  # samples per block written; a song is never held in memory
+# FFmpeg demuxers a song may be read with (names as FFmpeg's -formats lists them; "mov" is the
+# MP4/M4A demuxer, "aac" raw ADTS): formats that hold audio and never name another file.
+AUDIO_DEMUXERS = ("wav", "mp3", "flac", "ogg", "mov", "aiff", "matroska", "aac")
+# Demuxers whose declared length is exact (an MP3 or ADTS length is estimated from its first
+# frames' bitrate, often far off for VBR): only these are refused on their header, before decoding.
+_EXACT_LENGTH = {"wav", "flac", "ogg", "mov", "aiff", "matroska"}
 
 
 class CannotDecode(Exception):
     """This decoder cannot read the file; str() is the reason, short enough for a message."""
 
 
-@dataclass(frozen=True)
-class Decoded:
-    codec: str
-    sample_rate: int
-    channels: int
-    samples: int
+def _check_declared(seconds: float | None, limits: Limits) -> None:
+    if seconds is not None and seconds > limits.max_seconds:
+        raise TooLong(seconds)
 
 
-def decode_pyav(path: Path, out: BinaryIO) -> Decoded:
+def decode_pyav(path: Path, out: BinaryIO, limits: Limits = Limits()) -> Decoded:
     """The FFmpeg libraries in a wheel. Trims AAC end padding that an MP4 edit list declares."""
     import av  # only loaded when a track is decoded
 
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise CannotDecode(f"cannot open as audio ({_reason(exc)})") from None
+    container = _open_pyav(path)
     with container:
+        names = set(container.format.name.split(","))
+        if not names & set(AUDIO_DEMUXERS):  # the whitelist already refused it; kept in case one is not honoured
+            raise CannotDecode(f"a {container.format.name} file, not an audio format that is read")
         streams = container.streams.audio
         if not streams:
             raise CannotDecode("has no audio stream")
@@ -50,22 +65,52 @@ def decode_pyav(path: Path, out: BinaryIO) -> Decoded:
         channels = stream.codec_context.channels
         if not rate or not channels:
             raise CannotDecode("audio stream has no sample rate or channels")
+        if names & _EXACT_LENGTH and container.duration is not None:
+            _check_declared(container.duration / av.time_base, limits)
+        sink = Sink(out, rate, channels, limits, keep=_declared_samples(container, stream, rate))
         width = 2 * channels
         try:
             resampler = av.AudioResampler(format="s16", layout=stream.codec_context.layout.name, rate=rate)
             for frame in container.decode(stream):
                 for piece in resampler.resample(frame):
-                    out.write(memoryview(piece.planes[0])[: piece.samples * width])
+                    sink.write(memoryview(piece.planes[0])[: piece.samples * width])
             for piece in resampler.resample(None):
-                out.write(memoryview(piece.planes[0])[: piece.samples * width])
+                sink.write(memoryview(piece.planes[0])[: piece.samples * width])
+            return sink.close(stream.codec_context.name)
         except (av.error.FFmpegError, ValueError) as exc:
             raise CannotDecode(f"audio cannot be decoded ({_reason(exc)})") from None
-        samples = out.tell() // width
-        declared = _declared_samples(container, stream, rate)
-        if declared is not None and declared < samples:
-            samples = declared  # AAC end padding that the MP4 edit list declares but PyAV does not trim
-            out.truncate(samples * width)
-        return Decoded(stream.codec_context.name, rate, channels, samples)
+
+
+def _open_pyav(path: Path):
+    """Opens `path` with the file protocol and audio demuxers only. FFmpeg's log is captured for
+    the open, so a refusal can say which demuxer the file asked for (a concat list, a playlist)."""
+    import av
+
+    options = {"protocol_whitelist": "file", "format_whitelist": ",".join(AUDIO_DEMUXERS)}
+    with _ffmpeg_log() as logs:
+        try:
+            return av.open(f"file:{path}", container_options=options)
+        except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+            refused = [name for _, name, message in logs if "not on whitelist" in message]
+            if refused:
+                raise CannotDecode(f"a {refused[0]} file, not an audio format that is read "
+                                   f"(only {', '.join(AUDIO_DEMUXERS)})") from None
+            raise CannotDecode(f"cannot open as audio ({_reason(exc)})") from None
+
+
+@contextmanager
+def _ffmpeg_log() -> Iterator[list]:
+    """FFmpeg's errors while the block runs, as (level, name, message); PyAV passes FFmpeg's log
+    on only while a level is set, so one is set for the block and the one before put back."""
+    import av.logging
+
+    before = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture() as logs:
+            yield logs
+    finally:
+        av.logging.set_level(before)
 
 
 def _declared_samples(container, stream, rate: int) -> int | None:
@@ -81,22 +126,26 @@ def _declared_samples(container, stream, rate: int) -> int | None:
 _INTEGER_SUBTYPES = ("PCM_", "ALAC_", "ULAW", "ALAW")
 
 
-def decode_soundfile(path: Path, out: BinaryIO) -> Decoded:
-    """libsndfile (wav, flac, ogg vorbis/opus, mp3, aiff, ...), through the soundfile package."""
+def decode_soundfile(path: Path, out: BinaryIO, limits: Limits = Limits()) -> Decoded:
+    """libsndfile (wav, flac, ogg vorbis/opus, mp3, aiff, ...), through the soundfile package,
+    reading from an open file (given a name, libsndfile looks for a resource fork beside it)."""
     try:
         import numpy as np
         import soundfile
     except (ImportError, OSError) as exc:  # OSError: the package is there but libsndfile is not
         raise CannotDecode(f"soundfile is not available ({exc})") from None
     try:
-        with soundfile.SoundFile(str(path)) as f:
+        with open(path, "rb") as raw, soundfile.SoundFile(raw) as f:
+            if f.samplerate <= 0 or f.channels <= 0:
+                raise CannotDecode("audio stream has no sample rate or channels")
+            if f.format not in ("MP3", "MPEG"):  # an MP3's length is estimated
+                _check_declared(f.frames / f.samplerate, limits)
+            sink = Sink(out, f.samplerate, f.channels, limits)
             integer = f.subtype.startswith(_INTEGER_SUBTYPES)
-            samples = 0
             for block in f.blocks(BLOCK, dtype="int32" if integer else "float64", always_2d=True):
                 pcm = block >> 16 if integer else np.clip(np.rint(block * 32768.0), -32768, 32767)
-                out.write(pcm.astype("<i2").tobytes())
-                samples += len(block)
-            return Decoded(f"{f.format}/{f.subtype}".lower(), f.samplerate, f.channels, samples)
+                sink.write(pcm.astype("<i2").tobytes())
+            return sink.close(f"{f.format}/{f.subtype}".lower())
     except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
         reason = getattr(exc, "error_string", None) or str(exc)
         raise CannotDecode(reason.strip().rstrip(".")) from None
@@ -104,15 +153,15 @@ def decode_soundfile(path: Path, out: BinaryIO) -> Decoded:
 
 def ffmpeg_decode_args(ffmpeg: str, path: Path) -> list[str]:
     """The ffmpeg command that decodes a song's first audio stream to 16-bit WAV on stdout, at its
-    own rate and channels. Safe on any file: only the file protocol may be opened (a playlist or
-    concat list cannot reach the network or other protocols, and `-safe 0` is never given), the
-    name cannot be read as an option or a protocol, and nothing is read from stdin."""
+    own rate and channels. Safe on any file: only the file protocol and audio demuxers may be
+    opened (a playlist or concat list is refused before it names another file, and `-safe 0` is
+    never given), the name cannot be read as an option or a protocol, and nothing is read from stdin."""
     return [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "info", "-protocol_whitelist", "file",
-            "-i", f"file:{path}", "-map", "0:a:0", "-map_metadata", "-1", "-c:a", "pcm_s16le",
-            "-bitexact", "-f", "wav", "pipe:1"]
+            "-format_whitelist", ",".join(AUDIO_DEMUXERS), "-i", f"file:{path}", "-map", "0:a:0",
+            "-map_metadata", "-1", "-c:a", "pcm_s16le", "-bitexact", "-f", "wav", "pipe:1"]
 
 
-def decode_ffmpeg(path: Path, out: BinaryIO, ffmpeg: str | None = None) -> Decoded:
+def decode_ffmpeg(path: Path, out: BinaryIO, limits: Limits = Limits(), ffmpeg: str | None = None) -> Decoded:
     """The ffmpeg binary (see ffmpeg.find_ffmpeg), its WAV output streamed from a pipe."""
     from ltxflow.media.ffmpeg import FfmpegNotFound, find_ffmpeg
 
@@ -128,27 +177,31 @@ def decode_ffmpeg(path: Path, out: BinaryIO, ffmpeg: str | None = None) -> Decod
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(ffmpeg_decode_args(ffmpeg, path), stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=err)
+        sink = None
         try:
             rate, channels = _read_wav_header(proc.stdout)
             if rate is not None:
-                while block := proc.stdout.read(1 << 20):
-                    out.write(block)
+                sink = Sink(out, rate, channels, limits)
+                while block := proc.stdout.read(channels * 2 * BLOCK):
+                    sink.write(block)
+        except BaseException:
+            proc.kill()  # TooLong, or the user stopping: ffmpeg need not decode the rest
+            raise
         finally:
             proc.stdout.close()
             code = proc.wait()
         err.seek(0)
         log = err.read().decode(errors="replace")
-    if code != 0 or rate is None:
+    if code != 0 or sink is None:
         raise CannotDecode(_ffmpeg_reason(log) or f"ffmpeg exited with status {code}")
-    width = 2 * channels
-    samples = out.tell() // width
-    out.truncate(samples * width)
     codec = re.search(r"Stream #0:\d+ -> #0:0 \(([\w-]+)", log)
-    return Decoded(codec.group(1) if codec else "unknown", rate, channels, samples)
+    return sink.close(codec.group(1) if codec else "unknown")
 
 
 def _ffmpeg_reason(log: str) -> str:
     """The first line of an ffmpeg log that says what went wrong, without its `[demuxer @ 0x..]`."""
+    if "not on whitelist" in log:
+        return f"not an audio format that is read (only {', '.join(AUDIO_DEMUXERS)})"
     lines = [re.sub(r"^\[[^]]*\] ", "", line).strip() for line in log.splitlines()]
     said = [ln for ln in lines if re.search(r"(?i)error|invalid|no streams|not found|denied", ln)]
     return (said or [ln for ln in lines if ln] or [""])[0][:160].rstrip(".")
@@ -183,7 +236,7 @@ def _read_exactly(pipe: BinaryIO, n: int) -> bytes:
     return data
 
 
-DECODERS: dict[str, Callable[[Path, BinaryIO], Decoded]] = {
+DECODERS: dict[str, Callable[[Path, BinaryIO, Limits], Decoded]] = {
     "pyav": decode_pyav, "soundfile": decode_soundfile, "ffmpeg": decode_ffmpeg,
 }
 DEFAULT_ORDER = ("pyav", "soundfile", "ffmpeg")

@@ -212,10 +212,12 @@ def reference_image(path: Path, width: int, height: int):
     """An image file as an HxWx3 uint8 array conformed to width x height as clip frames are (a
     colour reference). Raises MediaError when it cannot be read."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from ltxflow.media.images import open_image  # PNG, JPEG, WebP only: never Ghostscript or another delegate
 
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:
             rgb = np.asarray(img.convert("RGB"))
     except (OSError, UnidentifiedImageError) as exc:
         raise MediaError(f"{path.name}: cannot be read as a colour reference ({exc})") from None

@@ -1,13 +1,16 @@
 """Probing media: audio length to the sample, image size, LoRA headers, content digests.
 
 Audio is decoded with PyAV (the FFmpeg libraries in a wheel), else libsndfile, else the ffmpeg
-binary (see audiodecode), and counted sample by sample, because container durations are rounded
-and mp3/aac carry priming; images are decoded with Pillow. Every probe raises MediaError with a message fit for a user.
+binary (see audiodecode), within its limits (at most LTXFLOW_MAX_SONG_MINUTES long, 48 kHz,
+stereo), and counted sample by sample, because container durations are rounded and mp3/aac carry
+priming; images are decoded with Pillow's PNG, JPEG and WebP decoders only (see images). Every
+probe raises MediaError with a message fit for a user.
+
+A decoded song waits in a temporary file until it is kept (see temppcm).
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import functools
 import hashlib
@@ -25,10 +28,13 @@ from pathlib import Path
 
 from ltxflow.errors import MediaError
 from ltxflow.media.audiodecode import DECODERS, DEFAULT_ORDER, CannotDecode, convert_command
+from ltxflow.media.images import FORMAT_NAMES, FORMATS_BY_EXTENSION, open_image
+from ltxflow.media.songlimits import MAX_CHANNELS, MAX_RATE, Limits, TooLong
+from ltxflow.media.temppcm import new_file, remove, sweep_leftovers, terminate_cleanly
 from ltxflow.timeline import Span
 
 AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".ogg", ".m4a"}
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
+IMAGE_EXTENSIONS = set(FORMATS_BY_EXTENSION)
 MAX_LORA_HEADER = 100 * 1024 * 1024
 MAX_IMAGE_PIXELS = 64_000_000
 
@@ -55,14 +61,31 @@ class AudioTrack:
     samples: int
     pcm_file: Path = field(repr=False)
     decoder: str = "pyav"  # which of audiodecode.DECODERS read the file
+    source_rate: int | None = None  # the file's own rate and channels, when they are not kept (None: they are)
+    source_channels: int | None = None
 
     @property
     def duration(self) -> Fraction:
         return Fraction(self.samples, self.sample_rate)
 
     def facts(self) -> dict[str, object]:
-        return {"digest": self.digest, "codec": self.codec, "sample_rate": self.sample_rate,
-                "channels": self.channels, "samples": self.samples, "decoder": self.decoder}
+        facts: dict[str, object] = {"digest": self.digest, "codec": self.codec, "sample_rate": self.sample_rate,
+                                    "channels": self.channels, "samples": self.samples, "decoder": self.decoder}
+        if self.source_rate is not None:
+            facts["source_rate"] = self.source_rate
+        if self.source_channels is not None:
+            facts["source_channels"] = self.source_channels
+        return facts
+
+    def conversions(self) -> list[str]:
+        """What decoding changed, in words ([] when nothing): 'down-mixed from 9 channels to stereo'."""
+        said = []
+        if self.source_channels is not None:
+            said.append(f"down-mixed from {self.source_channels} channels to "
+                        f"{'stereo' if self.channels == 2 else f'{self.channels} channels'}")
+        if self.source_rate is not None:
+            said.append(f"resampled from {self.source_rate} Hz to {self.sample_rate} Hz")
+        return said
 
     def span_pcm(self, start: int, count: int) -> bytes:
         """Samples [start, start+count) as 16-bit interleaved PCM, zero-padded past either end."""
@@ -95,67 +118,99 @@ class AudioTrack:
         return h.hexdigest()
 
 
-_TEMP_PCM: list[Path] = []
-
-
-@atexit.register
-def _remove_temp_pcm() -> None:
-    for p in _TEMP_PCM:
-        p.unlink(missing_ok=True)
-
-
 @functools.lru_cache(maxsize=8)
-def _decode_audio(path: Path, digest: str, decoders: tuple[str, ...] = DEFAULT_ORDER) -> AudioTrack:
+def _decode_audio(path: Path, digest: str, decoders: tuple[str, ...], limits: Limits) -> AudioTrack:
     """Decode to a temporary PCM file (removed at exit), streaming: nothing is held in memory.
     Tries each decoder in turn (see audiodecode); when none can, the error says what each said and
-    how to convert the file."""
+    how to convert the file. A song longer than `limits` is refused by the first decoder that
+    finds it out."""
+    sweep_leftovers(Path(tempfile.gettempdir()))
     reasons = []
-    for name in decoders:
-        fd, tmp = tempfile.mkstemp(prefix=f"ltxflow-{digest[:12]}-", suffix=".s16")
-        pcm_file = Path(tmp)
-        _TEMP_PCM.append(pcm_file)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                got = DECODERS[name](path, out)
-        except CannotDecode as exc:
-            reasons.append(f"{name}: {exc}")
-            pcm_file.unlink(missing_ok=True)
-            continue
-        if got.samples == 0:
-            reasons.append(f"{name}: audio stream decodes to no samples")
-            pcm_file.unlink(missing_ok=True)
-            continue
-        return AudioTrack(path, digest, got.codec, got.sample_rate, got.channels, got.samples, pcm_file, name)
+    with terminate_cleanly():
+        for name in decoders:
+            pcm_file, out = new_file(digest)
+            try:
+                with out:
+                    got = DECODERS[name](path, out, limits)
+            except CannotDecode as exc:
+                reasons.append(f"{name}: {exc}")
+                remove(pcm_file)
+                continue
+            except TooLong as exc:
+                remove(pcm_file)
+                raise MediaError(_too_long(path, exc.seconds, limits)) from None
+            except BaseException:  # Ctrl-C, SIGTERM, a full disk: the file goes now, not at exit
+                remove(pcm_file)
+                raise
+            if got.samples == 0:
+                reasons.append(f"{name}: audio stream decodes to no samples")
+                remove(pcm_file)
+                continue
+            return AudioTrack(path, digest, got.codec, got.sample_rate, got.channels, got.samples, pcm_file, name,
+                              source_rate=got.source_rate if got.source_rate != got.sample_rate else None,
+                              source_channels=got.source_channels if got.source_channels != got.channels else None)
     raise MediaError(f"{path.name}: no decoder reads audio from it ({'; '.join(reasons)}); if it plays "
                      f"elsewhere, convert it to WAV and use that (in its folder: {convert_command(path)})")
 
 
-def probe_audio(path: Path, store: Path | None = None, decoders: tuple[str, ...] = DEFAULT_ORDER) -> AudioTrack:
+def _too_long(path: Path, seconds: float | None, limits: Limits) -> str:
+    if seconds is None:
+        return f"{path.name}: the song goes on past {limits.describe()}"
+    return f"{path.name}: the song is {int(seconds // 60)}:{int(seconds % 60):02d} long, over {limits.describe()}"
+
+
+def probe_audio(path: Path, store: Path | None = None, decoders: tuple[str, ...] = DEFAULT_ORDER,
+                limits: Limits | None = None) -> AudioTrack:
     """Decode a master track (wav, mp3, flac, ogg, m4a). Raises MediaError.
 
     `store`: a folder of tracks decoded before (see keep_audio), looked up by the file's digest,
-    so a song is decoded once, not on every plan. `decoders`: names in audiodecode.DECODERS, tried
-    in this order."""
+    so a song is decoded once, not on every plan; it is only read here. `decoders`: names in
+    audiodecode.DECODERS, tried in this order. `limits`: None reads them from the environment
+    (audiodecode.Limits.from_env). Nothing is written but a temporary file (see the module)."""
     path = Path(path)
     _check_file(path, AUDIO_EXTENSIONS, "audio")
+    limits = Limits.from_env() if limits is None else limits
     digest = file_digest(path)
-    if store is not None:
-        kept = _kept_track(path, digest, store)
-        if kept is not None:
-            return kept
-    return _decode_audio(path, digest, tuple(decoders))
+    kept = _kept_track(path, digest, store) if store is not None else None
+    if kept is None:
+        return _decode_audio(path, digest, tuple(decoders), limits)
+    if kept.duration > limits.max_seconds:  # kept when the limit was higher
+        raise MediaError(_too_long(path, float(kept.duration), limits))
+    return kept
 
 
 def _kept_track(path: Path, digest: str, store: Path) -> AudioTrack | None:
+    """The track `store` keeps for `digest`, or None when there is none or it is not exactly what
+    keep_audio writes: two regular files (never links), facts of the right types and ranges, PCM of
+    the size they say. Anything else is decoded again, never trusted."""
+    import stat
+
+    facts_file, pcm = store / f"{digest}.json", store / f"{digest}.s16"
     try:
-        facts = json.loads((store / f"{digest}.json").read_text())
-        pcm = store / f"{digest}.s16"
-        if facts.get("digest") != digest or pcm.stat().st_size != facts["samples"] * 2 * facts["channels"]:
+        if not (stat.S_ISREG(facts_file.lstat().st_mode) and stat.S_ISREG(pcm.lstat().st_mode)):
             return None
-        return AudioTrack(path, digest, facts["codec"], facts["sample_rate"], facts["channels"], facts["samples"], pcm,
-                          facts.get("decoder", "pyav"))  # kept before there were other decoders
-    except (OSError, ValueError, KeyError, TypeError):
+        facts = json.loads(facts_file.read_text())
+        size = pcm.lstat().st_size
+    except (OSError, ValueError):
         return None
+    if not isinstance(facts, dict) or facts.get("digest") != digest:
+        return None
+    rate, channels, samples = facts.get("sample_rate"), facts.get("channels"), facts.get("samples")
+    codec, decoder = facts.get("codec"), facts.get("decoder", "pyav")  # kept before there were other decoders
+    source_rate, source_channels = facts.get("source_rate"), facts.get("source_channels")
+    if not (_count(rate, MAX_RATE) and _count(channels, MAX_CHANNELS) and _count(samples)
+            and isinstance(codec, str) and 0 < len(codec) <= 64 and codec.isprintable() and decoder in DECODERS
+            and (source_rate is None or _count(source_rate)) and (source_channels is None or _count(source_channels))):
+        return None
+    if size != samples * 2 * channels:
+        return None
+    return AudioTrack(path, digest, codec, rate, channels, samples, pcm, decoder,
+                      source_rate=source_rate, source_channels=source_channels)
+
+
+def _count(value: object, most: int | None = None) -> bool:
+    """Whether `value` is an int (not a bool) from 1 to `most`."""
+    return type(value) is int and value >= 1 and (most is None or value <= most)
 
 
 def keep_audio(track: AudioTrack, store: Path) -> AudioTrack:
@@ -183,7 +238,8 @@ class ImageInfo:
 
 
 def probe_image(path: Path) -> ImageInfo:
-    """Decode a keyframe image fully (a truncated file fails here, not on a GPU). Raises MediaError."""
+    """Decode a keyframe image fully (a truncated file fails here, not on a GPU), with the PNG,
+    JPEG and WebP decoders only, whatever its name says (see images.open_image). Raises MediaError."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -191,14 +247,14 @@ def probe_image(path: Path) -> ImageInfo:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_image(path) as img:
                 if img.width * img.height > MAX_IMAGE_PIXELS:
                     raise MediaError(f"{path.name}: {img.width}x{img.height} is too large for a keyframe "
                                      f"(at most {MAX_IMAGE_PIXELS // 1_000_000} megapixels)")
                 img.load()
                 return ImageInfo(path, file_digest(path), img.width, img.height, img.format or "?")
     except UnidentifiedImageError:
-        raise MediaError(f"{path.name}: not a decodable image") from None
+        raise MediaError(f"{path.name}: not a decodable image: keyframes must be {FORMAT_NAMES} images") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise MediaError(f"{path.name}: image is too large to decode safely") from None
     except (OSError, SyntaxError, ValueError) as exc:

@@ -28,11 +28,13 @@ class Media:
 
 @dataclass
 class MediaCheck:
-    """What checking a project's media found: usable media by field path, and problems."""
+    """What checking a project's media found: usable media by field path, problems (errors), and
+    notes (warnings: what decoding the song changed, e.g. 'down-mixed from 9 channels to stereo')."""
 
     media: dict[FieldPath, Media] = field(default_factory=dict)
     audio: AudioTrack | None = None
     problems: list[tuple[FieldPath, str]] = field(default_factory=list)
+    notes: list[tuple[FieldPath, str]] = field(default_factory=list)
 
 
 def references(data: Any) -> Iterator[tuple[FieldPath, str, Kind]]:
@@ -62,7 +64,9 @@ def references(data: Any) -> Iterator[tuple[FieldPath, str, Kind]]:
 
 def check_media(data: Any, root: Path, allow_outside: bool = False, audio_store: Path | None = None) -> MediaCheck:
     """Confine and probe every media reference; a file's problems are collected, not raised.
-    `audio_store` holds songs decoded by earlier runs (read here, written only by the caller)."""
+    `audio_store` holds songs decoded by earlier runs (read here, written only by the caller).
+    A song longer than the limit (LTXFLOW_MAX_SONG_MINUTES) is a problem; one with more than two
+    channels or a rate above 48 kHz is decoded to stereo at 48 kHz, with a note saying so."""
     out = MediaCheck()
     for path, ref, kind in references(data):
         try:
@@ -73,6 +77,9 @@ def check_media(data: Any, root: Path, allow_outside: bool = False, audio_store:
             assert mref.path is not None
             if kind == "audio":
                 out.audio = probe_audio(mref.path, audio_store)
+                if out.audio.conversions():
+                    out.notes.append((path, f"{ref}: {'; '.join(out.audio.conversions())} (the video's sound "
+                                            "is stereo, at most 48 kHz)"))
             elif kind == "image":
                 info = probe_image(mref.path)
                 out.media[path] = Media(mref, info.digest, (info.width, info.height))
