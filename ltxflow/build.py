@@ -17,7 +17,7 @@ from ltxflow import __version__, crossfades, timeline
 from ltxflow.backends import make_backend
 from ltxflow.backends.base import Backend, BackendContext
 from ltxflow.errors import BuildArgumentError, Interrupted, LtxflowError, StitchFailed
-from ltxflow.execute.cache import Cache, default_cache_dir, write_json_atomic
+from ltxflow.execute.cache import Cache, check_cache_root, default_cache_dir, read_output_stamp, write_json_atomic
 from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, clip_format, variant_name, variant_namer
 from ltxflow.execute.executor import Cancelled, Outcome, run_dag
 from ltxflow.execute.prepare import open_plan
@@ -224,6 +224,7 @@ class Build:
         if opts.jobs < 1:
             raise BuildArgumentError("--jobs must be at least 1")
         self.cache = cache = Cache(default_cache_dir(self.project.parent, opts.cache_dir))
+        check_cache_root(cache.root)  # a link or another user's folder: refused before anything is read there
         _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
         self.project_sha = project_digest(self.project)  # before reading it: see write_stamp
         self.plan = plan = open_plan(self.project, cache, allow_outside_paths=opts.allow_outside_paths,
@@ -487,13 +488,12 @@ def _writable_folder(folder: Path, what: str) -> None:
 
 
 def _output_current(out: Path, stamp: Path, signature: str) -> bool:
-    """The output is the file the last stitch with this signature wrote."""
-    import json
-
+    """The output is the file the last stitch with this signature wrote (an invalid signature
+    file is none: the output is stitched again and the file written anew)."""
+    data = read_output_stamp(stamp)
     try:
-        data = json.loads(stamp.read_text())
         st = out.stat()
-    except (OSError, ValueError):
+    except OSError:
         return False
-    return (data.get("signature") == signature and data.get("size") == st.st_size
-            and data.get("mtime_ns") == st.st_mtime_ns)
+    return (data is not None and data["output"] == str(out.resolve()) and data["signature"] == signature
+            and data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns)

@@ -1,14 +1,18 @@
-"""`ltxflow cache ls` and `ltxflow cache gc`: what the chunk store holds, and removing what no project uses."""
+"""`ltxflow cache ls` and `ltxflow cache gc`: what the chunk store holds, and removing what no project uses.
+
+gc never follows a symbolic link: it removes links in the cache as links, walks no folder through
+one, and so never removes anything outside the cache root (see execute/cache.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import shutil
+import os
+import stat
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ltxflow.errors import LtxflowError, ProjectError
-from ltxflow.execute.cache import Cache, Entry
+from ltxflow.execute.cache import Cache, Entry, check_cache_root, read_output_stamp, remove_path
 from ltxflow.registry import BACKENDS
 
 
@@ -56,15 +60,18 @@ def referenced_keys(paths: list[Path], allow_outside_paths: bool = False) -> tup
 
 
 def entry_size(entry: Entry) -> int:
-    return sum(p.stat().st_size for p in entry.dir.iterdir() if p.is_file())
+    return _tree_size(entry.dir)
 
 
 def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_paths: bool = False,
        force: bool = False) -> tuple[list[Entry], list[Path], int, list[str]]:
     """Remove entries no project under `paths` references, and stale files: temporary ones of
-    builds that died, and the report's kept ends of clips that no kept entry holds.
-    Returns (entries removed, temp files removed, bytes freed, problems). Refuses to remove
-    anything while a project under `paths` cannot be read, unless `force`."""
+    builds that died, what cannot be parsed (unusable entries, invalid stamps, signatures and
+    indexes), symbolic links (as links), and the report's kept ends of clips that no kept entry
+    holds. Returns (entries removed, stale files removed, bytes freed, problems). Refuses to
+    remove anything while a project under `paths` cannot be read, unless `force`; refuses a cache
+    root that is a link or another user's (CacheRefused)."""
+    check_cache_root(cache.root, links=False)
     keys, read, problems = referenced_keys(paths, allow_outside_paths)
     if not read:
         raise LtxflowError("cache gc: no valid project under " + ", ".join(map(str, paths))
@@ -77,18 +84,54 @@ def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_pat
     entries = list(cache.entries())
     gone = [e for e in entries if e.key not in keys]
     clips = {d for e in entries if e.key in keys for d in e.record.variants.values()}
-    # Stale: temporary files of dead builds, and the report's kept ends of clips no entry keeps.
-    stale = cache.stale_tmp() + EndsStore(cache.root / "report" / "ends").unused(clips)
+    # Stale: links, temporary files of dead builds, what cannot be parsed, and the report's kept
+    # ends of clips no entry keeps. Each once, and nothing inside another one (removed with it).
+    found = (cache.links() + cache.stale_tmp() + cache.unusable() + invalid_files(cache)
+             + EndsStore(cache.root / "report" / "ends").unused(clips))
+    listed = set(found)
+    stale = [p for p in dict.fromkeys(found) if listed.isdisjoint(p.parents)]
     freed = sum(entry_size(e) for e in gone) + sum(_tree_size(p) for p in stale)
     if not dry_run:
         for e in gone:
             cache.remove(e.key)
         for p in stale:
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            remove_path(p)
     return gone, stale, freed, problems
 
 
+def invalid_files(cache: Cache) -> list[Path]:
+    """Files in stamps/, outputs/ and index/ that their readers refuse (a build would ignore them
+    and write them anew); dot-files there are temps, left to Cache.stale_tmp."""
+    from ltxflow.execute.status import read_index
+    from ltxflow.uptodate import read_stamp
+
+    readers: dict[str, Callable[[Path], object]] = {"stamps": read_stamp, "outputs": read_output_stamp,
+                                                    "index": read_index}
+    out = []
+    for name, read in readers.items():
+        folder = cache.root / name
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if not p.name.startswith(".") and not p.is_symlink() and read(p) is None:
+                out.append(p)
+    return out
+
+
 def _tree_size(p: Path) -> int:
-    if p.is_file():
-        return p.stat().st_size
-    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    """Bytes of the files in `p` (a file, a folder, a link: as itself), following no link."""
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return 0
+    if not stat.S_ISDIR(st.st_mode):
+        return st.st_size if stat.S_ISREG(st.st_mode) else 0
+    total = 0
+    for folder, _, files in os.walk(p):  # os.walk follows no link into a folder
+        for f in files:
+            try:
+                st = os.lstat(os.path.join(folder, f))
+            except OSError:
+                continue
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total

@@ -6,6 +6,10 @@ A stamp, written after each successful build, records the ltxflow version, the o
 of the project file's bytes (which holds every scene parameter), and the size, mtime, ctime and
 inode of every file the build read or wrote: the song, keyframes, LoRAs, the cached clips and the
 output. ctime cannot be set back by a user, so an edited file is never taken for an unchanged one.
+
+A stamp is read as untrusted (the cache may be a pull request's): read_stamp parses it into its
+exact shape, and one that is not (or is a link, or holds NaN) is no stamp: the full build runs,
+says why ("invalid-stamp") and writes a valid one.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from ltxflow import __version__
+from ltxflow.files import read_json, write_json_atomic
 
 
 def stamp_options(backend: str | None, only: Iterable[str], time_range: tuple[Any, Any] | None,
@@ -64,25 +70,56 @@ def write_stamp(stamp: Path, project: Path, project_sha: str | None, inputs: lis
         return  # something vanished while building
     data = {"ltxflow": __version__, "project_sha256": project_sha, "name": name, "output": str(output),
             "chunks": chunks, "files": stats, "backend": backend}
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, stamp)
+    write_json_atomic(stamp, data)
+
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def valid_stamp(data: Any) -> bool:
+    """Whether `data` is a stamp exactly as write_stamp writes it (types included)."""
+    return (isinstance(data, dict) and set(data) == {"ltxflow", "project_sha256", "name", "output", "chunks",
+                                                     "files", "backend"}
+            and isinstance(data["ltxflow"], str) and isinstance(data["project_sha256"], str)
+            and _HEX.fullmatch(data["project_sha256"]) is not None and isinstance(data["name"], str)
+            and isinstance(data["output"], str) and isinstance(data["backend"], str)
+            and isinstance(data["chunks"], list) and all(isinstance(c, str) for c in data["chunks"])
+            and isinstance(data["files"], list)
+            and all(isinstance(f, list) and len(f) == 5 and isinstance(f[0], str) and all(_int(n) for n in f[1:])
+                    for f in data["files"]))
+
+
+def read_stamp(stamp: Path) -> dict[str, Any] | None:
+    """The stamp at `stamp` (see valid_stamp), or None when absent, unreadable or not one."""
+    try:
+        data = read_json(stamp)
+    except (OSError, ValueError):
+        return None
+    return data if valid_stamp(data) else None
 
 
 def check(stamp: Path, project: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
     """(the stamp's data, {}) when the last build's output is up to date, else (None, why not):
-    a reason as data, worded by whoever shows it ({"reason": "no-stamp" | "version" | "project" |
-    "file", "file": the path that changed})."""
-    try:
-        data = json.loads(stamp.read_text())
-    except (OSError, ValueError):
+    a reason as data, worded by whoever shows it ({"reason": "no-stamp" | "invalid-stamp" |
+    "version" | "project" | "file", "file": the path that changed, or the invalid stamp})."""
+    if not os.path.lexists(stamp):
         return None, {"reason": "no-stamp"}
-    if not isinstance(data, dict) or data.get("ltxflow") != __version__:
+    try:
+        data = read_json(stamp)
+    except (OSError, ValueError):
+        data = None
+    if isinstance(data, dict) and data.get("ltxflow") != __version__:
         return None, {"reason": "version"}
-    if data.get("project_sha256") != project_digest(project):
+    if not valid_stamp(data):
+        return None, {"reason": "invalid-stamp", "file": str(stamp)}
+    assert data is not None
+    if data["project_sha256"] != project_digest(project):
         return None, {"reason": "project"}
-    for recorded in data.get("files", []):
-        if not isinstance(recorded, list) or _stat(Path(recorded[0])) != recorded:
-            return None, {"reason": "file", "file": str(recorded[0]) if isinstance(recorded, list) else "?"}
+    for recorded in data["files"]:
+        if _stat(Path(recorded[0])) != recorded:
+            return None, {"reason": "file", "file": recorded[0]}
     return data, {}

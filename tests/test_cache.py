@@ -40,11 +40,12 @@ def test_an_entry_made_from_another_start_is_replaced(tmp_path):
     # of the chunk before it changed), so the old entry must give way to the new one.
     cache = Cache(tmp_path / "c")
     key = "ee" * 32
-    cache.commit(work_with(cache, "a", b"old"), key, Record(key, raw="raw.mp4", chain_digest="old"))
-    entry, ours = cache.commit(work_with(cache, "b", b"new"), key, Record(key, raw="raw.mp4", chain_digest="new"),
-                               usable=lambda e: e.record.chain_digest == "new")
+    old, new = "0" * 64, "1" * 64  # the start images' digests
+    cache.commit(work_with(cache, "a", b"old"), key, Record(key, raw="raw.mp4", chain_digest=old))
+    entry, ours = cache.commit(work_with(cache, "b", b"new"), key, Record(key, raw="raw.mp4", chain_digest=new),
+                               usable=lambda e: e.record.chain_digest == new)
     assert ours and (entry.dir / "raw.mp4").read_bytes() == b"new"
-    assert cache.lookup(key)[0].record.chain_digest == "new"
+    assert cache.lookup(key)[0].record.chain_digest == new
     assert list((tmp_path / "c" / "tmp").iterdir()) == []
 
 
@@ -59,17 +60,20 @@ def test_half_written_work_is_never_an_entry(tmp_path):
 def test_a_record_is_read_typed_and_a_malformed_one_is_unusable(tmp_path):
     cache = Cache(tmp_path / "c")
     key = "ff" * 32
-    entry, _ = cache.commit(work_with(cache, "a", b"clip"), key, Record(key, raw="raw.mp4", variants={"v": "d"}))
+    digest = "d" * 64
+    entry, _ = cache.commit(work_with(cache, "a", b"clip"), key, Record(key, raw="raw.mp4", variants={"v": digest}))
     path = entry.dir / "record.json"
     data = json.loads(path.read_text())
-    assert data["variants"] == {"v": "d"} and data["drawn"] is False and cache.lookup(key)[0].record == entry.record
+    assert data["variants"] == {"v": digest} and data["drawn"] is False and cache.lookup(key)[0].record == entry.record
     # An older record lacks fields (defaults), a newer one has more (left out); neither is damage.
     path.write_text(json.dumps({"key": key, "raw": "raw.mp4", "added_later": 1}))
     record = cache.lookup(key)[0].record
     assert record.variants == {} and record.stat == {} and not hasattr(record, "added_later")
-    for bad in ({"key": key, "raw": "raw.mp4", "variants": ["v"]}, {"key": key, "raw": 7}, {"key": key},
-                {"key": key, "raw": "raw.mp4", "chain_digest": 3}, ["not", "an", "object"]):
+    for bad, field in (({"key": key, "raw": "raw.mp4", "variants": ["v"]}, "variants"), ({"key": key, "raw": 7}, "raw"),
+                       ({"key": key}, "raw"), ({"key": key, "raw": "raw.mp4", "chain_digest": 3}, "chain_digest"),
+                       (["not", "an", "object"], "not a JSON object"), ({"key": "ee" * 32, "raw": "raw.mp4"}, "key")):
         path.write_text(json.dumps(bad))
-        assert cache.lookup(key) == (None, "record does not match its key"), bad
+        entry, problem = cache.lookup(key)
+        assert entry is None and problem.startswith(f"{path}: invalid record (") and field in problem, (bad, problem)
     path.write_text(json.dumps({"key": key, "drawn": True, "raw": None}))  # a drawing backend's: no raw clip
     assert cache.lookup(key)[0].raw is None

@@ -16,21 +16,42 @@ leaves anything that looks finished):
     report/levels/         the master track's peak envelope, by the song's digest (report/gather.py)
     report/sheets/         the latest contact sheets, by what is drawn on them (report/__init__.py)
     tmp/                   work folders: <name>-<pid>-<random>; `cache gc` removes stale ones
+
+Nothing read from the cache is trusted. The default cache lies in the project folder, and a pull
+request can commit files there (`git add -f`), links included. So a record is parsed into a
+Record whose every field has its type and every file name is a plain name inside its entry
+(Record.read); an entry holding a symbolic link, or whose record is invalid, is unusable: the
+build warns, naming the file, and makes it again; `cache gc` removes it. The other stores parse
+what they read the same way (uptodate.read_stamp, status.load_index, read_output_stamp,
+music/analysis.load_cached, report/ends.py, the master audio's sidecar in media/stitch.py), and
+read only regular files, never through a link (files.read_json).
+
+The cache folder is ours. ltxflow never makes a symbolic link in it, so a cache root that is a
+link, a link anywhere inside it, or a root another user owns, can only be someone else's doing:
+a build refuses it (check_cache_root, CacheRefused, exit 2) before it reads or writes anything
+there, and says what to do. Refusing was chosen over quietly moving the cache elsewhere: it is
+explicit, it never writes where the user did not ask, and the fix is one command (remove the
+link) or one setting (for CI, LTXFLOW_CACHE_DIR outside the checkout). `cache gc` refuses a
+linked or foreign root too, but removes links inside (the link itself, never what it points to)
+and never walks through one, so it never touches anything outside the cache root.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import os
+import re
 import shutil
+import stat as stat_mode
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ltxflow.files import write_json_atomic
+from ltxflow.errors import CacheRefused
+from ltxflow.files import plain_file, read_json, write_json_atomic
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import MediaError, file_digest
 
@@ -46,12 +67,46 @@ def music_store(cache_root: Path, env: dict[str, str] | None = None) -> Path:
 
 
 def default_cache_dir(project_root: Path, explicit: Path | None = None, env: dict[str, str] | None = None) -> Path:
+    """The cache folder: `explicit` (--cache-dir), else LTXFLOW_CACHE_DIR, else .ltxflow beside the
+    project. Checked before a build uses it: see check_cache_root."""
     env = os.environ if env is None else env
     if explicit is not None:
         return explicit
     if env.get("LTXFLOW_CACHE_DIR"):
         return Path(env["LTXFLOW_CACHE_DIR"])
     return project_root / CACHE_DIR_NAME
+
+
+_KEEP_OUT = ("keep the cache outside the project with --cache-dir or LTXFLOW_CACHE_DIR (in CI: a folder "
+             "outside the checkout, which a pull request cannot reach)")
+
+
+def check_cache_root(root: Path, *, links: bool = True) -> None:
+    """Refuse a cache folder that is not ltxflow's own before anything is read or written there
+    (see the module's docstring): `root` a symbolic link, another user's folder,
+    or (unless not `links`: `cache gc`, which removes them) holding a symbolic link anywhere.
+    Raises CacheRefused (exit 2), saying what to do. A root that does not exist yet passes."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CacheRefused(f"the cache folder {root} cannot be read: {exc.strerror or exc}") from None
+    if stat_mode.S_ISLNK(st.st_mode):
+        raise CacheRefused(f"the cache folder {root} is a symbolic link (to {os.readlink(root)}): ltxflow writes only "
+                           f"into a folder of its own. Remove the link ({root}; a build makes the folder again), "
+                           f"or {_KEEP_OUT}")
+    if not stat_mode.S_ISDIR(st.st_mode):
+        return  # not a folder: making it fails, and says so (build's _writable_folder)
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise CacheRefused(f"the cache folder {root} belongs to another user (uid {st.st_uid}, not {os.geteuid()}): "
+                           f"ltxflow uses only a cache of the user running it. Remove it, or {_KEEP_OUT}")
+    found = Cache(root).links() if links else []
+    if found:
+        shown = ", ".join(str(p) for p in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise CacheRefused(f"the cache folder {root} holds symbolic links, which ltxflow never makes (a build would "
+                           f"read or write through them): {shown}. Remove them (`ltxflow cache gc` removes the links "
+                           f"in a cache, never what they point to), or {_KEEP_OUT}")
 
 
 @dataclass(frozen=True)
@@ -86,28 +141,93 @@ class Record:
 
     @classmethod
     def read(cls, data: Any) -> "Record":
-        """A record from record.json's object. Raises ValueError when it is not one."""
-        if not isinstance(data, dict) or not isinstance(data.get("key"), str):
-            raise ValueError("not a record")
-        known = {f.name: f for f in fields(cls)}
+        """A record from record.json's object, every field checked (_RECORD_FIELDS): digests are
+        sha256 hex, and every file it names is a plain name inside its entry. Raises ValueError,
+        naming the field, when it is not one."""
+        if not isinstance(data, dict):
+            raise ValueError(f"not a JSON object but {type(data).__name__}")
+        if "key" not in data:
+            raise ValueError("key: missing")
+        known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        for name, kind in _RECORD_TYPES.items():
-            if name in values and not isinstance(values[name], kind):
-                raise ValueError(f"{name} is {type(values[name]).__name__}")
+        for name, value in values.items():
+            ok, what = _RECORD_FIELDS[name]
+            if not ok(value):
+                raise ValueError(f"{name}: {_show(value)} is not {what}")
         record = cls(**values)
         if not record.drawn and record.raw is None:
-            raise ValueError("no raw clip named")
+            raise ValueError("raw: no raw clip named")
         return record
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# The fields read checks (the others are free-form data for the report).
-_RECORD_TYPES: dict[str, Any] = {
-    "chain_digest": (str, type(None)), "raw": (str, type(None)), "drawn": bool, "raw_sha256": (str, type(None)),
-    "frames": dict, "variants": dict, "stat": dict, "color_match": dict, "timings": dict,
-    "cost_usd": (int, float), "backend": str,
+_HEX = re.compile(r"[0-9a-f]{64}")
+_FRAME_KEY = re.compile(r"[0-9]{1,9}(\.[A-Za-z0-9_-]{1,64})?")
+
+
+def plain_name(name: Any) -> bool:
+    """A file name inside its folder: no separator, not a dot-file (temps; also "." and ".."),
+    no drive or NUL, not empty, not too long."""
+    return (isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith(".")
+            and not any(c in name for c in "/\\:\0"))
+
+
+def _hex(v: Any) -> bool:
+    return isinstance(v, str) and _HEX.fullmatch(v) is not None
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _dict_of(key: Callable[[Any], bool], value: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, dict) and all(key(k) and value(x) for k, x in v.items())
+
+
+def _is(kind: type) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, kind)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# Every field, checked as read (a check, and what a value that fails it is not). The free-form
+# ones (details, normalize, inputs, color_match's values) are data the report shows as they are.
+_RECORD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "key": (_hex, "a sha256 hex digest"),
+    **{name: (_is(str), "a string") for name in ("chunk", "scene", "project", "backend", "endpoint", "created",
+                                                 "ltxflow")},
+    "seed": (_opt(_int), "an integer or null"),
+    "cost_usd": (lambda v: _number(v) and v >= 0, "a finite amount of USD"),
+    "chains_from": (_opt(_is(str)), "a chunk id or null"),
+    "chain_digest": (_opt(_hex), "a sha256 hex digest or null"),
+    "raw": (_opt(plain_name), "a plain file name in the entry, or null"),
+    "drawn": (_is(bool), "true or false"),
+    "raw_sha256": (_opt(_hex), "a sha256 hex digest or null"),
+    "frames": (_dict_of(lambda k: isinstance(k, str) and _FRAME_KEY.fullmatch(k) is not None, _hex),
+               "a map of chain frames (N or N.<colour tag>) to sha256 hex digests"),
+    "variants": (_dict_of(lambda k: plain_name(f"clip.{k}") and plain_name(k), _hex),
+                 "a map of clip variants (plain file names) to sha256 hex digests"),
+    "stat": (_dict_of(plain_name, lambda v: isinstance(v, list) and len(v) == 2 and _int(v[0]) and v[0] >= 0
+                      and _int(v[1])),
+             "a map of plain file names to [size, mtime_ns]"),
+    "color_match": (_dict_of(lambda k: isinstance(k, str), _is(dict)), "a map of clip variants to objects"),
+    "normalize": (_is(dict), "an object"),
+    "details": (_is(dict), "an object"),
+    "timings": (_dict_of(lambda k: isinstance(k, str), _number), "a map of names to finite seconds"),
+    "inputs": (_is(dict), "an object"),
 }
 
 
@@ -173,22 +293,33 @@ class Cache:
 
     def lookup(self, key: str) -> tuple[Entry | None, str | None]:
         """(entry, None) when a finished entry exists; (None, problem) when one exists but is
-        unusable; (None, None) when there is none."""
+        unusable (the problem names the file: an invalid record, a symbolic link in the entry, its
+        raw clip missing); (None, None) when there is none."""
         d = self.entry_dir(key)
-        if not d.exists():
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
             return None, None
+        except OSError as exc:
+            return None, f"{d}: cannot be read ({exc.strerror or exc})"
+        if not stat_mode.S_ISDIR(st.st_mode):
+            return None, f"{d} is {'a symbolic link' if stat_mode.S_ISLNK(st.st_mode) else 'not a folder'}"
         try:
-            data = json.loads((d / RECORD).read_text())
+            with os.scandir(d) as it:
+                linked = sorted(e.name for e in it if e.is_symlink())
+        except OSError as exc:
+            return None, f"{d}: cannot be read ({exc.strerror or exc})"
+        if linked:
+            return None, f"{d / linked[0]} is a symbolic link (ltxflow makes none)"
+        try:
+            record = Record.read(read_json(d / RECORD))
         except (OSError, ValueError) as exc:
-            return None, f"unreadable record ({type(exc).__name__})"
-        try:
-            record = Record.read(data)
-        except (TypeError, ValueError):
-            return None, "record does not match its key"
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            return None, f"{d / RECORD}: {'unreadable' if isinstance(exc, OSError) else 'invalid'} record ({why})"
         if record.key != key:
-            return None, "record does not match its key"
-        if record.raw is not None and not (d / record.raw).is_file():
-            return None, "its clip is missing"
+            return None, f"{d / RECORD}: invalid record (key: another entry's, {record.key[:12]}...)"
+        if record.raw is not None and plain_file(d / record.raw) is None:
+            return None, f"{d / record.raw}: its raw clip is missing"
         return Entry(key, d, record), None
 
     def clip_problem(self, entry: Entry, variant: str, frames: int, width: int, height: int) -> str | None:
@@ -212,9 +343,8 @@ class Cache:
         either the mtime too (nothing is hashed, as doit's MD5Checker) or, when that moved, the
         sha256 `digest`. Old records without a size are hashed. None also when nothing was recorded."""
         path = entry.dir / name
-        try:
-            st = path.stat()
-        except OSError:
+        st = plain_file(path)
+        if st is None:
             return "missing"
         seen = entry.record.stat.get(name)
         if seen is not None:
@@ -236,7 +366,7 @@ class Cache:
 
     def verify_clip(self, path: Path, frames: int, width: int, height: int) -> str | None:
         """None when `path` is a readable clip of exactly `frames` frames at width x height."""
-        if not path.is_file():
+        if plain_file(path) is None:
             return "missing"
         try:
             info = video_info(path)
@@ -264,7 +394,7 @@ class Cache:
         write_json_atomic(work / RECORD, record.to_json())
         final = self.entry_dir(key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():
+        if os.path.lexists(final):
             existing, _ = self.lookup(key)
             if existing is not None and usable(existing):
                 shutil.rmtree(work, ignore_errors=True)
@@ -274,7 +404,7 @@ class Cache:
                 os.replace(final, trash)
             except FileNotFoundError:
                 pass
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_path(trash)
         try:
             os.replace(work, final)
         except OSError:  # another build renamed its entry into place between our check and now
@@ -302,33 +432,117 @@ class Cache:
         return target
 
     def entries(self) -> Iterator[Entry]:
-        for d in sorted((self.root / "chunks").glob("*/*")):
-            entry, _ = self.lookup(d.name)
+        """The usable entries (see lookup), found without following a symbolic link."""
+        for d in self._slots():
+            entry, _ = self.lookup(d.name) if _HEX.fullmatch(d.name) and d.parent.name == d.name[:2] else (None, None)
             if entry is not None:
                 yield entry
 
+    def unusable(self) -> list[Path]:
+        """What under chunks/ is not a usable entry, for `cache gc` to remove: entries whose record
+        is unreadable or invalid or whose raw clip is gone, folders and files that are no entry
+        (a misplaced name), and symbolic links (removed as links)."""
+        out = []
+        chunks = self.root / "chunks"
+        for shard in _listing(chunks):
+            if shard.is_symlink() or not shard.is_dir() or len(shard.name) != 2:
+                out.append(shard)
+                continue
+            for d in _listing(shard):
+                if not (_HEX.fullmatch(d.name) and d.name[:2] == shard.name) or self.lookup(d.name)[0] is None:
+                    out.append(d)
+        return out
+
     def remove(self, key: str) -> None:
-        shutil.rmtree(self.entry_dir(key), ignore_errors=True)
+        remove_path(self.entry_dir(key))
+
+    def links(self) -> list[Path]:
+        """Every symbolic link under the root, found without following any (ltxflow makes none)."""
+        out, todo = [], [self.root]
+        while todo:
+            for p in _listing(todo.pop()):
+                if p.is_symlink():
+                    out.append(p)
+                elif p.is_dir():
+                    todo.append(p)
+        return sorted(out)
 
     def stale_tmp(self, older_than_s: float = 3600) -> list[Path]:
         """Temporary files and folders left by builds that died: work folders under tmp/ whose
-        process is gone, and dot-files (half-written temps) older than `older_than_s` elsewhere."""
+        process is gone, and dot-files (half-written temps, half-downloaded results) older than
+        `older_than_s` in the folders where ltxflow writes them. Symbolic links are not followed
+        (nor listed: see links)."""
         now = time.time()
         out = []
-        if self.tmp.exists():
-            for p in self.tmp.iterdir():
-                pid = _pid_of(p.name)
-                if pid is None:
-                    if now - p.stat().st_mtime > older_than_s:
-                        out.append(p)
-                elif not _alive(pid):
+        for p in _listing(self.tmp):
+            if p.is_symlink():
+                continue
+            pid = _pid_of(p.name)
+            if pid is None:
+                if now - p.lstat().st_mtime > older_than_s:
                     out.append(p)
-        for folder in [*(self.root / "chunks").glob("*/*"), *(self.root / d for d in ("audio", "audio/decoded",
-                                                                                      "outputs", "stamps", "index"))]:
-            if folder.is_dir():
-                out += [p for p in folder.iterdir()
-                        if p.name.startswith(".") and p.is_file() and now - p.stat().st_mtime > older_than_s]
+            elif not _alive(pid):
+                out.append(p)
+        folders = [*self._slots(), *(d for d in _listing(self.root / "report" / "ends") if not d.is_symlink()),
+                   *(self.root / d for d in _TEMP_FOLDERS)]
+        for folder in folders:
+            if folder.is_symlink():
+                continue
+            for p in _listing(folder):
+                if p.name.startswith("."):
+                    st = plain_file(p)
+                    if st is not None and now - st.st_mtime > older_than_s:
+                        out.append(p)
         return out
+
+    def _slots(self) -> list[Path]:
+        """chunks/<key[:2]>/<name>: where entries are, reached through no symbolic link."""
+        return [d for shard in _listing(self.root / "chunks") if not shard.is_symlink() and shard.is_dir()
+                for d in _listing(shard)]
+
+
+# Folders (besides tmp/, entries and report/ends/<xx>/) where ltxflow writes dot-named temps.
+# journal/ itself is left alone: its lock file is a dot-file that lives as long as the journal.
+_TEMP_FOLDERS = ("audio", "audio/decoded", "outputs", "stamps", "index", "music", "journal/results",
+                 "report/levels", "report/sheets", "fal/uploads")
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The names in `folder`, sorted; [] when it is not a readable folder (or is a link)."""
+    if folder.is_symlink():
+        return []
+    try:
+        with os.scandir(folder) as it:
+            return sorted(Path(e.path) for e in it)
+    except OSError:
+        return []
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a folder and all in it, or a symbolic link (the link itself: never what it
+    points to, and never through it)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat_mode.S_ISDIR(st.st_mode):
+        shutil.rmtree(path, ignore_errors=True)  # removes links inside as links
+    else:
+        path.unlink(missing_ok=True)
+
+
+def read_output_stamp(path: Path) -> dict[str, Any] | None:
+    """A stitched output's signature (outputs/<hash>.json): {"output": path, "signature": sha256 hex,
+    "size": bytes, "mtime_ns"}, or None when absent, unreadable or not that shape."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(data, dict) and set(data) == {"output", "signature", "size", "mtime_ns"}
+            and isinstance(data["output"], str) and _hex(data["signature"])
+            and _int(data["size"]) and _int(data["mtime_ns"]) and data["size"] >= 0):
+        return None
+    return data
 
 
 def _pid_of(name: str) -> int | None:

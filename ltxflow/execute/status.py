@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from ltxflow.execute.cache import Cache, project_id, write_json_atomic
+from ltxflow.files import read_json
 from ltxflow.execute.colorref import color_ref
 from ltxflow.plan.planner import Chunk, Plan
 
@@ -28,13 +29,30 @@ def index_path(cache: Cache, project_file: Path) -> Path:
     return cache.root / "index" / f"{project_id(project_file)}.json"
 
 
-def load_index(cache: Cache, project_file: Path) -> dict[str, Any]:
-    """The chunk keys and key inputs of the project's last build ({} when none or unreadable)."""
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def read_index(path: Path) -> dict[str, dict[str, Any]] | None:
+    """An index file's chunks ({chunk id: {"key": sha256 hex, "inputs": key inputs}}), or None when
+    it is absent, unreadable or not exactly that shape (it is read as untrusted: see execute/cache.py)."""
     try:
-        data = json.loads(index_path(cache, project_file).read_text())
-        return data.get("chunks", {}) if isinstance(data, dict) else {}
+        data = read_json(path)
     except (OSError, ValueError):
-        return {}
+        return None
+    if not (isinstance(data, dict) and set(data) == {"project", "chunks"} and isinstance(data["project"], str)
+            and isinstance(data["chunks"], dict)):
+        return None
+    for cid, c in data["chunks"].items():
+        if not (isinstance(cid, str) and isinstance(c, dict) and set(c) == {"key", "inputs"}
+                and isinstance(c["key"], str) and _HEX.fullmatch(c["key"])):
+            return None
+    return data["chunks"]
+
+
+def load_index(cache: Cache, project_file: Path) -> dict[str, Any]:
+    """The chunk keys and key inputs of the project's last build ({} when none, unreadable or
+    invalid: every chunk's reason is then "new", and the build writes a valid index)."""
+    return read_index(index_path(cache, project_file)) or {}
 
 
 def save_index(cache: Cache, project_file: Path, chunks: list[Chunk]) -> None:

@@ -1,9 +1,15 @@
-"""Stitching: normalized clips joined by stream copy, with the master track's span muxed beside them."""
+"""Stitching: normalized clips joined by stream copy, with the master track's span muxed beside them.
+
+The master audio is encoded once per song span and format and kept in the cache's audio/ folder
+as master-<tag>.<ext>, with master-<tag>.<ext>.json beside it: its size and sha256 when written.
+A kept file is used only when it is a regular file (not a link) of that size and digest;
+otherwise (truncated, altered, a sidecar missing or invalid) it is encoded again."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -15,7 +21,8 @@ from ltxflow.media.crossfade import join
 from ltxflow.media.encode import Format, FfmpegFailed, concat_list, encode_audio_args, gif_args, run, stitch_args
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.frames import video_info
-from ltxflow.media.probe import AudioTrack
+from ltxflow.files import plain_file, read_json, write_json_atomic
+from ltxflow.media.probe import AudioTrack, file_digest
 from ltxflow.crossfades import Seams
 from ltxflow.timeline import Span, frame_to_sample
 
@@ -38,13 +45,13 @@ def segment_samples(segments: list[Span], fps: Fraction, rate: int) -> list[Span
 def master_audio(track: AudioTrack, segments: list[Span], fps: Fraction, fmt: Format,
                  audio_dir: Path, stop: threading.Event | None = None) -> tuple[Path, int, bool]:
     """The master track's samples for `segments`, encoded once for `fmt` and kept in `audio_dir`.
-    Returns (file, samples, whether it was already there). Raises Stopped when `stop` is set
-    while it encodes (nothing is left in `audio_dir` then)."""
+    Returns (file, samples, whether it was already there: see kept_master). Raises Stopped when
+    `stop` is set while it encodes (nothing is left in `audio_dir` then)."""
     spans = segment_samples(segments, fps, track.sample_rate)
     tag = hashlib.sha256(f"{track.digest}|{spans}|{fmt.audio}".encode()).hexdigest()[:32]
     target = audio_dir / f"master-{tag}.{fmt.audio_ext}"
     samples = sum(n for _, n in spans)
-    if target.is_file():
+    if kept_master(target):
         return target, samples, True
     audio_dir.mkdir(parents=True, exist_ok=True)
     stamp = f"{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -57,11 +64,38 @@ def master_audio(track: AudioTrack, segments: list[Span], fps: Fraction, fmt: Fo
         else:
             run(encode_audio_args(find_ffmpeg().path, wav, tmp, fmt.audio), what="encoding the master audio",
                 stop=stop)
+        write_json_atomic(_sidecar(target), {"size": tmp.stat().st_size, "sha256": file_digest(tmp)})
         tmp.replace(target)
     finally:
         wav.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
     return target, samples, False
+
+
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def _sidecar(target: Path) -> Path:
+    return target.with_name(target.name + ".json")
+
+
+def kept_master(target: Path) -> bool:
+    """Whether the kept master audio `target` is the file written: a regular file (not a link)
+    of the size and sha256 its sidecar recorded then."""
+    st = plain_file(target)
+    if st is None:
+        return False
+    try:
+        seen = read_json(_sidecar(target))
+    except (OSError, ValueError):
+        return False
+    if not (isinstance(seen, dict) and set(seen) == {"size", "sha256"} and seen["size"] == st.st_size
+            and isinstance(seen["sha256"], str) and _HEX.fullmatch(seen["sha256"])):
+        return False
+    try:
+        return file_digest(target) == seen["sha256"]
+    except OSError:
+        return False
 
 
 def stitch(clips: list[Path], segments: list[Span], track: AudioTrack, fps: Fraction, fmt: Format,

@@ -1,15 +1,22 @@
 """Music analysis of the master track (librosa): tempo, beats (see beats.py), onset envelope and
-quiet gaps, computed once per track digest and kept on disk, so later plans import no librosa."""
+quiet gaps, computed once per track digest and kept on disk, so later plans import no librosa.
+
+A kept analysis is read as untrusted (the cache may be a pull request's): load_cached takes it
+only when it has exactly the shape compute gives (finite numbers, beats in order inside the
+track, levels in 0..1, gaps in order); any other file is no analysis, and is made again."""
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from ltxflow.files import read_json
 from ltxflow.media.probe import AudioTrack
 
 VERSION = 2  # bump when the analysis changes: cached analyses of another version are made again
@@ -49,17 +56,45 @@ def cache_path(store: Path, digest: str) -> Path:
 
 
 def load_cached(store: Path | None, digest: str) -> Analysis | None:
-    """The kept analysis of a track, or None (absent, unreadable or of another version)."""
+    """The kept analysis of a track, or None (absent, unreadable, of another version or track,
+    or not an analysis as compute makes one: see valid)."""
     if store is None:
         return None
-    path = cache_path(store, digest)
     try:
-        data = json.loads(path.read_text())
-        if data.get("version") != VERSION or data["analysis"]["digest"] != digest:
-            return None
-        return Analysis.from_json(data["analysis"])
-    except (OSError, ValueError, KeyError, TypeError):
+        data = read_json(cache_path(store, digest))
+    except (OSError, ValueError):
         return None
+    if not (isinstance(data, dict) and set(data) == {"version", "analysis"} and data["version"] == VERSION):
+        return None
+    a = data["analysis"]
+    if not valid(a) or a["digest"] != digest:
+        return None
+    return Analysis.from_json(a)
+
+
+def _num(v: Any, lo: float = 0.0, hi: float = math.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+def _ordered(values: list) -> bool:
+    return all(a <= b for a, b in zip(values, values[1:]))
+
+
+def valid(a: Any) -> bool:
+    """Whether `a` is an analysis's JSON exactly as to_json writes one: its fields, each of its
+    type, finite, in range (times inside the track) and in order."""
+    if not (isinstance(a, dict) and set(a) == {f for f in Analysis.__dataclass_fields__} and isinstance(a["digest"], str)
+            and _num(a["duration"]) and _num(a["tempo"]) and _num(a["onset_rate"]) and a["onset_rate"] > 0):
+        return False
+    beats, downbeat, onset, gaps = a["beats"], a["downbeat"], a["onset"], a["gaps"]
+    if not all(isinstance(x, list) for x in (beats, downbeat, onset, gaps)):
+        return False
+    duration = a["duration"]
+    return (all(_num(b, 0, duration) for b in beats) and _ordered(beats) and len(downbeat) == len(beats)
+            and all(_num(v, 0, 1) for v in downbeat) and all(_num(v, 0, 1) for v in onset)
+            and all(isinstance(g, list) and len(g) == 2 and _num(g[0], 0, duration) and _num(g[1], g[0], duration)
+                    for g in gaps)
+            and _ordered([g[0] for g in gaps]))
 
 
 def analyse_track(track: AudioTrack, store: Path | None = None) -> Analysis:
@@ -74,9 +109,12 @@ def analyse_track(track: AudioTrack, store: Path | None = None) -> Analysis:
             store.mkdir(parents=True, exist_ok=True)
             path = cache_path(store, track.digest)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
-            tmp.write_text(json.dumps({"version": VERSION, "analysis": analysis.to_json()}))
-            os.replace(tmp, path)
-        except OSError:
+            try:
+                tmp.write_text(json.dumps({"version": VERSION, "analysis": analysis.to_json()}, allow_nan=False))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except (OSError, ValueError):  # ValueError: a non-finite number, which load_cached would refuse
             pass
     return analysis
 

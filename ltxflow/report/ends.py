@@ -12,6 +12,10 @@ computed changes). `stat` is the clip file's size, mtime and inode when it was r
 match, the digest recorded when the clip was written is trusted; when they moved, the clip is
 hashed again before the kept ends are used (doit's MD5Checker). Files are written to a temp name
 and renamed, so a crash never leaves a half-written one that looks finished.
+
+A kept file is read as untrusted (the cache may be a pull request's): only a regular file, never
+through a link, no pickles, and only when every array has the shape and type _save gives it;
+anything else is no file: the clip is decoded again and the file written anew.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ltxflow.files import read_plain
 from ltxflow.media.probe import file_digest
 from ltxflow.media.thumbs import SMALL, ClipEnds, clip_ends, jpeg, steps
 
@@ -76,19 +81,32 @@ class EndsStore:
         return ends
 
     def unused(self, keep: set[str]) -> list[Path]:
-        """The files of kept ends whose clip digest is not in `keep` (for `cache gc`)."""
-        return [p for p in self.root.glob("*/*.npz") if p.name.split(".", 1)[0] not in keep]
+        """The files of kept ends whose clip digest is not in `keep` (for `cache gc`); no symbolic
+        link is followed (gc removes links as links)."""
+        out = []
+        for shard in _listing(self.root):
+            if shard.is_symlink() or not shard.is_dir():
+                continue
+            out += [p for p in _listing(shard) if p.suffix == ".npz" and not p.is_symlink()
+                    and p.name.split(".", 1)[0] not in keep]
+        return out
 
     def _load(self, path: Path) -> tuple[Ends, list[int]] | None:
+        """The kept ends at `path` and the clip's stat when they were kept, or None when absent or
+        not a file as _save writes it."""
         import numpy as np
 
         try:
-            with np.load(path) as z:
-                ends = Ends(list(z["head"]), list(z["tail"]), z["head_steps"].tolist(), z["tail_steps"].tolist(),
-                            z["first_jpeg"].tobytes(), z["last_jpeg"].tobytes(), read=False)
-                return ends, z["stat"].tolist()
-        except (OSError, ValueError, KeyError):  # absent, or not a file this code wrote: read the clip
+            with np.load(io.BytesIO(read_plain(path, MAX_BYTES)), allow_pickle=False) as z:
+                arrays = {name: z[name] for name in _ARRAYS}
+        except (OSError, ValueError, KeyError, EOFError):  # absent, or not a file this code wrote
             return None
+        if not _valid(arrays):
+            return None
+        a = arrays
+        ends = Ends(list(a["head"]), list(a["tail"]), a["head_steps"].tolist(), a["tail_steps"].tolist(),
+                    a["first_jpeg"].tobytes(), a["last_jpeg"].tobytes(), read=False)
+        return ends, a["stat"].tolist()
 
     def _save(self, path: Path, ends: Ends, st: list[int]) -> None:
         import numpy as np
@@ -109,6 +127,39 @@ class EndsStore:
                 tmp.unlink(missing_ok=True)
         except OSError:
             pass  # a store that cannot be written costs the next report a decode, nothing more
+
+
+MAX_BYTES = 32 << 20  # kept ends are tens of kilobytes
+_ARRAYS = ("head", "tail", "head_steps", "tail_steps", "first_jpeg", "last_jpeg", "stat")
+
+
+def _valid(a: dict) -> bool:
+    """Whether the arrays are kept ends as _save writes them: frames uint8 (k, h, w, 3) with
+    1 <= k and h, w <= SMALL, the same size at both ends; k - 1 finite steps per end; JPEG bytes;
+    a stat of three integers."""
+    import numpy as np
+
+    head, tail = a["head"], a["tail"]
+    frames_ok = all(f.dtype == np.uint8 and f.ndim == 4 and f.shape[0] >= 1 and f.shape[3] == 3
+                    and 0 < f.shape[1] <= SMALL and 0 < f.shape[2] <= SMALL for f in (head, tail))
+    if not frames_ok or head.shape[1:] != tail.shape[1:]:
+        return False
+    for steps_, frames in ((a["head_steps"], head), (a["tail_steps"], tail)):
+        if steps_.dtype != np.float64 or steps_.shape != (frames.shape[0] - 1,) or not np.isfinite(steps_).all():
+            return False
+    for j in (a["first_jpeg"], a["last_jpeg"]):
+        if j.dtype != np.uint8 or j.ndim != 1 or j.size < 4 or j[:2].tobytes() != b"\xff\xd8":
+            return False
+    return a["stat"].dtype == np.int64 and a["stat"].shape == (3,)
+
+
+def _listing(folder: Path) -> list[Path]:
+    """The names in `folder`, sorted; [] when it is not a readable folder."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(Path(e.path) for e in it)
+    except OSError:
+        return []
 
 
 def _stat(path: Path) -> list[int]:

@@ -214,8 +214,14 @@ def describe_music(plan: Plan, frame: int) -> str | None:
 
 def _envelope(plan: Plan, store: Path) -> list[float]:
     """The master track's peak envelope over the video, kept in `store` by what shapes it: the
-    song's digest and decoded form, the span and the number of points."""
+    song's digest and decoded form, the span and the number of points. A kept envelope is read
+    as untrusted (a regular file, no pickles, ENVELOPE_POINTS finite levels in 0..1, or none);
+    any other file is made again."""
+    import io
+
     import numpy as np
+
+    from ltxflow.files import read_plain
 
     from ltxflow.media.waveform import peak_envelope
     from ltxflow.plan.keys import content_key
@@ -224,8 +230,11 @@ def _envelope(plan: Plan, store: Path) -> list[float]:
     end = frame_to_sample(rp.total_frames, rp.fps, rp.audio.sample_rate)
     path = store / f"{content_key({'audio': rp.audio.facts(), 'end': end, 'points': ENVELOPE_POINTS})[:32]}.npy"
     try:
-        return np.load(path).tolist()
-    except (OSError, ValueError):
+        kept = np.load(io.BytesIO(read_plain(path, 1 << 20)), allow_pickle=False)
+        if (kept.dtype == np.float64 and kept.shape in ((ENVELOPE_POINTS,), (0,)) and np.isfinite(kept).all()
+                and ((kept >= 0) & (kept <= 1)).all()):
+            return kept.tolist()
+    except (OSError, ValueError, EOFError):
         pass
     try:
         levels = peak_envelope(rp.audio, 0, end, ENVELOPE_POINTS)
@@ -234,9 +243,12 @@ def _envelope(plan: Plan, store: Path) -> list[float]:
     try:
         store.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            np.save(f, np.array(levels, dtype=np.float64))
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, np.array(levels, dtype=np.float64))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError:
         pass  # not kept: the next report reads the track again
     return levels
