@@ -228,7 +228,8 @@ class Build:
         _writable_folder(cache.root, "the cache (--cache-dir / LTXFLOW_CACHE_DIR)")
         self.project_sha = project_digest(self.project)  # before reading it: see write_stamp
         self.plan = plan = open_plan(self.project, cache, allow_outside_paths=opts.allow_outside_paths,
-                                     backend=opts.backend or (self.backend.name if self.backend else None))
+                                     backend=opts.backend or (self.backend.name if self.backend else None),
+                                     cache_checked=True)
         self.rp = rp = plan.project
         self.inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
                                                   for m in (s.image, s.end_image, *(lo.media for lo in s.loras))

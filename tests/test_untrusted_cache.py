@@ -197,7 +197,8 @@ def test_a_cache_folder_that_is_a_link_is_refused_before_anything_is_written(roo
     shutil.rmtree(root / ".ltxflow")
     (root / ".ltxflow").symlink_to(outside)
     before = snapshot(outside)
-    for args in (("build", str(root / "song.yaml"), "--backend", "test"), ("cache", "gc", str(root))):
+    for args in (("build", str(root / "song.yaml"), "--backend", "test"), ("cache", "gc", str(root)),
+                 ("plan", str(root / "song.yaml")), ("report", str(root / "song.yaml"))):
         r = run(*args, cwd=root)
         assert r.returncode == 2, r.stderr
         assert f"the cache folder {root / '.ltxflow'} is a symbolic link" in r.stderr
@@ -302,3 +303,64 @@ def test_temp_files_are_removed_when_a_write_fails(tmp_path):
         temp.write_text("x")
         os.utime(temp, (1, 1))
     assert len(cache.stale_tmp()) == 5
+
+
+def test_a_kept_audio_span_is_used_only_when_its_samples_are_the_spans(tmp_path):
+    """audio/span-*.wav is what a backend hears (the preview's pulse, fal's audio_url): a planted or
+    damaged one is written again, a link is never read."""
+    from conftest import write_wav
+
+    from ltxflow.execute.chunkwork import _span_intact
+    from ltxflow.media.probe import probe_audio
+    from ltxflow.timeline import Span
+
+    track = probe_audio(write_wav(tmp_path / "song.wav", 3.0, channels=2))
+    digest = track.span_digest(8000, 16000)
+    span = tmp_path / "span.wav"
+    track.write_wav(span, [Span.of(8000, 16000)])
+    assert _span_intact(span, digest)
+    other = tmp_path / "other.wav"
+    track.write_wav(other, [Span.of(0, 16000)])  # the same length, other samples
+    assert not _span_intact(other, digest)
+    damaged = tmp_path / "damaged.wav"
+    damaged.write_bytes(span.read_bytes()[:-2])
+    assert not _span_intact(damaged, digest)
+    link = tmp_path / "link.wav"
+    link.symlink_to(span)
+    assert not _span_intact(link, digest)
+    assert not _span_intact(tmp_path / "missing.wav", digest)
+
+
+def test_a_clip_that_is_a_concat_list_with_a_matching_record_is_remade(root, built):
+    """A planted clip naming a video outside the project, its record's digest and size made to
+    match: the concat demuxer would follow it into the output; it is seen for what it is."""
+    outside = root.parent / "outside"
+    before = snapshot(outside)
+    entry = entries(root / ".ltxflow")["verse.0"]
+    clip = next(entry.glob("clip.*"))
+    clip.write_text(f"ffconcat version 1.0\nfile '{outside / 'outside.mp4'}'\n")
+    st = clip.stat()
+    record = json.loads((entry / "record.json").read_text())
+    variant = clip.name.removeprefix("clip.")
+    edit_record(entry, variants={**record["variants"], variant: sha(clip)},
+                stat={**record["stat"], clip.name: [st.st_size, st.st_mtime_ns]})
+    r, evs = build(root / "song.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "not an MP4, MOV, WebM or GIF file" in warnings(evs)
+    exact(root, built)
+    assert snapshot(outside) == before
+
+
+def test_clips_are_read_with_video_demuxers_only(tmp_path):
+    from ltxflow.errors import MediaError
+    from ltxflow.media.frames import is_video_file, video_info
+
+    outside = tmp_path / "outside.mp4"
+    subprocess.run([find_ffmpeg().path, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=24", "-t", "1",
+                    "-pix_fmt", "yuv420p", str(outside)], check=True)
+    assert video_info(outside).frames == 24 and is_video_file(outside)
+    listing = tmp_path / "clip.mp4"
+    listing.write_text(f"ffconcat version 1.0\nfile '{outside}'\n")
+    assert not is_video_file(listing)
+    with pytest.raises(MediaError, match="not an MP4, MOV, WebM or GIF"):
+        video_info(listing)

@@ -52,7 +52,7 @@ from typing import Any, Callable, Iterator
 
 from ltxflow.errors import CacheRefused
 from ltxflow.files import plain_file, read_json, write_json_atomic
-from ltxflow.media.frames import video_info
+from ltxflow.media.frames import is_video_file, video_info
 from ltxflow.media.probe import MediaError, file_digest
 
 RECORD = "record.json"
@@ -325,11 +325,15 @@ class Cache:
     def clip_problem(self, entry: Entry, variant: str, frames: int, width: int, height: int) -> str | None:
         """None when the entry's clip variant is intact (see file_problem; a clip missing its last
         bytes still demuxes, so counting frames is not enough). A variant recorded without a
-        digest is decoded and counted."""
+        digest is decoded and counted; a file that does not start as a video does (a list or
+        playlist planted with a matching record) is a problem too."""
         recorded = entry.record.variants.get(variant)
         if recorded is None:
             return self.verify_clip(entry.clip(variant), frames, width, height)
-        return self.file_problem(entry, f"clip.{variant}", recorded)
+        problem = self.file_problem(entry, f"clip.{variant}", recorded)
+        if problem is None and not is_video_file(entry.clip(variant)):
+            return "not an MP4, MOV, WebM or GIF file"
+        return problem
 
     def raw_problem(self, entry: Entry) -> str | None:
         """None when the entry's raw clip is intact, or when it keeps none (a drawing backend's:

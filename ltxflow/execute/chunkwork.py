@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -328,9 +329,31 @@ class ChunkWork:
         span = chunk.audio
         assert span is not None
         path = self.cache.root / "audio" / f"span-{span.digest[:32]}.wav"
-        if not path.is_file():
+        if not _span_intact(path, span.digest):  # a kept span is untrusted too: its samples are checked
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            self.rp.audio.write_wav(tmp, [Span.of(span.start_sample, span.samples)])
-            os.replace(tmp, path)
+            try:
+                self.rp.audio.write_wav(tmp, [Span.of(span.start_sample, span.samples)])
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)  # a full disk leaves no half-written span
         return path
+
+
+def _span_intact(path: Path, digest: str) -> bool:
+    """Whether `path` is a plain WAV file whose samples are the span's (AudioTrack.span_digest)."""
+    import stat
+    import wave
+
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with wave.open(str(path), "rb") as w:
+            if w.getsampwidth() != 2:
+                return False
+            count = w.getnframes()
+            h = hashlib.sha256(f"pcm_s16le:{w.getframerate()}:{w.getnchannels()}:{count}:".encode())
+            h.update(w.readframes(count))
+    except (OSError, EOFError, wave.Error):
+        return False
+    return h.hexdigest() == digest

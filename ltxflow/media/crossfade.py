@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 from ltxflow.media.encode import Format, FrameWriter, encode_frames_args, piece_mux_options
 from ltxflow.media.ffmpeg import find_ffmpeg
-from ltxflow.media.frames import decode_rgb, video_info
+from ltxflow.media.frames import decode_rgb, open_video, video_info
 from ltxflow.media.probe import MediaError
 from ltxflow.crossfades import Seams, Split, Window
 
@@ -32,7 +32,7 @@ def split_clip(clip: Path, split: Split, fps: Fraction, stem: Path) -> dict[tupl
     starts = [lo for lo, _ in ranges]
     outputs = []
     try:
-        with av.open(str(clip)) as src:
+        with open_video(clip) as src:
             stream = src.streams.video[0]
             origin = stream.start_time or 0
             for path in paths:

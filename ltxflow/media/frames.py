@@ -20,14 +20,35 @@ class VideoInfo:
     has_audio: bool
 
 
+# The demuxers a clip is read with (a backend's, a normalized one): MP4/MOV, Matroska/WebM, GIF.
+# Never a playlist, a concat list or a network protocol: a clip comes from a server or from a
+# cache a pull request could have committed, and such a file would read whatever it names.
+VIDEO_DEMUXERS = ("mov", "matroska", "gif")
+
+
 def open_video(path: Path):
-    """A PyAV container for reading `path`. Raises MediaError when it cannot be opened."""
+    """A PyAV container for reading `path`: the file protocol and VIDEO_DEMUXERS only. Raises
+    MediaError when it cannot be opened."""
     import av
 
+    options = {"protocol_whitelist": "file", "format_whitelist": ",".join(VIDEO_DEMUXERS)}
     try:
-        return av.open(str(path))
+        return av.open(f"file:{path}", container_options=options)
     except (av.error.FFmpegError, OSError) as exc:
-        raise MediaError(f"{path.name}: cannot open as video ({exc})") from None
+        raise MediaError(f"{path.name}: cannot open as video, or not an MP4, MOV, WebM or GIF file ({exc})") from None
+
+
+def is_video_file(path: Path) -> bool:
+    """Whether `path` starts as a file of VIDEO_DEMUXERS does (an ISO media box, Matroska's EBML
+    header, GIF): what a stitch checks of each clip before its concat list names it, since the
+    concat demuxer probes each file it opens and would follow a nested list."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") or head[:4] == b"\x1a\x45\xdf\xa3"
+            or head[:4] == b"GIF8")
 
 
 def video_info(path: Path) -> VideoInfo:

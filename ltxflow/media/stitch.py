@@ -20,7 +20,7 @@ from pathlib import Path
 from ltxflow.media.crossfade import join
 from ltxflow.media.encode import Format, FfmpegFailed, concat_list, encode_audio_args, gif_args, run, stitch_args
 from ltxflow.media.ffmpeg import find_ffmpeg
-from ltxflow.media.frames import video_info
+from ltxflow.media.frames import is_video_file, video_info
 from ltxflow.files import plain_file, read_json, write_json_atomic
 from ltxflow.media.probe import AudioTrack, file_digest
 from ltxflow.crossfades import Seams
@@ -112,6 +112,10 @@ def stitch(clips: list[Path], segments: list[Span], track: AudioTrack, fps: Frac
     reencoded = 0
     if seams is not None and seams.windows:
         clips, reencoded = join(clips, seams, fps, fmt, work)
+    for clip in clips:
+        if not is_video_file(clip):  # a planted file the concat demuxer would follow (a nested list)
+            raise FfmpegFailed(f"stitching {out.name}: {clip} is not an MP4, MOV, WebM or GIF file; "
+                               "remove its cache entry (`ltxflow cache gc`) and build again")
     listing = work / "clips.ffconcat"
     listing.write_text(concat_list(clips))
     out.parent.mkdir(parents=True, exist_ok=True)
