@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ltxflow.execute.cache import Cache, Record
+from ltxflow.execute.cache import Cache
+from ltxflow.execute.record import Record
 
 
 def work_with(cache: Cache, name: str, content: bytes):

@@ -19,8 +19,8 @@ leaves anything that looks finished):
 
 Nothing read from the cache is trusted. The default cache lies in the project folder, and a pull
 request can commit files there (`git add -f`), links included. So a record is parsed into a
-Record whose every field has its type and every file name is a plain name inside its entry
-(Record.read); an entry holding a symbolic link, or whose record is invalid, is unusable: the
+Record (execute/record.py) whose every field has its type and every file name is a plain name
+inside its entry; an entry holding a symbolic link, or whose record is invalid, is unusable: the
 build warns, naming the file, and makes it again; `cache gc` removes it. The other stores parse
 what they read the same way (uptodate.read_stamp, status.load_index, read_output_stamp,
 music/analysis.load_cached, report/ends.py, the master audio's sidecar in media/stitch.py), and
@@ -39,23 +39,21 @@ and never walks through one, so it never touches anything outside the cache root
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import re
 import shutil
 import stat as stat_mode
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ltxflow.errors import CacheRefused
+from ltxflow.execute.record import HEX_DIGEST, RECORD, Record, frame_key, frame_name, is_digest, is_int
 from ltxflow.files import plain_file, read_json, write_json_atomic
 from ltxflow.media.frames import is_video_file, video_info
 from ltxflow.media.probe import MediaError, file_digest
 
-RECORD = "record.json"
 CACHE_DIR_NAME = ".ltxflow"
 
 
@@ -110,128 +108,6 @@ def check_cache_root(root: Path, *, links: bool = True) -> None:
 
 
 @dataclass(frozen=True)
-class Record:
-    """An entry's record.json, typed: what made the entry and what it holds. Read (Record.read)
-    and written (to_json) here only; fields a newer ltxflow adds are left out of an older one's
-    reading, and fields an older record lacks take these defaults."""
-
-    key: str
-    chunk: str = ""
-    scene: str = ""
-    project: str = ""
-    backend: str = ""
-    endpoint: str = ""
-    seed: int | None = None  # as the backend reports it
-    cost_usd: float = 0.0
-    chains_from: str | None = None
-    chain_digest: str | None = None  # sha256 of the start image it was rendered from (chained chunks)
-    raw: str | None = None  # the raw clip's file name; None for a drawing backend's entry
-    drawn: bool = False  # a drawing backend's: no raw clip, drawn again for another variant
-    raw_sha256: str | None = None
-    frames: dict[str, str] = field(default_factory=dict)  # chain frames (frame_key) -> sha256
-    variants: dict[str, str] = field(default_factory=dict)  # clip variants -> sha256
-    stat: dict[str, list[int]] = field(default_factory=dict)  # file name -> [size, mtime_ns] when written
-    color_match: dict[str, dict[str, Any]] = field(default_factory=dict)  # variant -> what matching did
-    normalize: dict[str, Any] = field(default_factory=dict)  # NormalizeReport.record() of the first clip
-    details: dict[str, Any] = field(default_factory=dict)  # the backend's own (request ids, GPU, ...)
-    timings: dict[str, float] = field(default_factory=dict)  # render_s, normalize_s
-    inputs: dict[str, Any] = field(default_factory=dict)  # the chunk's key inputs
-    created: str = ""
-    ltxflow: str = ""
-
-    @classmethod
-    def read(cls, data: Any) -> "Record":
-        """A record from record.json's object, every field checked (_RECORD_FIELDS): digests are
-        sha256 hex, and every file it names is a plain name inside its entry. Raises ValueError,
-        naming the field, when it is not one."""
-        if not isinstance(data, dict):
-            raise ValueError(f"not a JSON object but {type(data).__name__}")
-        if "key" not in data:
-            raise ValueError("key: missing")
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        for name, value in values.items():
-            ok, what = _RECORD_FIELDS[name]
-            if not ok(value):
-                raise ValueError(f"{name}: {_show(value)} is not {what}")
-        record = cls(**values)
-        if not record.drawn and record.raw is None:
-            raise ValueError("raw: no raw clip named")
-        return record
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-_HEX = re.compile(r"[0-9a-f]{64}")
-_FRAME_KEY = re.compile(r"[0-9]{1,9}(\.[A-Za-z0-9_-]{1,64})?")
-
-
-def plain_name(name: Any) -> bool:
-    """A file name inside its folder: no separator, not a dot-file (temps; also "." and ".."),
-    no drive or NUL, not empty, not too long."""
-    return (isinstance(name, str) and 0 < len(name) <= 200 and not name.startswith(".")
-            and not any(c in name for c in "/\\:\0"))
-
-
-def _hex(v: Any) -> bool:
-    return isinstance(v, str) and _HEX.fullmatch(v) is not None
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: v is None or check(v)
-
-
-def _dict_of(key: Callable[[Any], bool], value: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, dict) and all(key(k) and value(x) for k, x in v.items())
-
-
-def _is(kind: type) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, kind)
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-# Every field, checked as read (a check, and what a value that fails it is not). The free-form
-# ones (details, normalize, inputs, color_match's values) are data the report shows as they are.
-_RECORD_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "key": (_hex, "a sha256 hex digest"),
-    **{name: (_is(str), "a string") for name in ("chunk", "scene", "project", "backend", "endpoint", "created",
-                                                 "ltxflow")},
-    "seed": (_opt(_int), "an integer or null"),
-    "cost_usd": (lambda v: _number(v) and v >= 0, "a finite amount of USD"),
-    "chains_from": (_opt(_is(str)), "a chunk id or null"),
-    "chain_digest": (_opt(_hex), "a sha256 hex digest or null"),
-    "raw": (_opt(plain_name), "a plain file name in the entry, or null"),
-    "drawn": (_is(bool), "true or false"),
-    "raw_sha256": (_opt(_hex), "a sha256 hex digest or null"),
-    "frames": (_dict_of(lambda k: isinstance(k, str) and _FRAME_KEY.fullmatch(k) is not None, _hex),
-               "a map of chain frames (N or N.<colour tag>) to sha256 hex digests"),
-    "variants": (_dict_of(lambda k: plain_name(f"clip.{k}") and plain_name(k), _hex),
-                 "a map of clip variants (plain file names) to sha256 hex digests"),
-    "stat": (_dict_of(plain_name, lambda v: isinstance(v, list) and len(v) == 2 and _int(v[0]) and v[0] >= 0
-                      and _int(v[1])),
-             "a map of plain file names to [size, mtime_ns]"),
-    "color_match": (_dict_of(lambda k: isinstance(k, str), _is(dict)), "a map of clip variants to objects"),
-    "normalize": (_is(dict), "an object"),
-    "details": (_is(dict), "an object"),
-    "timings": (_dict_of(lambda k: isinstance(k, str), _number), "a map of names to finite seconds"),
-    "inputs": (_is(dict), "an object"),
-}
-
-
-@dataclass(frozen=True)
 class Entry:
     """A finished cache entry (its folder was renamed into place with a valid record)."""
 
@@ -253,22 +129,6 @@ class Entry:
 
     def frame_digest(self, index: int, tag: str | None = None) -> str | None:
         return self.record.frames.get(frame_key(index, tag))
-
-
-def file_stat(path: Path) -> list[int]:
-    """[size, mtime_ns] of a file, as a record keeps them (see Cache.file_problem)."""
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def frame_name(index: int, tag: str | None = None) -> str:
-    """The file of chain frame `index`: as generated, or colour-matched under `tag`."""
-    return f"frame{index}.{tag}.png" if tag else f"frame{index}.png"
-
-
-def frame_key(index: int, tag: str | None = None) -> str:
-    """Names a chain frame in a record's `frames`: "N", or "N.<colour tag>"."""
-    return f"{index}.{tag}" if tag else str(index)
 
 
 class Cache:
@@ -438,7 +298,7 @@ class Cache:
     def entries(self) -> Iterator[Entry]:
         """The usable entries (see lookup), found without following a symbolic link."""
         for d in self._slots():
-            entry, _ = self.lookup(d.name) if _HEX.fullmatch(d.name) and d.parent.name == d.name[:2] else (None, None)
+            entry, _ = self.lookup(d.name) if HEX_DIGEST.fullmatch(d.name) and d.parent.name == d.name[:2] else (None, None)
             if entry is not None:
                 yield entry
 
@@ -453,7 +313,7 @@ class Cache:
                 out.append(shard)
                 continue
             for d in _listing(shard):
-                if not (_HEX.fullmatch(d.name) and d.name[:2] == shard.name) or self.lookup(d.name)[0] is None:
+                if not (HEX_DIGEST.fullmatch(d.name) and d.name[:2] == shard.name) or self.lookup(d.name)[0] is None:
                     out.append(d)
         return out
 
@@ -543,8 +403,8 @@ def read_output_stamp(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if not (isinstance(data, dict) and set(data) == {"output", "signature", "size", "mtime_ns"}
-            and isinstance(data["output"], str) and _hex(data["signature"])
-            and _int(data["size"]) and _int(data["mtime_ns"]) and data["size"] >= 0):
+            and isinstance(data["output"], str) and is_digest(data["signature"])
+            and is_int(data["size"]) and is_int(data["mtime_ns"]) and data["size"] >= 0):
         return None
     return data
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, TypeVar
 from ltxflow import __version__
 from ltxflow.backends.base import Backend, ChunkRequest, LoraFile, RenderResult
 from ltxflow.errors import Stopped
-from ltxflow.execute.cache import Cache, Entry, Record, file_stat, frame_key, frame_name
+from ltxflow.execute.cache import Cache, Entry
+from ltxflow.execute.record import Record, file_stat, frame_key, frame_name
 from ltxflow.execute.colorref import ColorRef, color_ref, color_target
 from ltxflow.media.encode import Format, output_format
 from ltxflow.media.normalize import ClipFrames, DrawnFrames, FrameSource, NormalizeReport, normalize_clip

@@ -13,7 +13,8 @@ from ltxflow.media.probe import MediaError
 from ltxflow.timeline import frame_to_sample, frame_to_seconds
 
 if TYPE_CHECKING:
-    from ltxflow.execute.cache import Cache, Entry, Record
+    from ltxflow.execute.cache import Cache, Entry
+    from ltxflow.execute.record import Record
     from ltxflow.report.ends import Ends, EndsStore
     from ltxflow.media.encode import Format
     from ltxflow.plan.planner import Chunk, Plan
