@@ -133,9 +133,19 @@ def _prompt_card(request: ChunkRequest, w: int, h: int):
     img = Image.fromarray(np.broadcast_to(a * (1 - ramp) + b * ramp, (h, w, 3)).astype(np.uint8))
     draw = ImageDraw.Draw(img)
     font = _font(max(12, h // 18))
-    text = "\n".join(textwrap.wrap(request.prompt, width=max(16, w // max(8, h // 30))))
+    line_h = font.getbbox("A")[3] + 6  # multiline_text's step from line to line (spacing 6)
+    text = card_text(request.prompt, max(16, w // max(8, h // 30)), (h - h // 4) // max(1, line_h) + 1)
     draw.multiline_text((w // 12, h // 4), text, fill=(255, 255, 255), font=font, spacing=6)
     return img
+
+
+def card_text(prompt: str, width: int, lines: int) -> str:
+    """The start of `prompt` wrapped at `width` characters, at most `lines` lines: what fits on the
+    card, in time that does not grow with the prompt (wrapping and drawing all of a long one took
+    minutes, most of it below the picture's edge)."""
+    head = prompt[: 2 * width * lines]  # enough for `lines` lines however the words break
+    wrapped = textwrap.wrap(head, width=width)
+    return "\n".join(wrapped[:lines])
 
 
 @functools.lru_cache(maxsize=8)

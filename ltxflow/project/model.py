@@ -114,6 +114,9 @@ Resolution = Annotated[
 ]
 
 Unit = Annotated[float, Field(ge=0, le=1)]
+# A prompt's length, in characters: generous (the prompts LTX-2.3 is made for are a few sentences to a
+# few paragraphs), and a bound on what every chunk carries into its key, its request and the report.
+MAX_PROMPT_CHARS = 20_000
 DEFAULT_COLOR_STRENGTH = 0.9  # what `color_match: true` (the default) means; see media/colormatch.py
 
 
@@ -140,8 +143,8 @@ class Lora(_Frozen):
 class SceneParams(_Frozen):
     """Everything a scene can set; `defaults:` takes the same keys and every scene inherits them."""
 
-    prompt: str | None = Field(None, description="what the chunk shows")
-    negative_prompt: str | None = None
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="what the chunk shows")
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     image: str | None = Field(None, description="start keyframe: a file in the project or an http(s) URL; "
                                                 "absent: chained from the previous scene's last frame")
     end_image: str | None = Field(None, description="image the scene ends on (its last chunk only)")
@@ -170,6 +173,15 @@ class SceneParams(_Frozen):
                                                                        "clip before it; default cut")
     crossfade_frames: int | None = Field(None, ge=2, le=48, description="frames a crossfade seam blends "
                                                                         "over, centred on the seam (default 8)")
+
+    @field_validator("prompt", "negative_prompt", mode="before")
+    @classmethod
+    def _prompt_length(cls, v: object) -> object:
+        """Said in characters and without echoing the text (max_length's own message would not)."""
+        if isinstance(v, str) and len(v) > MAX_PROMPT_CHARS:
+            raise ValueError(f"{len(v)} characters; at most {MAX_PROMPT_CHARS} (a prompt is a few sentences to a "
+                             "few paragraphs)")
+        return v
 
 
 SCENE_PARAM_NAMES = tuple(SceneParams.model_fields)
@@ -228,8 +240,8 @@ class Project(_Frozen):
     chunking: Chunking = Field(default_factory=Chunking)
     music: Music = Field(default_factory=Music)
     models: str | None = Field(None, min_length=1, description="folder of LTX-2.3 weights for backend local, "
-                                                              "relative to the project file (LTXFLOW_LTX_MODELS "
-                                                              "and --models override)")
+                                                              "inside the project folder (LTXFLOW_LTX_MODELS "
+                                                              "and --models, which may name any folder, override)")
     fp8: bool = Field(False, description="backend local: cast the transformer to fp8 for 24-32 GB cards "
                                          "(changes the output, so it is part of each chunk's key)")
     max_cost: float | None = Field(None, gt=0, description="refuse a build whose chunks to render now would cost "

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 SHEETS_KEPT = 16  # contact sheets kept in the cache's report/sheets/, by content
 
 
+def spread(count: int, most: int) -> list[int]:
+    """Indices of at most `most` of `count` items, spread evenly from the first to the last: all of
+    them when they fit. How the contact sheet and the page stay bounded whatever the chunk count."""
+    if count <= most:
+        return list(range(count))
+    if most <= 1:
+        return [0][:most]
+    return [round(i * (count - 1) / (most - 1)) for i in range(most)]
+
+
 @dataclass(frozen=True)
 class ReportPaths:
     html: Path

@@ -1,4 +1,8 @@
-"""The build report as one self-contained HTML page: inline CSS and SVG, thumbnails as data: URIs, nothing fetched."""
+"""The build report as one self-contained HTML page: inline CSS and SVG, thumbnails as data: URIs, nothing fetched.
+
+Bounded whatever the chunk count: every chunk is listed as text, the frames of at most
+MAX_PAGE_THUMBS chunks (spread evenly over the video) are embedded, and each prompt is shown up to
+PROMPT_SHOWN characters."""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import html
 from typing import Iterable
 
 from ltxflow import __version__
+from ltxflow.report import spread
 from ltxflow.report.gather import ChunkRow, Report, Seam
 from ltxflow.timeline import fps_str, frame_to_seconds, timecode
 
 WEAKEST_SHOWN = 5
+MAX_PAGE_THUMBS = 200  # chunks whose two frames the page embeds (some 40 KB each): about 8 MB at most
+PROMPT_SHOWN = 1000  # characters of a chunk's prompt on the page; the rest is counted
 STRIP_W, STRIP_H = 1200, 190  # the waveform strip's drawing units (it scales to the page's width)
 LANE_Y, WAVE_TOP, WAVE_BOTTOM, TICKS_Y = 2, 26, 150, 156
 
@@ -79,7 +86,7 @@ def render_html(report: Report, contact_name: str | None = None) -> str:
              f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
              f"<h1>{e(rp.name)}</h1>", f'<p class="sub">build report &middot; {e(rp.file)}</p>',
              _summary(report, contact_name), "<h2>Timeline</h2>", _strip(report), _legend(report),
-             "<h2>Seams</h2>", _weakest(report), _seam_table(report), *_scenes(report),
+             "<h2>Seams</h2>", _weakest(report), _seam_table(report), _thumbs_note(report), *_scenes(report),
              f"<footer>made by ltxflow {e(__version__)} on {e(report.generated.isoformat(timespec='seconds'))}"
              "</footer></body></html>"]
     return "\n".join(parts) + "\n"
@@ -230,25 +237,44 @@ def _seam_table(report: Report) -> str:
     return f'<table class="seams">{head}{"".join(rows)}</table>'
 
 
+def _thumbs_note(report: Report) -> str:
+    n = len(report.rows)
+    if n <= MAX_PAGE_THUMBS:
+        return ""
+    return (f'<p class="legend">The frames of {MAX_PAGE_THUMBS} of the {n} chunks are shown, spread evenly over '
+            "the video; every chunk is listed.</p>")
+
+
 def _scenes(report: Report) -> Iterable[str]:
     rp = report.plan.project
+    embedded = {report.rows[i].chunk.id for i in spread(len(report.rows), MAX_PAGE_THUMBS)}
+    by_scene: dict[str, list[ChunkRow]] = {}
+    for r in report.rows:
+        by_scene.setdefault(r.chunk.scene, []).append(r)
     for s in rp.scenes:
-        rows = [r for r in report.rows if r.chunk.scene == s.id]
+        rows = by_scene.get(s.id, [])
         span = f"{timecode(s.start_frame, rp.fps)}-{timecode(s.end_frame, rp.fps)}"
         yield (f'<section class="scene" id="scene-{e(s.id)}"><h2>{e(s.id)} <small>{e(span)}, frames '
                f'{s.start_frame}-{s.end_frame - 1}, {len(rows)} chunk{"s" if len(rows) != 1 else ""}</small></h2>'
-               + "".join(_chunk(report, r) for r in rows) + "</section>")
+               + "".join(_chunk(report, r, r.chunk.id in embedded) for r in rows) + "</section>")
 
 
-def _thumb(jpeg: bytes | None, what: str, chunk_id: str, frame: int, report: Report) -> str:
+def _thumb(jpeg: bytes | None, what: str, chunk_id: str, frame: int, report: Report, embed: bool = True) -> str:
     caption = f"{what} {timecode(frame, report.plan.project.fps)} (frame {frame})"
-    if jpeg is None:
-        return f'<figure><div class="thumb none">no frame</div><figcaption>{e(caption)}</figcaption></figure>'
+    if jpeg is None or not embed:
+        shown = "no frame" if jpeg is None else "not embedded"
+        return f'<figure><div class="thumb none">{shown}</div><figcaption>{e(caption)}</figcaption></figure>'
     return (f'<figure><img class="thumb" src="{data_uri(jpeg)}" alt="{e(what)} frame of {e(chunk_id)}">'
             f"<figcaption>{e(caption)}</figcaption></figure>")
 
 
-def _chunk(report: Report, r: ChunkRow) -> str:
+def _prompt(text: str) -> str:
+    if len(text) <= PROMPT_SHOWN:
+        return e(text)
+    return f"{e(text[:PROMPT_SHOWN])}&hellip; <small>({len(text) - PROMPT_SHOWN} more characters)</small>"
+
+
+def _chunk(report: Report, r: ChunkRow, embed: bool = True) -> str:
     rp = report.plan.project
     c = r.chunk
     t = r.timings
@@ -265,9 +291,9 @@ def _chunk(report: Report, r: ChunkRow) -> str:
     state = {"rendered": "rendered", "stale": "out of date", "missing": "not rendered"}[r.state]
     dl = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in facts)
     notes = "".join(f"<li>{e(n)}</li>" for n in r.notes)
-    thumbs = (_thumb(r.first_jpeg, "first", c.id, c.start_frame, report)
-              + _thumb(r.last_jpeg, "last", c.id, c.end_frame - 1, report))
+    thumbs = (_thumb(r.first_jpeg, "first", c.id, c.start_frame, report, embed)
+              + _thumb(r.last_jpeg, "last", c.id, c.end_frame - 1, report, embed))
     return (f'<article class="chunk {r.state}" id="chunk-{e(c.id)}"><div class="thumbs">{thumbs}</div>'
             f'<div class="facts"><h3>{e(c.id)}<span class="state {r.state}">{e(state)}</span></h3>'
-            f'<dl><dt>prompt</dt><dd class="prompt">{e(r.prompt)}</dd>{dl}</dl>'
+            f'<dl><dt>prompt</dt><dd class="prompt">{_prompt(r.prompt)}</dd>{dl}</dl>'
             + (f'<ul class="notes">{notes}</ul>' if notes else "") + "</div></article>")
