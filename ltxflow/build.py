@@ -28,7 +28,8 @@ from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
 from ltxflow.plan.planner import Plan
 from ltxflow.progress import Reporter
-from ltxflow.project.resolve import ResolvedProject
+from ltxflow.project.paths import overwrites
+from ltxflow.project.resolve import ResolvedProject, inputs
 from ltxflow.report import report_paths, write_report
 from ltxflow.timeline import MusicTime, Span, seconds_to_frame, timecode
 from ltxflow.uptodate import project_digest, snapshot, stamp_options, stamp_path, write_stamp
@@ -231,12 +232,17 @@ class Build:
                                      backend=opts.backend or (self.backend.name if self.backend else None),
                                      cache_checked=True)
         self.rp = rp = plan.project
+        for note in rp.notes:
+            self.reporter.event("warning", message=note)
         self.inputs = snapshot([rp.audio.path] + [m.ref.path for s in rp.scenes
                                                   for m in (s.image, s.end_image, *(lo.media for lo in s.loras))
                                                   if m is not None and m.ref.path is not None])
         time_range = range_seconds(rp, opts.time_range, cache.music) if opts.time_range else None
         self.sel = select(plan, opts.only, time_range)
         self.out = out = output_path(plan, self.sel, opts.output)
+        env_models = os.environ.get("LTXFLOW_LTX_MODELS")
+        models = opts.models or (Path(env_models).expanduser() if env_models else rp.models)
+        _check_outputs(rp, out, models)
         container = out.suffix.lower().lstrip(".")
         if container not in ("mp4", "webm", "mov", "gif"):
             raise BuildArgumentError(f"{out}: the output must end in .mp4, .webm, .mov or .gif")
@@ -244,8 +250,6 @@ class Build:
         _writable_folder(out.parent, f"the output's folder ({out})")
         find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
         if self.backend is None:
-            env_models = os.environ.get("LTXFLOW_LTX_MODELS")
-            models = opts.models or (Path(env_models).expanduser() if env_models else rp.models)
             self.backend = make_backend(rp.backend, BackendContext(
                 cache.root, self.project, self.reporter.event, self.stop, models=models, fp8=rp.fp8,
                 needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
@@ -476,6 +480,18 @@ def _stitch(plan: Plan, sel: Selection, results: dict[str, ChunkResult], work: C
                    seconds=round(report.seconds, 3), crossfades=len(joins.windows),
                    reencoded_frames=report.reencoded)
     return True
+
+
+def _check_outputs(rp: ResolvedProject, out: Path, models: Path | None) -> None:
+    """Outputs never overwrite inputs: BuildArgumentError (exit 2, before anything renders) when the
+    video, its report or its contact sheet is a link, or would replace a file or folder the build
+    reads (the project file, the song, a keyframe, a LoRA, the models folder)."""
+    paths = report_paths(out)
+    outputs = [(out, "the video"), (paths.html, "the report"), (paths.contact, "the contact sheet")]
+    problem = overwrites(outputs, inputs(rp, models))
+    if problem:
+        raise BuildArgumentError(f"{problem}; nothing was rendered. Name another output: `output:` in {rp.file}, "
+                                 "or -o")
 
 
 def _writable_folder(folder: Path, what: str) -> None:

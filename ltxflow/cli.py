@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 from ltxflow import __version__
 from ltxflow.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_TERMINATED, LtxflowError,
-                            ProjectError)
+                            ProjectError, printable)
 from ltxflow.registry import BACKENDS
 
 
@@ -153,26 +153,36 @@ def _scene_list(text: str) -> list[str]:
     return names
 
 
-def _plan(args: argparse.Namespace, cache=None):
-    """The project's plan, read as a build reads it (execute/prepare.py). With a cache, the decoded
-    song and its music analysis are kept in it; without one (validate), the analysis is kept in
-    the project's default cache folder and the decoded song is not."""
+def _plan(args: argparse.Namespace, cache):
+    """The project's plan, read as a build reads it (execute/prepare.py): the decoded song and its
+    music analysis kept in `cache`."""
     from ltxflow.execute.prepare import open_plan
-    from ltxflow.execute.cache import Cache, default_cache_dir
 
-    keep = cache is not None
-    cache = cache or Cache(default_cache_dir(Path(args.project).parent, getattr(args, "cache_dir", None)))
     return open_plan(Path(args.project), cache, backend=getattr(args, "backend", None),
-                     allow_outside_paths=args.allow_outside_paths, keep_audio=keep)
+                     allow_outside_paths=args.allow_outside_paths)
+
+
+def _notes(rp) -> None:
+    """The project's warnings (the song down-mixed or resampled, ...), on stderr."""
+    for note in rp.notes:
+        print(printable(f"warning: {note}"), file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Writes nothing, valid project or not: the decoded song and the music analysis that earlier
+    runs kept in the project's cache are read, and nothing new is kept."""
+    from ltxflow.execute.cache import Cache, default_cache_dir
+    from ltxflow.plan.planner import build_plan
+    from ltxflow.project.resolve import open_project
     from ltxflow.timeline import fps_str, timecode
 
-    plan = _plan(args)
+    cache = Cache(default_cache_dir(Path(args.project).parent))
+    plan = build_plan(open_project(args.project, allow_outside_paths=args.allow_outside_paths,
+                                   audio_store=cache.decoded_audio, music_store=cache.music, keep=False))
     rp = plan.project
-    print(f"{rp.file}: ok: {rp.name}, {len(rp.scenes)} scenes, {timecode(rp.total_frames, rp.fps)} "
-          f"at {fps_str(rp.fps)} fps, {rp.width}x{rp.height}, {len(plan.chunks)} chunks")
+    _notes(rp)
+    print(printable(f"{rp.file}: ok: {rp.name}, {len(rp.scenes)} scenes, {timecode(rp.total_frames, rp.fps)} "
+                    f"at {fps_str(rp.fps)} fps, {rp.width}x{rp.height}, {len(plan.chunks)} chunks"))
     return EXIT_OK
 
 
@@ -185,6 +195,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
     plan = _plan(args, cache)
     rp = plan.project
+    _notes(rp)
     container = rp.output.suffix.lstrip(".").lower()
     fmt = clip_format(rp, container)
     in_flight: frozenset[str] = frozenset()
@@ -199,7 +210,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan_json(plan, statuses), indent=2))
     else:
-        print(plan_table(plan, statuses, explain=args.explain))
+        print(printable(plan_table(plan, statuses, explain=args.explain)))
     return EXIT_OK
 
 
@@ -274,7 +285,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         try:
             result = build(args.project, opts, reporter)
         except (Interrupted, KeyboardInterrupt) as exc:
-            print(f"ltxflow: {str(exc) or 'interrupted'}", file=sys.stderr)
+            print(printable(f"ltxflow: {str(exc) or 'interrupted'}"), file=sys.stderr)
             # The process ends now: spare the interpreter's last full collection, which takes a
             # second or more once the music analysis (numba) has run in it.
             gc.freeze()
@@ -284,7 +295,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if result.output is None:
         for node, outcome in result.outcomes.items():
             if outcome.state != "ok":
-                print(f"ltxflow: {node}: {outcome.state}: {outcome.error}", file=sys.stderr)
+                print(printable(f"ltxflow: {node}: {outcome.state}: {outcome.error}"), file=sys.stderr)
         return EXIT_FAILED
     if args.log_format != "json":
         print(result.output)
@@ -293,13 +304,19 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
+    from ltxflow.errors import BuildArgumentError
     from ltxflow.execute.chunkwork import clip_format
+    from ltxflow.project.paths import overwrites
+    from ltxflow.project.resolve import inputs
     from ltxflow.report import paths_for_html, report_paths, write_report
 
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
     plan = _plan(args, cache)
     rp = plan.project
     paths = paths_for_html(args.output) if args.output else report_paths(rp.output)
+    problem = overwrites([(paths.html, "the report"), (paths.contact, "the contact sheet")], inputs(rp))
+    if problem:
+        raise BuildArgumentError(f"{problem}; nothing was written. Name another report with -o")
     fmt = clip_format(rp)
     report = write_report(plan, cache, fmt, rp.output, paths)
     rendered = sum(1 for r in report.rows if r.state == "rendered")
@@ -404,12 +421,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         n = len(exc.diagnostics)
         print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
         return exc.exit_code
-    except LtxflowError as exc:
-        print(f"ltxflow: {exc}", file=sys.stderr)
+    except LtxflowError as exc:  # its text may carry a server's or a project file's: shown escaped
+        print(printable(f"ltxflow: {exc}"), file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # a full disk, a folder that cannot be written, ...
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"ltxflow: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(printable(f"ltxflow: {exc.strerror or exc}{where}"), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("ltxflow: interrupted", file=sys.stderr)

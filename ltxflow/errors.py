@@ -37,6 +37,7 @@ Diagnostics: every user-facing problem with the input names a file, a line and c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -73,7 +74,8 @@ class Diagnostic:
             if self.column is not None:
                 where += f":{self.column}"
         field = format_path(self.path)
-        return f"{where}: {field}: {self.message}" if self.path else f"{where}: {self.message}"
+        text = f"{where}: {field}: {self.message}" if self.path else f"{where}: {self.message}"
+        return printable(text, newlines=False)  # one line, whatever the file's keys and values hold
 
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_NO_FFMPEG = 0, 1, 2, 3
@@ -186,3 +188,22 @@ class ProjectError(LtxflowError):
     def single(cls, file: str | Path, message: str, path: FieldPath = (), line: int | None = None,
                column: int | None = None) -> "ProjectError":
         return cls([Diagnostic(str(file), path, message, line, column)])
+
+
+# What a terminal would act on rather than show: C0 controls but tab and newline (ESC starts escape
+# sequences, CR rewrites the line, BEL rings), DEL, C1 controls (0x9b is a one-byte CSI), the bidi
+# controls that reorder what follows (Trojan Source) and the Unicode line and paragraph separators.
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    o = ord(m.group())
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def printable(text: object, *, newlines: bool = True) -> str:
+    """`text` as a terminal should show it: every control character written out (ESC as \\x1b, a
+    right-to-left override as \\u202e); newlines kept unless not `newlines` (then \\n). For text
+    that comes from a project file or a server: names, paths, messages, log lines."""
+    out = _UNSHOWN.sub(_escape, str(text))
+    return out if newlines else out.replace("\n", "\\n")

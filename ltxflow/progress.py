@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from ltxflow.errors import printable
 from ltxflow.events import problems
 
 # The events and their fields: ltxflow/events.py (the contract, checked by tests/test_events.py).
@@ -57,7 +58,7 @@ class TextReporter:
         with self.lock:  # _line updates the counts: one event at a time
             line = self._line(name, f) if not problems(name, f) else _whole(name, f, time.monotonic() - self.t0)
             if line:
-                self.stream.write(line + "\n")
+                self.stream.write(shown(line) + "\n")
                 self.stream.flush()
 
     def _line(self, name: str, f: dict[str, Any]) -> str | None:
@@ -136,10 +137,12 @@ class RichReporter(TextReporter):
     def __init__(self, stream: TextIO | None = None):
         super().__init__(stream)
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
             TimeRemainingColumn
 
         self.console = Console(file=self.stream)
+        self.escape = escape  # the bar's description is read as markup: a file stem's "[red]" is text
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=self.console, transient=True)
@@ -150,12 +153,12 @@ class RichReporter(TextReporter):
     def event(self, name: str, **f: Any) -> None:
         with self.lock:
             if problems(name, f):  # not what the contract says: shown whole, nothing else
-                self.console.print(_whole(name, f, time.monotonic() - self.t0), markup=False, highlight=False)
+                self.console.print(shown(_whole(name, f, time.monotonic() - self.t0)), markup=False, highlight=False)
                 return
             line = self._line(name, f)
             if name == "build_started":
                 self.progress.start()
-                self.task = self.progress.add_task(f"{f['project']}", total=f["chunks"], status="")
+                self.task = self.progress.add_task(self.escape(shown(f"{f['project']}")), total=f["chunks"], status="")
             if name == "chunk_started":
                 self.rendering.add(f["chunk"])
             if name in ("chunk_done", "chunk_failed"):
@@ -174,7 +177,7 @@ class RichReporter(TextReporter):
                                                        f"{c['done']} done, {c['failed']} failed"
                                                        + (f", {c['skipped']} skipped" if c["skipped"] else ""))
             if line and name not in ("chunk_started", "chunk_done", "chunk_queue", "chunk_log"):
-                self.console.print(line, markup=False, highlight=False)
+                self.console.print(shown(line), markup=False, highlight=False)
             if name == "build_done":
                 self.progress.stop()
 
@@ -187,6 +190,13 @@ def describe(why: dict[str, str]) -> str:
     return {"no-stamp": "no build with these options yet", "version": "last built by another ltxflow version",
             "project": "the project file changed", "file": f"{Path(str(why.get('file', '?'))).name} changed",
             "report": "its report is gone"}.get(str(why.get("reason", "")), "something changed")
+
+
+def shown(line: str) -> str:
+    """A line for a terminal: control characters from project files and servers (scene ids, paths,
+    fal's log lines, error text) written out visibly (errors.printable), and the lines after the
+    first of a multi-line message indented, so no text of theirs passes for a line of ltxflow's."""
+    return printable(line).replace("\n", "\n    ")
 
 
 def _whole(name: str, f: dict[str, Any], elapsed: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,19 +45,29 @@ def local_project(root: Path, weights: Path, scenes: str, seconds: float, extra:
     write_png(root / "keyframes" / "b.png", (96, 48), (40, 160, 220))
     (root / "loras").mkdir(parents=True, exist_ok=True)
     (root / "loras" / "style.safetensors").write_bytes((weights / "style.safetensors").read_bytes())
+    # `models:` names a folder inside the project (a project cannot point outside it): the shared
+    # tiny weights, hard-linked in rather than copied.
+    shutil.copytree(weights / "models", root / "models", copy_function=_link_or_copy, dirs_exist_ok=True)
     path = root / "song.yaml"
     path.write_text(f"""version: 1
 audio: media/song.wav
 fps: 24
 resolution: 128x64
 backend: local
-models: {weights / 'models'}
+models: models
 quality: low
 chunking: {{max_frames: 25, boundaries: even, chain_offset: 0}}  # the chunk layout these tests count
 defaults: {{steps: 8}}
 {extra}
 scenes:{scenes}""")
     return path
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
 
 
 EVERY_PIPELINE = """

@@ -234,8 +234,12 @@ def test_a_9_channel_song_builds_down_mixed_to_stereo(f):
 
     write_channels(f.proj / "media" / "song.wav", 2.0, 44100, 9)
     f.project()
+    r = f.run("validate", "project.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "warning: project.yaml:" in r.stderr and "audio: media/song.wav: down-mixed from 9 channels to stereo" in r.stderr
     r = f.run("build", "project.yaml", timeout=300)
     assert r.returncode == 0, r.stderr
+    assert "down-mixed from 9 channels to stereo" in r.stdout + r.stderr
     with av.open(str(f.proj / "out" / "untrusted.mp4")) as video:
         assert video.streams.audio[0].codec_context.channels == 2
     [facts] = f.kept()

@@ -87,6 +87,7 @@ class ResolvedProject:
     window: Fraction = Fraction(2)  # chunking.window, seconds
     chain_offset: int = 0  # chunking.chain_offset
     music: Grid | None = None  # the track's beats and bars, when the project uses them
+    notes: tuple[str, ...] = ()  # warnings, located like diagnostics (the song down-mixed, ...)
 
     @property
     def file(self) -> str:
@@ -114,9 +115,11 @@ class _Collector:
 
 
 def open_project(path: str | Path, *, backend: str | None = None, allow_outside_paths: bool = False,
-                 audio_store: Path | None = None, music_store: Path | None = None) -> ResolvedProject:
+                 audio_store: Path | None = None, music_store: Path | None = None,
+                 keep: bool = True) -> ResolvedProject:
     """Load and resolve a project file. Raises ProjectError with every problem found: when the
-    file fails model validation, problems with the media it names are reported with it."""
+    file fails model validation, problems with the media it names are reported with it. `keep`:
+    see resolve_project."""
     try:
         loaded = load_project(path)
     except ModelInvalid as exc:
@@ -124,18 +127,19 @@ def open_project(path: str | Path, *, backend: str | None = None, allow_outside_
         extra = [exc.source.diagnostic(p, m) for p, m in found.problems]
         raise ProjectError([*exc.diagnostics, *extra]) from None
     return resolve_project(loaded, backend=backend, allow_outside_paths=allow_outside_paths,
-                           audio_store=audio_store, music_store=music_store)
+                           audio_store=audio_store, music_store=music_store, keep=keep)
 
 
 def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_outside_paths: bool = False,
                     audio_store: Path | None = None, music_store: Path | None = None,
-                    cat: Catalog | None = None) -> ResolvedProject:
+                    cat: Catalog | None = None, keep: bool = True) -> ResolvedProject:
     """Check media, place scenes on the frame grid and pick endpoints. Raises ProjectError.
 
     `audio_store`: where decoded songs are kept between runs; the song is kept there only once
     the project is valid (nothing is written for an invalid project). `music_store`: where the
     track's analysis is kept (see music/analysis.py); it is made only when the project uses
-    musical times or music-placed seams."""
+    musical times or music-placed seams. Not `keep` (validate): both stores are read, and
+    nothing is written to either."""
     cat = cat or catalog()
     p = loaded.project
     errs = _Collector(loaded)
@@ -146,12 +150,13 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         errs.add(path, message)
     media, audio = found.media, found.audio
     output = _output_path(errs, loaded, allow_outside_paths)
+    models = _models_path(errs, loaded, allow_outside_paths)
     # Without the audio's length the checks against the end of the song are skipped; the rest run.
     total = seconds_to_frame(audio.duration, p.fps) if audio is not None else None
     if total is not None and total < 1:
         errs.add(("audio",), f"the track is {float(audio.duration):.3f} s: shorter than one frame at the project fps")
         total = None
-    grid = _music(loaded, audio, music_store) if total is not None else None
+    grid = _music(loaded, audio, music_store, keep) if total is not None else None
     spans = _scene_frames(errs, loaded, total, grid)
     backend = backend or p.backend
     spec = BACKENDS[backend]
@@ -169,15 +174,16 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
     chain_offset = _chain_offset(errs, p.chunking)
     errs.raise_if_any()
     assert audio is not None and total is not None
-    if audio_store is not None:
+    if audio_store is not None and keep:
         audio = keep_audio(audio, audio_store)
     return ResolvedProject(
         loaded=loaded, name=loaded.name, fps=p.fps, width=width, height=height, gen_width=generated[0],
         gen_height=generated[1], audio=audio,
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
-        output=output, scenes=tuple(scenes), models=(root / Path(p.models).expanduser()) if p.models else None,
+        output=output, scenes=tuple(scenes), models=models,
         fp8=p.fp8, boundaries=p.chunking.boundaries, window=Fraction(str(p.chunking.window)),
-        chain_offset=chain_offset, music=grid)
+        chain_offset=chain_offset, music=grid,
+        notes=tuple(str(loaded.diagnostic(path, message)) for path, message in found.notes))
 
 
 def _chain_offset(errs: _Collector, chunking: Chunking) -> int:
@@ -198,25 +204,62 @@ def uses_music(loaded: LoadedProject) -> bool:
         isinstance(t, MusicTime) for s in p.scenes for t in (s.start, s.end))
 
 
-def _music(loaded: LoadedProject, audio: AudioTrack | None, store: Path | None) -> Grid | None:
+def _music(loaded: LoadedProject, audio: AudioTrack | None, store: Path | None, keep: bool = True) -> Grid | None:
+    """The track's beats and bars when the project uses them: the analysis kept in `store`, else
+    computed (and kept there only when `keep`)."""
     if audio is None or not uses_music(loaded):
         return None
-    from ltxflow.music.analysis import analyse_track
+    from ltxflow.music.analysis import analyse_track, compute, load_cached
     from ltxflow.music.grid import make_grid
 
     m = loaded.project.music
-    return make_grid(analyse_track(audio, store), m.beats_per_bar, m.first_bar)
+    analysis = analyse_track(audio, store) if keep else (load_cached(store, audio.digest) or compute(audio))
+    return make_grid(analysis, m.beats_per_bar, m.first_bar)
 
 
 def _output_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path:
     ref = loaded.project.output or f"out/{loaded.name}.mp4"
     try:
         m = media_ref(ref, loaded.root, urls=False, allow_outside=allow_outside)
+        if (loaded.root / ref).is_symlink():
+            raise PathRefused(f"{ref!r} is a symbolic link (to {m.path}): ltxflow does not write its output "
+                              "through a link, which could name any file; remove the link or name another file")
     except PathRefused as exc:
         errs.add(("output",), str(exc))
         return loaded.root / "out" / f"{loaded.name}.mp4"
     assert m.path is not None
     return m.path
+
+
+def _models_path(errs: _Collector, loaded: LoadedProject, allow_outside: bool) -> Path | None:
+    """`models:`, confined to the project folder as media are: a project file must not point
+    backend local at the user's other folders. --models and LTXFLOW_LTX_MODELS, the user's own,
+    go anywhere."""
+    ref = loaded.project.models
+    if ref is None:
+        return None
+    try:
+        m = media_ref(ref, loaded.root, urls=False, allow_outside=allow_outside)
+    except PathRefused as exc:
+        errs.add(("models",), f"{exc}; weights outside the project are yours to name: --models or LTXFLOW_LTX_MODELS")
+        return None
+    return m.path
+
+
+def inputs(rp: ResolvedProject, models: Path | None = None) -> list[tuple[Path, str]]:
+    """Every file and folder a build of `rp` reads, with what it is: the project file, the song,
+    keyframes, LoRA files, the models folder (the project's, and `models` when another is used).
+    Nothing a command writes may be one of these (paths.overwrites)."""
+    found = {rp.loaded.path: "the project file", rp.audio.path: "the song"}
+    for s in rp.scenes:  # a keyframe many scenes share is named once, by the first
+        for what, m in (("start image", s.image), ("end image", s.end_image),
+                        *(("LoRA", lo.media) for lo in s.loras)):
+            if m is not None and m.ref.path is not None:
+                found.setdefault(m.ref.path, f"the {what} of scene '{s.id}'")
+    for folder in (rp.models, models):
+        if folder is not None:
+            found.setdefault(folder, "the models folder")
+    return list(found.items())
 
 
 def _scene_frames(errs: _Collector, loaded: LoadedProject, total: int | None,
