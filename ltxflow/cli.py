@@ -339,8 +339,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for e in cache.entries():
             r, size = e.record, entry_size(e)
             total += size
-            print(f"{e.key[:12]}  {r.project or '?':<16} {r.chunk or '?':<14} {r.backend or '?':<8} "
-                  f"{r.created or '?':<25} {size / 1e6:8.1f} MB  ${r.cost_usd:.2f}")
+            print(printable(f"{e.key[:12]}  {r.project or '?':<16} {r.chunk or '?':<14} {r.backend or '?':<8} "
+                            f"{r.created or '?':<25} {size / 1e6:8.1f} MB  ${r.cost_usd:.2f}"))  # a record's text
         print(f"{cache.root}: {total / 1e6:.1f} MB")
         return EXIT_OK
     first = next(project_files(args.paths), None)
@@ -349,7 +349,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     gone, stale, freed, problems = gc(cache, args.paths, dry_run=args.dry_run,
                                       allow_outside_paths=args.allow_outside_paths, force=args.force)
     for line in problems:
-        print(f"cannot read {line}", file=sys.stderr)
+        print(printable(f"cannot read {line}"), file=sys.stderr)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{cache.root}: {verb} {len(gone)} entries and {len(stale)} stale files ({freed / 1e6:.1f} MB)")
     return EXIT_OK
@@ -362,12 +362,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     root = default_cache_dir(args.project.resolve().parent, args.cache_dir)
     report = cancel_in_flight(args.project, root)
     for problem in report.refused:  # never followed: the key is not sent where such an entry points
-        print(f"ltxflow: warning: journal entry {problem}; not followed (ltxflow did not write it for this "
-              "queue, or it was altered): removed", file=sys.stderr)
+        print(printable(f"ltxflow: warning: journal entry {problem}; not followed (ltxflow did not write it for "
+                        "this queue, or it was altered): removed"), file=sys.stderr)
     if not report.done:
         print(f"{args.project}: no requests in flight")
     for chunk, request_id, outcome in report.done:
-        print(f"{chunk}: {request_id}: {outcome}")
+        print(printable(f"{chunk}: {request_id}: {outcome}"))
     return EXIT_OK
 
 

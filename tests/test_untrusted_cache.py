@@ -364,3 +364,12 @@ def test_clips_are_read_with_video_demuxers_only(tmp_path):
     assert not is_video_file(listing)
     with pytest.raises(MediaError, match="not an MP4, MOV, WebM or GIF"):
         video_info(listing)
+
+
+def test_cache_ls_shows_a_records_text_escaped(root):
+    entry = entries(root / ".ltxflow")["verse.0"]
+    edit_record(entry, chunk="verse.0\x1b[2J\x1b]0;owned\x07", project="p\u202eroj")
+    r = run("cache", "ls", str(root / "song.yaml"), cwd=root)
+    assert r.returncode == 0, r.stderr
+    assert "verse.0\\x1b[2J\\x1b]0;owned\\x07" in r.stdout and "p\\u202eroj" in r.stdout
+    assert "\x1b" not in r.stdout and "\u202e" not in r.stdout and "\x07" not in r.stdout
