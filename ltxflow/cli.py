@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import json
 import signal
@@ -426,7 +427,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:  # a full disk, a folder that cannot be written, ...
         where = f" ({exc.filename})" if exc.filename else ""
-        print(printable(f"ltxflow: {exc.strerror or exc}{where}"), file=sys.stderr)
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        hint = ("; free some space (`ltxflow cache gc PATH` removes what no project there uses) and run it again: "
+                "chunks already in the cache are kept" if full else "")
+        print(printable(f"ltxflow: {exc.strerror or exc}{where}{hint}"), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("ltxflow: interrupted", file=sys.stderr)

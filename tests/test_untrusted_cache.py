@@ -373,3 +373,60 @@ def test_cache_ls_shows_a_records_text_escaped(root):
     assert r.returncode == 0, r.stderr
     assert "verse.0\\x1b[2J\\x1b]0;owned\\x07" in r.stdout and "p\\u202eroj" in r.stdout
     assert "\x1b" not in r.stdout and "\u202e" not in r.stdout and "\x07" not in r.stdout
+
+
+def _file_size_limit(limit: int):
+    """For a child process: writes past `limit` bytes fail (EFBIG) as they would on a full disk."""
+    import resource
+    import signal
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def _leftovers(*folders: Path) -> list[Path]:
+    """Temporary files and work folders a build left: dot-files, *.tmp, *.part, *.s16 outside the
+    decoded-audio store, anything in the cache's tmp/."""
+    out = []
+    for folder in folders:
+        for p in folder.rglob("*"):
+            if p.name == ".ltxflow" or (p.suffix == ".s16" and p.parent.name == "decoded"):
+                continue
+            if p.name.startswith(".") or p.suffix in (".tmp", ".part", ".s16") or p.parent.name == "tmp":
+                out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("limit, fresh", [(120_000, True), (25_000, False)])
+def test_a_full_disk_leaves_no_temp_files_and_loses_nothing_rendered(tmp_path, limit, fresh):
+    """A file-size limit stands in for a full disk (the same failed write, EFBIG for ENOSPC):
+    decoding the song (fresh) or stitching (after the chunks rendered) fails with a message that
+    says what to do, no temp file is left in the project, its cache or TMPDIR, and the next build
+    renders nothing that was rendered before the disk filled."""
+    root, temp = tmp_path / "proj", tmp_path / "tmpdir"
+    root.mkdir()
+    temp.mkdir()
+    project = make_project(root)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("LTXFLOW_CACHE_DIR", "LTXFLOW_MUSIC_CACHE")},
+           "TMPDIR": str(temp)}
+    command = [str(LTXFLOW), "build", str(project), "--backend", "test", "--log-format", "json"]
+    if not fresh:
+        assert subprocess.run(command, capture_output=True, env=env, timeout=300).returncode == 0
+        project.write_text(project.read_text().replace("an opening card", "an opening card, edited"))
+    r = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300,
+                       preexec_fn=_file_size_limit(limit))
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    if fresh:
+        assert "File too large" in r.stderr and "free some space" in r.stderr and "cache gc" in r.stderr
+    rendered = set(names(events(r.stdout), "chunk_done"))
+    if not fresh:
+        assert "the stitch failed" in r.stderr and {"intro.0", "intro.3"} <= rendered
+    assert _leftovers(root, temp) == []
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert not rendered & set(names(events(again.stdout), "chunk_done"))  # nothing rendered twice
+    assert media(root / "out" / "video.mp4")[0] == 144
+    assert _leftovers(root, temp) == []
