@@ -363,8 +363,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     root = default_cache_dir(args.project.resolve().parent, args.cache_dir)
     report = cancel_in_flight(args.project, root)
     for problem in report.refused:  # never followed: the key is not sent where such an entry points
-        print(printable(f"ltxflow: warning: journal entry {problem}; not followed (ltxflow did not write it for "
-                        "this queue, or it was altered): removed"), file=sys.stderr)
+        print(printable(f"ltxflow: warning: journal entry {problem}"), file=sys.stderr)
     if not report.done:
         print(f"{args.project}: no requests in flight")
     for chunk, request_id, outcome in report.done:

@@ -178,6 +178,33 @@ def test_a_downloaded_result_is_used_without_asking_fal_again(tmp_path, fake):
     assert journal.get("a" * 64) is None and not result.exists()
 
 
+@pytest.mark.parametrize("written", ["absolute", "relative", "name"])
+def test_an_entry_of_the_previous_version_is_collected_not_paid_again(tmp_path, fake, written):
+    """Before entries were typed, result_file held the download's path as the build saw it
+    (absolute, or relative to where it ran) and fal_seed whatever fal sent: such an entry is
+    still collected from its download, never dropped and submitted again."""
+    api = _api(fake)
+    journal = Journal(tmp_path / "cache", tmp_path / "p.yaml")
+    backend = FalBackend(api, journal, UploadStore(tmp_path / "cache", fake.url, api.upload),
+                         poll=PollPolicy(0.01, 0.05))
+    (tmp_path / "w1").mkdir()
+    first = backend.render(_request(tmp_path, "d" * 64), tmp_path / "w1")
+    path = journal.dir / f"{'d' * 64}.json"
+    data = json.loads(path.read_text())
+    result = journal.results / data["result_file"]
+    data["result_file"] = {"absolute": str(result), "relative": f"cache/journal/results/{result.name}",
+                           "name": result.name}[written]
+    data["fal_seed"] = 1234.0  # fal's answer, kept as it came
+    path.write_text(json.dumps(data))
+    fake.jobs.clear()  # fal would not know the request any more: only the download can serve it
+    submits = len(fake.state()["submits"])
+    (tmp_path / "w2").mkdir()
+    again = backend.render(_request(tmp_path, "d" * 64), tmp_path / "w2")
+    backend.close()
+    assert again.details["resumed"] is True and len(fake.state()["submits"]) == submits
+    assert again.clip.read_bytes() == first.clip.read_bytes() and "fal_seed" not in again.details
+
+
 def test_a_journalled_request_from_another_chain_frame_is_not_resumed(tmp_path, fake):
     api = _api(fake)
     warnings = []

@@ -23,8 +23,10 @@ from ltxflow.backends.falapi import FalApi, FalError, FalHosts, FalKey, Handle, 
 from ltxflow.backends.fal import FalBackend, PollPolicy
 from ltxflow.backends.falstore import UploadStore
 from ltxflow.backends.journal import Journal, handle_problem
+from ltxflow.backends.base import BackendError
 from ltxflow.errors import CacheInUse
 from ltxflow.fakefal import FakeFal
+from ltxflow.media.probe import file_digest
 
 
 class Listener:
@@ -105,8 +107,7 @@ OTHER_ENDPOINT = "fal-ai/ltx-2.3-22b/distilled/audio-to-video"
 
 
 @pytest.mark.parametrize("case", ["foreign urls", "foreign host", "wrong endpoint", "wrong request id",
-                                  "no status_url", "key of another file", "result outside", "result dotdot",
-                                  "not json"])
+                                  "no status_url", "key of another file", "not json"])
 def test_a_planted_journal_entry_is_dropped_and_never_followed(tmp_path, fake, listener, case):
     project = fal_project(tmp_path / "proj")
     outside = tmp_path / "outside" / "secret.mp4"
@@ -123,8 +124,6 @@ def test_a_planted_journal_entry_is_dropped_and_never_followed(tmp_path, fake, l
         "wrong request id": lambda: _entry(project, fake, chunk, **_urls(fake.url, chunk["endpoint"], "another")),
         "no status_url": lambda: _entry(project, fake, chunk, status_url=...),
         "key of another file": lambda: _entry(project, fake, chunk, key="0" * 64),
-        "result outside": lambda: _entry(project, fake, chunk, result_file=str(outside)),
-        "result dotdot": lambda: _entry(project, fake, chunk, result_file="../../../../outside/secret.mp4"),
         "not json": lambda: _entry(project, fake, chunk),
     }[case]()
     path = project.parent / "cache" / "journal" / f"{chunk['key']}.json"
@@ -149,6 +148,50 @@ def test_a_planted_journal_entry_is_dropped_and_never_followed(tmp_path, fake, l
     assert KEY not in r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("result_file", ["outside", "../../../../outside/secret.mp4"])
+def test_a_result_file_outside_the_cache_is_never_read_or_deleted(tmp_path, fake, listener, result_file):
+    """Only a result_file's name counts, in journal/results/: the outside file is neither used as
+    the clip nor deleted (here the planted request started from another frame than the chunk's, so
+    it is submitted anew; see the unit test below for the name rule itself)."""
+    project = fal_project(tmp_path / "proj")
+    outside = tmp_path / "outside" / "secret.mp4"
+    outside.parent.mkdir()
+    outside.write_bytes(b"the user's own file")
+    before = outside.stat()
+    chunk = next(c for c in plan_of(project, fake)["chunks"] if c["id"] == "intro.0")
+    _plant(project, _entry(project, fake, chunk, result_file=str(outside) if result_file == "outside" else result_file))
+    r, evs = build(project, fake)
+    assert r.returncode == 0, r.stderr
+    assert sorted(fake.submit_counts().values()) == [1, 1] and _journalled(project) == 0
+    assert media(project.parent / "out" / "video.mp4")[0] == 48
+    assert outside.read_bytes() == b"the user's own file" and outside.stat().st_mtime_ns == before.st_mtime_ns
+    assert listener.seen == []
+
+
+def test_only_a_result_files_name_in_results_is_ever_the_download(tmp_path):
+    journal = Journal(tmp_path / "cache", tmp_path / "p.yaml")
+    journal.results.mkdir(parents=True)
+    (journal.results / "r1.mp4").write_bytes(b"clip")
+    outside = tmp_path / "secret.mp4"
+    outside.write_bytes(b"the user's own file")
+    (journal.results / "link.mp4").symlink_to(outside)
+    base = {"key": "f" * 64, "chunk": "c.0", "host": "https://queue.fal.run", "endpoint": "fal-ai/x/y",
+            "request_id": "r1", **_urls("https://queue.fal.run", "fal-ai/x/y", "r1")}
+    from ltxflow.backends.journal import JournalEntry
+
+    def download(name):
+        return journal.result_of(JournalEntry.model_validate({**base, "result_file": name}))
+    assert download("r1.mp4") == journal.results / "r1.mp4"
+    assert download(str(journal.results / "r1.mp4")) == journal.results / "r1.mp4"  # an older version's path
+    assert download("cache/journal/results/r1.mp4") == journal.results / "r1.mp4"
+    for name in (str(outside), "../../secret.mp4", "link.mp4", "..", "", ".", "results"):
+        assert download(name) is None, name
+    journal.dir.mkdir(exist_ok=True)
+    (journal.dir / f"{'f' * 64}.json").write_text(json.dumps({**base, "result_file": str(outside)}))
+    journal.remove("f" * 64)
+    assert outside.read_bytes() == b"the user's own file" and not (journal.dir / f"{'f' * 64}.json").exists()
+
+
 def test_plan_counts_a_planted_entry_as_to_render(tmp_path, fake, listener):
     """A planted entry cannot hide a chunk's cost from plan or the --max-cost guard."""
     project = fal_project(tmp_path)
@@ -170,6 +213,41 @@ def test_cancel_never_sends_the_key_to_a_foreign_host(tmp_path, fake, listener):
     assert "not followed" in r.stderr and "no requests in flight" in r.stdout
     assert listener.seen == [] and not path.exists()
     assert KEY not in r.stdout + r.stderr
+
+
+def test_cancel_leaves_a_sound_request_of_another_queue_alone(tmp_path, fake, listener):
+    """An entry journalled (soundly) against another queue, say a build run with another
+    LTXFLOW_FAL_QUEUE_URL: cancel neither follows it nor deletes it."""
+    project = fal_project(tmp_path)
+    chunk = plan_of(project, fake)["chunks"][0]
+    path = _plant(project, _entry(project, fake, chunk, host=listener.url,
+                                  **_urls(listener.url, chunk["endpoint"], "planted")))
+    r = ltx("cancel", str(project), cwd=tmp_path, env=fal_env(fake))
+    assert r.returncode == 0, r.stderr
+    assert "journalled against another fal queue" in r.stderr and "left as it is" in r.stderr
+    assert path.exists() and listener.seen == []
+
+
+def test_a_renamed_chunk_with_the_same_key_collects_its_request(tmp_path, fake):
+    """Keys, not chunk ids, name a request (a scene renamed, two projects sharing a cache): the
+    journalled request is collected, not paid again."""
+    import dataclasses
+
+    from test_falapi import _api, _request
+
+    api, journal = _api(fake), Journal(tmp_path / "cache", tmp_path / "p.yaml")
+    backend = FalBackend(api, journal, UploadStore(tmp_path / "cache", fake.url, api.upload),
+                         poll=PollPolicy(0.01, 0.05))
+    (tmp_path / "w1").mkdir()
+    (tmp_path / "w2").mkdir()
+    try:
+        first = backend.render(_request(tmp_path, "e" * 64), tmp_path / "w1")
+        again = backend.render(dataclasses.replace(_request(tmp_path, "e" * 64), chunk_id="chorus.0",
+                                                   scene_id="chorus"), tmp_path / "w2")
+    finally:
+        backend.close()
+    assert again.details["resumed"] is True and again.details["request_id"] == first.details["request_id"]
+    assert sorted(fake.submit_counts().values()) == [1]
 
 
 def test_one_hosted_build_at_a_time_uses_a_cache(tmp_path, fake):
@@ -237,24 +315,23 @@ def test_a_result_file_linked_out_of_the_cache_is_never_used_or_deleted(tmp_path
     request = _request(tmp_path, "c" * 64)
     entry = {"key": request.key, "chunk": request.chunk_id, "project": journal.project, "host": fake.url,
              "endpoint": request.endpoint, "request_id": "planted", "result_file": "planted.mp4",
+             "start_image": file_digest(request.start_image),
              **_urls(fake.url, request.endpoint, "planted")}
     journal.dir.mkdir(parents=True)
     (journal.dir / f"{request.key}.json").write_text(json.dumps(entry))
     journal.results.mkdir()
     (journal.results / "planted.mp4").symlink_to(outside)
-    assert "result_file is not a plain file" in journal.read(request.key, fake.url).problem
-    assert journal.keys(fake.url) == set()
-    messages = []
+    found = journal.read(request.key, fake.url)
+    assert found.entry is not None and journal.result_of(found.entry) is None  # a link is never the download
     backend = FalBackend(api, journal, UploadStore(tmp_path / "cache", fake.url, api.upload),
-                         poll=PollPolicy(0.01, 0.05), emit=lambda name, **f: messages.append(f.get("message")))
+                         poll=PollPolicy(0.01, 0.05))
     (tmp_path / "w").mkdir()
     try:
-        result = backend.render(request, tmp_path / "w")
+        with pytest.raises(BackendError, match="fal does not know request planted"):
+            backend.render(request, tmp_path / "w")  # followed instead: fal has no such request
     finally:
         backend.close()
-    assert result.details["resumed"] is False and result.clip.read_bytes() != b"the user's own file"
-    assert any("not followed" in (m or "") for m in messages)
-    backend.committed(request.key)
+    assert journal.get(request.key) is None  # forgotten; the link's target untouched
     assert outside.read_bytes() == b"the user's own file"
 
 

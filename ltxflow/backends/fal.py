@@ -144,7 +144,7 @@ class FalBackend(Backend):
         if duplicate:
             details["possible_duplicate_charge"] = True
         entry = self.journal.get(request.key)
-        if entry is not None and entry.fal_seed is not None:
+        if entry is not None and isinstance(entry.fal_seed, int) and not isinstance(entry.fal_seed, bool):
             details["fal_seed"] = entry.fal_seed
         self._check_clip(request, clip)
         return RenderResult(clip, request.seed, ep.cost(request.width, request.height, request.frames), details)
@@ -156,13 +156,13 @@ class FalBackend(Backend):
         queue = self.api.hosts.queue
         found = self.journal.read(request.key, queue)
         entry, problem = found.entry, found.problem
-        if entry is not None and (entry.chunk, entry.endpoint) != (request.chunk_id, request.endpoint):
-            entry, problem = None, (f"{self.journal.dir / (request.key + '.json')}: it names another chunk or "
-                                    "endpoint than this chunk's")
+        if entry is not None and entry.endpoint != request.endpoint:
+            entry, problem = None, (f"{self.journal.dir / (request.key + '.json')}: it names another endpoint than "
+                                    "this chunk's")
         if problem is not None:
             self.emit("warning", chunk=request.chunk_id, message=(
                 f"{request.chunk_id}: journal entry {problem}; not followed (ltxflow did not write it for this "
-                "chunk and queue, or it was altered): removed, and the chunk is submitted as new"))
+                "queue, or it was altered): removed, and the chunk is submitted as new"))
             self.journal.remove(request.key)
         start = file_digest(request.start_image) if request.start_image is not None else request.start_image_url
         if entry is not None:
@@ -234,7 +234,17 @@ class FalBackend(Backend):
         the chunk is submitted again (--retries); a model's own error fails the chunk."""
         delay, seen_logs, last, started = self.poll.first_s, 0, None, time.monotonic()
         while True:
-            status = self.api.status(handle, logs=True)
+            try:
+                status = self.api.status(handle, logs=True)
+            except FalError as exc:
+                if exc.status != 404:
+                    raise
+                # fal has no such request (its result expired, or the entry was never ltxflow's):
+                # forgotten; the next build submits the chunk anew, which the user then chooses to pay.
+                self.journal.remove(request.key)
+                raise BackendError(f"{request.chunk_id}: fal does not know request {handle.request_id} (its result "
+                                   "expired, or it was never made); build again to submit it anew, which is "
+                                   "charged again") from None
             state = str(status.get("status"))
             position = status.get("queue_position")
             if (state, position) != last:
@@ -346,9 +356,12 @@ def cancel_in_flight(project: Path, cache_root: Path, env: Mapping[str, str] | N
     found = journal.for_project(project, hosts.queue)
     refused = []
     for f in found:
-        if f.entry is None:
+        if f.entry is None and not f.other_queue:
             journal.remove(f.key)
-            refused.append(str(f.problem))
+            refused.append(f"{f.problem}; not followed (ltxflow did not write it for this queue, or it was "
+                           "altered): removed")
+        elif f.entry is None:  # a sound request of another queue: a build with that queue collects it
+            refused.append(f"{f.problem}; not followed, left as it is")
     entries = [f.entry for f in found if f.entry is not None]
     if not entries:
         return CancelReport([], refused)

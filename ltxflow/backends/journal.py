@@ -63,7 +63,7 @@ class JournalEntry(BaseModel):
     start_image: str | None = None  # digest of the start frame (or its URL) the request was made from
     possible_duplicate: bool = False
     result_file: str | None = None  # the downloaded clip's name in journal/results/, once fetched
-    fal_seed: int | None = None
+    fal_seed: Any = None  # as fal answered it (only an integer is reported)
 
 
 class _Handle(Protocol):
@@ -110,6 +110,7 @@ class Found:
     entry: JournalEntry | None
     problem: str | None = None
     project: str | None = None
+    other_queue: bool = False  # sound, but journalled against another queue: left for that queue
 
 
 class Journal:
@@ -137,15 +138,12 @@ class Journal:
             said = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors()[:3])
             said = "".join(ch if ch.isprintable() else "?" for ch in said)[:300]
             return Found(key, None, f"{where}: not a journal entry ltxflow writes ({said})", project)
-        problem = None
         if entry.key != key:
-            problem = "its key field is not its file's name"
-        elif queue is not None and entry.host != queue:
-            problem = "it was journalled against another fal queue than the configured one (LTXFLOW_FAL_QUEUE_URL)"
-        elif queue is not None:
-            problem = handle_problem(entry, queue)
-        if problem is None and entry.result_file is not None:
-            problem = self._result_problem(entry.result_file)
+            return Found(key, None, f"{where}: its key field is not its file's name", project)
+        if queue is not None and entry.host != queue:
+            return Found(key, None, f"{where}: it was journalled against another fal queue than the configured one "
+                                    "(LTXFLOW_FAL_QUEUE_URL)", project, other_queue=handle_problem(entry, entry.host) is None)
+        problem = handle_problem(entry, queue) if queue is not None else None
         return Found(key, None, f"{where}: {problem}", project) if problem else Found(key, entry, None, project)
 
     def get(self, key: str, queue: str | None = None) -> JournalEntry | None:
@@ -199,29 +197,20 @@ class Journal:
         return self.results / f"{safe}{suffix}"
 
     def result_of(self, entry: JournalEntry) -> Path | None:
-        """The downloaded clip of `entry`: a regular file in results/ (None when there is none)."""
-        if entry.result_file is None or self._result_problem(entry.result_file) is not None:
+        """The downloaded clip of `entry`: the file of that name in results/, when it is a regular
+        file there (None otherwise: the result is fetched again). Only the name counts: older
+        versions wrote a path (absolute, or relative to where the build ran), and whatever a
+        result_file says, nothing outside results/ and no link is ever read or removed."""
+        if entry.result_file is None or self.results.is_symlink():
             return None
-        path = self.results / Path(entry.result_file).name
+        name = entry.result_file.replace("\\", "/").rsplit("/", 1)[-1]
+        if name in ("", ".", "..") or name.startswith(".") or "\0" in name:
+            return None
+        path = self.results / name
         try:
             return path if stat.S_ISREG(os.lstat(path).st_mode) else None
-        except OSError:
+        except (OSError, ValueError):
             return None
-
-    def _result_problem(self, name: str) -> str | None:
-        """A result_file is a plain name in results/; entries of older versions hold an absolute
-        path, accepted when it is in results/. Never a link, never elsewhere."""
-        p = Path(name)
-        if p.is_absolute() and os.path.normpath(p.parent) == os.path.abspath(self.results):
-            p = Path(p.name)
-        if str(p) != p.name or p.name in ("", ".", "..") or p.name.startswith(".") or "\\" in p.name:
-            return "its result_file is not a file name in the journal's results folder"
-        if self.results.is_symlink():
-            return "the journal's results folder is a link"
-        path = self.results / p.name
-        if path.is_symlink() or (path.exists() and not path.is_file()):
-            return "its result_file is not a plain file"
-        return None
 
     # -- one build at a time ------------------------------------------------------------------------
 
