@@ -172,12 +172,13 @@ def _notes(rp) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Writes nothing, valid project or not: the decoded song and the music analysis that earlier
     runs kept in the project's cache are read, and nothing new is kept."""
-    from ltxflow.execute.cache import Cache, default_cache_dir
+    from ltxflow.execute.cache import Cache, check_cache_root, default_cache_dir
     from ltxflow.plan.planner import build_plan
     from ltxflow.project.resolve import open_project
     from ltxflow.timeline import fps_str, timecode
 
     cache = Cache(default_cache_dir(Path(args.project).parent))
+    check_cache_root(cache.root)  # what it reads there must be ltxflow's own too
     plan = build_plan(open_project(args.project, allow_outside_paths=args.allow_outside_paths,
                                    audio_store=cache.decoded_audio, music_store=cache.music, keep=False))
     rp = plan.project

@@ -198,7 +198,8 @@ def test_a_cache_folder_that_is_a_link_is_refused_before_anything_is_written(roo
     (root / ".ltxflow").symlink_to(outside)
     before = snapshot(outside)
     for args in (("build", str(root / "song.yaml"), "--backend", "test"), ("cache", "gc", str(root)),
-                 ("plan", str(root / "song.yaml")), ("report", str(root / "song.yaml"))):
+                 ("plan", str(root / "song.yaml")), ("report", str(root / "song.yaml")),
+                 ("validate", str(root / "song.yaml"))):
         r = run(*args, cwd=root)
         assert r.returncode == 2, r.stderr
         assert f"the cache folder {root / '.ltxflow'} is a symbolic link" in r.stderr
@@ -331,26 +332,6 @@ def test_a_kept_audio_span_is_used_only_when_its_samples_are_the_spans(tmp_path)
     assert not _span_intact(tmp_path / "missing.wav", digest)
 
 
-def test_a_clip_that_is_a_concat_list_with_a_matching_record_is_remade(root, built):
-    """A planted clip naming a video outside the project, its record's digest and size made to
-    match: the concat demuxer would follow it into the output; it is seen for what it is."""
-    outside = root.parent / "outside"
-    before = snapshot(outside)
-    entry = entries(root / ".ltxflow")["verse.0"]
-    clip = next(entry.glob("clip.*"))
-    clip.write_text(f"ffconcat version 1.0\nfile '{outside / 'outside.mp4'}'\n")
-    st = clip.stat()
-    record = json.loads((entry / "record.json").read_text())
-    variant = clip.name.removeprefix("clip.")
-    edit_record(entry, variants={**record["variants"], variant: sha(clip)},
-                stat={**record["stat"], clip.name: [st.st_size, st.st_mtime_ns]})
-    r, evs = build(root / "song.yaml")
-    assert r.returncode == 0, r.stderr
-    assert "not an MP4, MOV, WebM or GIF file" in warnings(evs)
-    exact(root, built)
-    assert snapshot(outside) == before
-
-
 def test_clips_are_read_with_video_demuxers_only(tmp_path):
     from ltxflow.errors import MediaError
     from ltxflow.media.frames import is_video_file, video_info
@@ -430,3 +411,79 @@ def test_a_full_disk_leaves_no_temp_files_and_loses_nothing_rendered(tmp_path, l
     assert not rendered & set(names(events(again.stdout), "chunk_done"))  # nothing rendered twice
     assert media(root / "out" / "video.mp4")[0] == 144
     assert _leftovers(root, temp) == []
+
+
+def _dash_manifest(path: Path, target: Path) -> Path:
+    """A DASH manifest whose one representation is `target` (a file URL): ffmpeg's dash demuxer,
+    probed from the content whatever the name, would read that file."""
+    path.write_text(f"""<?xml version="1.0" encoding="utf-8"?>
+<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" mediaPresentationDuration="PT2S" minBufferTime="PT1S"
+     profiles="urn:mpeg:dash:profile:isoff-on-demand:2011">
+ <Period duration="PT2S"><AdaptationSet mimeType="audio/mp4">
+  <Representation id="a" bandwidth="128000" codecs="mp4a.40.2" audioSamplingRate="44100">
+   <BaseURL>file://{target}</BaseURL></Representation></AdaptationSet></Period>
+</MPD>
+""")
+    return path
+
+
+def test_ffmpeg_reads_cached_files_with_their_own_demuxers_only(tmp_path):
+    from ltxflow.media.encode import MASTER_DEMUXERS, input_args
+
+    ffmpeg = find_ffmpeg().path
+    secret = tmp_path / "secret.m4a"
+    subprocess.run([ffmpeg, "-v", "error", "-f", "lavfi", "-i", "sine=f=440:r=44100", "-t", "2", "-c:a", "aac",
+                    str(secret)], check=True)
+    manifest = _dash_manifest(tmp_path / "master-x.m4a", secret)
+    # Unconfined, ffmpeg follows the manifest to the secret (what a planted master audio did)...
+    r = subprocess.run([ffmpeg, "-v", "error", "-i", str(manifest), "-c", "copy", str(tmp_path / "a.m4a")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and (tmp_path / "a.m4a").stat().st_size > 1000, r.stderr
+    # ...confined to the master audio's demuxers, it refuses to open it.
+    r = subprocess.run([ffmpeg, "-v", "error", *input_args(MASTER_DEMUXERS), "-i", str(manifest), "-c", "copy",
+                        str(tmp_path / "b.m4a")], capture_output=True, text=True)
+    assert r.returncode != 0 and not (tmp_path / "b.m4a").exists()
+
+
+def test_a_planted_master_audio_with_a_matching_sidecar_is_encoded_again(root, built):
+    """The kept master audio is muxed into the output by stream copy: one that is really a
+    manifest naming an outside file is not taken, however its sidecar matches."""
+    outside = root.parent / "outside"
+    audio = root / ".ltxflow" / "audio"
+    (master,) = audio.glob("master-*.m4a")
+    whole = master.read_bytes()
+    secret = outside / "secret.m4a"
+    subprocess.run([find_ffmpeg().path, "-v", "error", "-f", "lavfi", "-i", "sine=f=440:r=44100", "-t", "6",
+                    "-c:a", "aac", str(secret)], check=True)
+    before = snapshot(outside)
+    _dash_manifest(master, secret)
+    (audio / f"{master.name}.json").write_text(json.dumps({"size": master.stat().st_size, "sha256": sha(master)}))
+    r, evs = build(root / "song.yaml")
+    assert r.returncode == 0, r.stderr
+    assert master.read_bytes() == whole
+    exact(root, built)
+    assert snapshot(outside) == before
+
+
+@pytest.mark.parametrize("content", ["ffconcat", "dash"])
+def test_a_clip_that_is_a_list_or_manifest_is_remade(root, built, content):
+    """A planted clip naming a video outside the project, its record's digest and size made to
+    match: the concat demuxer would follow it into the output; it is seen for what it is."""
+    outside = root.parent / "outside"
+    before = snapshot(outside)
+    entry = entries(root / ".ltxflow")["verse.0"]
+    clip = next(entry.glob("clip.*"))
+    if content == "dash":
+        _dash_manifest(clip, outside / "outside.mp4")
+    else:
+        clip.write_text(f"ffconcat version 1.0\nfile '{outside / 'outside.mp4'}'\n")
+    st = clip.stat()
+    record = json.loads((entry / "record.json").read_text())
+    variant = clip.name.removeprefix("clip.")
+    edit_record(entry, variants={**record["variants"], variant: sha(clip)},
+                stat={**record["stat"], clip.name: [st.st_size, st.st_mtime_ns]})
+    r, evs = build(root / "song.yaml")
+    assert r.returncode == 0, r.stderr
+    assert "not an MP4, MOV, WebM or GIF file" in warnings(evs)
+    exact(root, built)
+    assert snapshot(outside) == before

@@ -130,9 +130,21 @@ def piece_mux_options(out: Path, fps: Fraction) -> dict[str, str]:
     return {"video_track_timescale": str(timescale(fps)), "movie_timescale": str(timescale(fps))}
 
 
+# What each file input of ffmpeg is read as: the file protocol and these demuxers only. The
+# clips and the kept master audio sit in the cache, which a pull request can fill; a file there
+# that is really a playlist, a DASH manifest or a concat list would read whatever it names.
+CLIP_DEMUXERS = "concat,mov,matroska,gif"  # the stitch's list and the normalized clips it names
+MASTER_DEMUXERS = "mov,ogg,wav"  # the kept master audio: .m4a, .opus, .wav
+
+
+def input_args(demuxers: str) -> list[str]:
+    """The options before an `-i` that confine it: file protocol, `demuxers` only."""
+    return ["-protocol_whitelist", "file", "-format_whitelist", demuxers]
+
+
 def encode_audio_args(ffmpeg: str, wav: Path, out: Path, audio: Sequence[str]) -> list[str]:
     """Encode the master track's span (a WAV) once, for muxing by stream copy."""
-    return _base(ffmpeg) + ["-i", str(wav), "-vn", *audio, str(out)]
+    return _base(ffmpeg) + [*input_args("wav"), "-i", str(wav), "-vn", *audio, str(out)]
 
 
 def concat_list(clips: Sequence[Path]) -> str:
@@ -147,9 +159,9 @@ def concat_list(clips: Sequence[Path]) -> str:
 def stitch_args(ffmpeg: str, listing: Path, audio: Path | None, out: Path, fps: Fraction,
                 fmt: Format) -> list[str]:
     """Concatenate normalized clips by stream copy and mux the encoded master audio beside them."""
-    args = _base(ffmpeg) + ["-f", "concat", "-safe", "0", "-i", str(listing)]
+    args = _base(ffmpeg) + [*input_args(CLIP_DEMUXERS), "-f", "concat", "-safe", "0", "-i", str(listing)]
     if audio is not None:
-        args += ["-i", str(audio), "-map", "0:v:0", "-map", "1:a:0"]
+        args += [*input_args(MASTER_DEMUXERS), "-i", str(audio), "-map", "0:v:0", "-map", "1:a:0"]
     else:
         args += ["-map", "0:v:0"]
     args += ["-c", "copy"]
@@ -164,7 +176,8 @@ def gif_args(ffmpeg: str, listing: Path, out: Path, width: int) -> list[str]:
     """Encode the concatenated clips as a GIF with a palette made from them (no audio)."""
     graph = (f"scale={width}:-1:flags=lanczos,split[a][b];[a]palettegen=stats_mode=diff[p];"
              "[b][p]paletteuse=dither=bayer:bayer_scale=3")
-    return _base(ffmpeg) + ["-f", "concat", "-safe", "0", "-i", str(listing), "-filter_complex", graph,
+    return _base(ffmpeg) + [*input_args(CLIP_DEMUXERS), "-f", "concat", "-safe", "0", "-i", str(listing),
+                            "-filter_complex", graph,
                             "-fps_mode", "passthrough", str(out)]
 
 

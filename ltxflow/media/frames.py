@@ -39,16 +39,21 @@ def open_video(path: Path):
 
 
 def is_video_file(path: Path) -> bool:
-    """Whether `path` starts as a file of VIDEO_DEMUXERS does (an ISO media box, Matroska's EBML
-    header, GIF): what a stitch checks of each clip before its concat list names it, since the
+    """Whether `path` starts as the clips ltxflow writes do (an MP4/MOV `ftyp` box, Matroska's
+    EBML header, GIF): what a stitch checks of each clip before its concat list names it, since the
     concat demuxer probes each file it opens and would follow a nested list."""
     try:
         with open(path, "rb") as f:
             head = f.read(12)
     except OSError:
         return False
-    return (head[4:8] in (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip") or head[:4] == b"\x1a\x45\xdf\xa3"
-            or head[:4] == b"GIF8")
+    return starts_iso_media(head) or head[:4] == b"\x1a\x45\xdf\xa3" or head[:4] == b"GIF8"
+
+
+def starts_iso_media(head: bytes) -> bool:
+    """Whether these first bytes are an ISO media file's (MP4, MOV, M4A): an `ftyp` box of a
+    plausible size first (text that spells ftyp at offset 4 is not one)."""
+    return len(head) >= 12 and head[4:8] == b"ftyp" and 8 <= int.from_bytes(head[:4], "big") <= 4096
 
 
 def video_info(path: Path) -> VideoInfo:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ltxflow.media.crossfade import join
 from ltxflow.media.encode import Format, FfmpegFailed, concat_list, encode_audio_args, gif_args, run, stitch_args
 from ltxflow.media.ffmpeg import find_ffmpeg
-from ltxflow.media.frames import is_video_file, video_info
+from ltxflow.media.frames import is_video_file, starts_iso_media, video_info
 from ltxflow.files import plain_file, read_json, write_json_atomic
 from ltxflow.media.probe import AudioTrack, file_digest
 from ltxflow.crossfades import Seams
@@ -75,6 +75,16 @@ def master_audio(track: AudioTrack, segments: list[Span], fps: Fraction, fmt: Fo
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
+def _starts_as_audio(path: Path) -> bool:
+    """Whether `path` starts as the master audio ltxflow encodes does (M4A, Ogg Opus, WAV)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return starts_iso_media(head) or head[:4] == b"OggS" or (head[:4] == b"RIFF" and head[8:12] == b"WAVE")
+
+
 def _sidecar(target: Path) -> Path:
     return target.with_name(target.name + ".json")
 
@@ -83,7 +93,7 @@ def kept_master(target: Path) -> bool:
     """Whether the kept master audio `target` is the file written: a regular file (not a link)
     of the size and sha256 its sidecar recorded then."""
     st = plain_file(target)
-    if st is None:
+    if st is None or not _starts_as_audio(target):
         return False
     try:
         seen = read_json(_sidecar(target))
