@@ -10,12 +10,12 @@ from ltxflow.project.resolve import open_project
 
 
 def open_plan(project: Path, cache: Cache, *, backend: str | None = None, allow_outside_paths: bool = False,
-              keep_audio: bool = True, cache_checked: bool = False) -> Plan:
-    """The plan of `project` (with `backend`, else its own): its music analysis kept in `cache`,
-    and its decoded song unless not `keep_audio`. Raises ProjectError, or CacheRefused for a cache
-    folder that is not ltxflow's own (unless the caller checked it: `cache_checked`)."""
+              cache_checked: bool = False) -> Plan:
+    """The plan of `project` (with `backend`, else its own): its decoded song and music analysis
+    kept in `cache`. Raises ProjectError, or CacheRefused for a cache folder that is not ltxflow's
+    own (unless the caller checked it: `cache_checked`)."""
     if not cache_checked:
         check_cache_root(cache.root)
     rp = open_project(project, backend=backend, allow_outside_paths=allow_outside_paths,
-                      audio_store=cache.decoded_audio if keep_audio else None, music_store=cache.music)
+                      audio_store=cache.decoded_audio, music_store=cache.music)
     return build_plan(rp)
