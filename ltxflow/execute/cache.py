@@ -322,13 +322,17 @@ class Cache:
 
     def links(self) -> list[Path]:
         """Every symbolic link under the root, found without following any (ltxflow makes none)."""
-        out, todo = [], [self.root]
+        out, todo = [], [str(self.root)]
         while todo:
-            for p in _listing(todo.pop()):
-                if p.is_symlink():
-                    out.append(p)
-                elif p.is_dir():
-                    todo.append(p)
+            try:
+                with os.scandir(todo.pop()) as it:  # the entries' types come with the listing: no stat each
+                    for e in it:
+                        if e.is_symlink():
+                            out.append(Path(e.path))
+                        elif e.is_dir(follow_symlinks=False):
+                            todo.append(e.path)
+            except OSError:
+                continue
         return sorted(out)
 
     def stale_tmp(self, older_than_s: float = 3600) -> list[Path]:
