@@ -37,6 +37,7 @@ demo: $(STAMP)
 # The layer contracts (import-linter; see [tool.importlinter] in pyproject.toml), then the tests.
 test: $(TESTS) chromium
 	$(BIN)/lint-imports
+	$(BIN)/actionlint examples/github/*.yml $(wildcard .github/workflows/*.yml .github/workflows/*.yaml)
 	LTXFLOW_REQUIRE_LOCAL=1 $(BIN)/python -m pytest
 
 # Refresh constraints.txt after a change to the dependencies in pyproject.toml: resolves them
