@@ -6,13 +6,14 @@ import argparse
 import errno
 import gc
 import json
+import os
 import signal
 import sys
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ltxflow import __version__
+from ltxflow import __version__, github
 from ltxflow.errors import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, EXIT_TERMINATED, LtxflowError,
                             ProjectError, printable)
 from ltxflow.registry import BACKENDS
@@ -30,6 +31,11 @@ def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
                                                   "or LTXFLOW_CACHE_DIR)")
 
 
+def _log_format_arg(p: argparse.ArgumentParser, *formats: str, help: str) -> None:
+    p.add_argument("--log-format", choices=formats, default=None,
+                   help=f"{help}; github is the default where GITHUB_ACTIONS=true, text elsewhere")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltxflow", description="Turn a song and a YAML scene list into an LTX-2.3 music video.")
@@ -40,12 +46,18 @@ def _parser() -> argparse.ArgumentParser:
         "Check a project file and the media it names. Exit 0 with a summary, or print every problem "
         "(file:line:column: field: message) and exit 2."))
     _project_args(p)
+    _log_format_arg(p, "text", "github", help="github adds each problem as a GitHub Actions annotation on stdout")
 
     p = sub.add_parser("plan", help="show the chunks a build would render", description=(
         "Split the project into LTX-2.3 chunks and show them: time ranges, frames, start images, "
         "endpoints, seeds, costs, and whether each is cached or must render."))
     _project_args(p)
-    p.add_argument("--json", action="store_true", help="print the plan as stable JSON (see the README)")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text",
+                   help="text (a table, the default), json (stable JSON, see the README) or markdown "
+                        "(a table and the totals, for a job summary or a pull request comment)")
+    p.add_argument("--json", dest="format", action="store_const", const="json", help="the same as --format json")
+    _log_format_arg(p, "text", "github", help="github adds the project's problems and warnings as GitHub "
+                                               "Actions annotations on stdout")
     p.add_argument("--backend", choices=list(BACKENDS), help="override the project's backend")
     p.add_argument("--explain", action="store_true", help="say why each chunk that must render must render")
     _cache_dir_arg(p)
@@ -73,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="backend local: the folder of LTX-2.3 weights (overrides LTXFLOW_LTX_MODELS and models:)")
     p.add_argument("--max-cost", type=_usd, metavar="USD",
                    help="refuse to start when the chunks to render now would cost more (overrides max_cost)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text",
-                   help="text (a live display on a terminal) or json (one object per line, for CI)")
+    _log_format_arg(p, "text", "json", "github",
+                    help="text (a live display on a terminal), json (one object per line, for CI) or github "
+                         "(text lines on stdout with GitHub Actions' groups and annotations)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only warnings, failures and errors")
 
     p = sub.add_parser("report", help="write the build report from the plan and the cache", description=(
@@ -163,10 +176,23 @@ def _plan(args: argparse.Namespace, cache):
                      allow_outside_paths=args.allow_outside_paths)
 
 
-def _notes(rp) -> None:
-    """The project's warnings (the song down-mixed or resampled, ...), on stderr."""
+def _notes(rp, args: argparse.Namespace) -> None:
+    """The project's warnings (the song down-mixed or resampled, ...), on stderr; with
+    --log-format github also as annotations on stdout, unless stdout holds the plan's JSON."""
     for note in rp.notes:
         print(printable(f"warning: {note}"), file=sys.stderr)
+        if args.log_format == "github" and getattr(args, "format", None) != "json":
+            print(github.warning_command(note, args.project, os.environ.get("GITHUB_WORKSPACE")))
+
+
+def _warn(problems: list[str | None]) -> None:
+    for problem in filter(None, problems):
+        print(printable(f"ltxflow: warning: {problem}"), file=sys.stderr)
+
+
+def _shown_path(args: argparse.Namespace, path: object) -> str:
+    """The video's path as the last line on stdout (never a workflow command in a GitHub log)."""
+    return github.inert(str(path)) if args.log_format == "github" else str(path)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -182,7 +208,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     plan = build_plan(open_project(args.project, allow_outside_paths=args.allow_outside_paths,
                                    audio_store=cache.decoded_audio, music_store=cache.music, keep=False))
     rp = plan.project
-    _notes(rp)
+    _notes(rp, args)
     print(printable(f"{rp.file}: ok: {rp.name}, {len(rp.scenes)} scenes, {timecode(rp.total_frames, rp.fps)} "
                     f"at {fps_str(rp.fps)} fps, {rp.width}x{rp.height}, {len(plan.chunks)} chunks"))
     return EXIT_OK
@@ -192,12 +218,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from ltxflow.execute.cache import Cache, default_cache_dir
     from ltxflow.execute.chunkwork import clip_format, variant_namer
     from ltxflow.execute.status import chunk_statuses, load_index
-    from ltxflow.plan.view import plan_json, plan_table
+    from ltxflow.plan.view import plan_json, plan_markdown, plan_table
 
     cache = Cache(default_cache_dir(Path(args.project).parent, args.cache_dir))
     plan = _plan(args, cache)
     rp = plan.project
-    _notes(rp)
+    _notes(rp, args)
     container = rp.output.suffix.lstrip(".").lower()
     fmt = clip_format(rp, container)
     in_flight: frozenset[str] = frozenset()
@@ -209,10 +235,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
             in_flight = frozenset(backend.in_flight())
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant_namer(plan, fmt),
                               in_flight=in_flight)
-    if args.json:
+    if args.format == "json":
         print(json.dumps(plan_json(plan, statuses), indent=2))
+    elif args.format == "markdown":
+        sys.stdout.write(plan_markdown(plan, statuses))
     else:
         print(printable(plan_table(plan, statuses, explain=args.explain)))
+    if os.environ.get("GITHUB_STEP_SUMMARY") or os.environ.get("GITHUB_OUTPUT"):
+        totals = plan_json(plan, statuses)["totals"]
+        outputs = github.output_lines({k: totals[k] for k in ("cost_now_usd", "to_render")})
+        _warn([github.append("GITHUB_STEP_SUMMARY", plan_markdown(plan, statuses) + "\n"),
+               github.append("GITHUB_OUTPUT", outputs)])
     return EXIT_OK
 
 
@@ -221,7 +254,7 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     falls through, args.stale holds why (build_started's `stale`)."""
     from ltxflow import uptodate
     from ltxflow.execute.cache import default_cache_dir
-    from ltxflow.progress import make_reporter
+    from ltxflow.progress import build_reporter
     from ltxflow.report import report_paths
     from ltxflow.timeline import parse_range
 
@@ -238,7 +271,7 @@ def _up_to_date(args: argparse.Namespace) -> bool:
         data, args.stale = None, {"reason": "report"}  # the full build writes it again
     if data is None:
         return False
-    reporter = make_reporter(args.log_format, args.quiet)
+    reporter, record = build_reporter(args.log_format, args.quiet, args.project)
     chunks = data["chunks"]
     n = len(chunks)
     backend = args.backend or data.get("backend") or "?"  # the stamp records the backend that built it
@@ -249,8 +282,14 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     reporter.event("stitch_done", output=data["output"], skipped=True, frames=None, seconds=0.0)
     reporter.event("build_done", output=data["output"], rendered=0, cached=n, failed=0, skipped=0,
                    cost_usd=0.0, seconds=0.0, up_to_date=True)
+    reporter.close()
+    if record is not None:  # the report the last build wrote
+        paths = report_paths(Path(data["output"]))
+        record.report = str(paths.html)
+        record.contact_sheet = str(paths.contact) if paths.contact.is_file() else None
+        _warn(record.write())
     if args.log_format != "json":
-        print(data["output"])
+        print(_shown_path(args, data["output"]))
     return True
 
 
@@ -275,14 +314,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     if _up_to_date(args):
         return EXIT_OK
     from ltxflow.build import BuildOptions, Interrupted, build, parse_range
-    from ltxflow.progress import make_reporter
+    from ltxflow.progress import build_reporter
 
     opts = BuildOptions(backend=args.backend, jobs=args.jobs, only=tuple(args.only),
                         time_range=parse_range(args.time_range) if args.time_range else None,
                         cache_dir=args.cache_dir, output=args.output, allow_outside_paths=args.allow_outside_paths,
                         retries=args.retries, max_cost=args.max_cost, models=args.models,
                         stale=getattr(args, "stale", None) or None)
-    reporter = make_reporter(args.log_format, args.quiet)
+    reporter, record = build_reporter(args.log_format, args.quiet, args.project)
     with _sigterm_as_ctrl_c() as terminated:
         try:
             result = build(args.project, opts, reporter)
@@ -294,13 +333,14 @@ def cmd_build(args: argparse.Namespace) -> int:
             return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
         finally:
             reporter.close()
+            _warn(record.write() if record else [])
     if result.output is None:
         for node, outcome in result.outcomes.items():
             if outcome.state != "ok":
                 print(printable(f"ltxflow: {node}: {outcome.state}: {outcome.error}"), file=sys.stderr)
         return EXIT_FAILED
     if args.log_format != "json":
-        print(result.output)
+        print(_shown_path(args, result.output))
     return EXIT_OK
 
 
@@ -408,8 +448,16 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "build": cmd_build, "rep
             "cancel": cmd_cancel, "fake-fal": cmd_fake_fal, "schema": cmd_schema}
 
 
+def _annotate(args: argparse.Namespace, message: str) -> None:
+    """An error as a GitHub Actions annotation on stdout, with --log-format github."""
+    if args.log_format == "github":
+        print(github.command("error", message, title="ltxflow"), flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # --log-format as given, else by where it runs; commands without the option annotate errors alike
+    args.log_format = getattr(args, "log_format", None) or github.default_log_format()
     try:
         code = COMMANDS[args.command](args)
         # The interpreter's last collection walks every object the music analysis (librosa,
@@ -421,9 +469,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(d, file=sys.stderr)
         n = len(exc.diagnostics)
         print(f"{n} problem{'s' if n != 1 else ''} found", file=sys.stderr)
+        if args.log_format == "github":  # on each file's line: on a pull request's diff
+            for d in exc.diagnostics:
+                print(github.diagnostic_command(d, os.environ.get("GITHUB_WORKSPACE")), flush=True)
         return exc.exit_code
     except LtxflowError as exc:  # its text may carry a server's or a project file's: shown escaped
         print(printable(f"ltxflow: {exc}"), file=sys.stderr)
+        _annotate(args, str(exc))
         return exc.exit_code
     except OSError as exc:  # a full disk, a folder that cannot be written, ...
         where = f" ({exc.filename})" if exc.filename else ""
@@ -431,6 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = ("; free some space (`ltxflow cache gc PATH` removes what no project there uses) and run it again: "
                 "chunks already in the cache are kept" if full else "")
         print(printable(f"ltxflow: {exc.strerror or exc}{where}{hint}"), file=sys.stderr)
+        _annotate(args, f"{exc.strerror or exc}{where}{hint}")
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("ltxflow: interrupted", file=sys.stderr)

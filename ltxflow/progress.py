@@ -1,14 +1,17 @@
-"""Build progress through one injected reporter: a live display for people, JSON lines for CI."""
+"""Build progress through one injected reporter: a live display for people, JSON lines for CI,
+plain lines with workflow commands for GitHub Actions."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from ltxflow import github
 from ltxflow.errors import printable
 from ltxflow.events import problems
 
@@ -56,10 +59,15 @@ class TextReporter:
         if self.quiet and name not in self.LOUD:
             return
         with self.lock:  # _line updates the counts: one event at a time
-            line = self._line(name, f) if not problems(name, f) else _whole(name, f, time.monotonic() - self.t0)
-            if line:
-                self.stream.write(shown(line) + "\n")
+            lines = self._lines(name, f)
+            if lines:
+                self.stream.write("\n".join(lines) + "\n")
                 self.stream.flush()
+
+    def _lines(self, name: str, f: dict[str, Any]) -> list[str]:
+        """What an event prints: its line, or the whole event when it breaks its contract."""
+        line = self._line(name, f) if not problems(name, f) else _whole(name, f, time.monotonic() - self.t0)
+        return [shown(line)] if line else []
 
     def _line(self, name: str, f: dict[str, Any]) -> str | None:
         el = f"[{time.monotonic() - self.t0:6.1f}s]"
@@ -129,6 +137,70 @@ class TextReporter:
 
     def close(self) -> None:
         pass
+
+
+class GithubReporter(TextReporter):
+    """The text reporter's lines for a GitHub Actions log, on stdout where the runner reads workflow
+    commands: the chunks, the stitch and the report each in a collapsible group, warnings and
+    failed chunks as annotations (on the project file's line when a warning names one). `project`
+    is the project file as given; `workspace` is GITHUB_WORKSPACE (None: paths as given)."""
+
+    # The events that begin a phase (a group); every other event stays in the open one.
+    PHASES = {"build_started": "chunks", "stitch_done": "stitch", "report_written": "report", "build_done": None}
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False, project: str | None = None,
+                 workspace: str | None = None):
+        super().__init__(stream or sys.stdout, quiet)
+        self.project, self.workspace = project, workspace
+        self.group: str | None = None
+
+    def _lines(self, name: str, f: dict[str, Any]) -> list[str]:
+        text = [github.inert(part) for line in super()._lines(name, f) for part in line.split("\n")]
+        if problems(name, f):
+            return text
+        if name == "build_started":  # the build's headline, then the chunks' group
+            return text + self._enter(name, f)
+        return self._enter(name, f) + text + self._annotations(name, f)
+
+    def _enter(self, name: str, f: dict[str, Any]) -> list[str]:
+        if name not in self.PHASES or self.quiet:
+            return []
+        out = [github.command("endgroup")] if self.group else []
+        self.group = self.PHASES[name]
+        if self.group == "chunks":
+            out.append(github.command("group", f"chunks: {f['to_render']} to render, {f['cached']} cached"))
+        elif self.group:
+            out.append(github.command("group", self.group))
+        return out
+
+    def _annotations(self, name: str, f: dict[str, Any]) -> list[str]:
+        if name == "warning":
+            return [github.warning_command(f["message"], self.project, self.workspace, f.get("chunk"))]
+        if name == "chunk_failed":
+            return [github.command("error", f["error"], title=f"ltxflow: {f['chunk']} failed")]
+        return []
+
+    def close(self) -> None:
+        with self.lock:
+            if self.group:  # a build that stopped between phases
+                self.stream.write(github.command("endgroup") + "\n")
+                self.stream.flush()
+                self.group = None
+
+
+class Tee:
+    """Every event to each of `reporters` in turn (a printing one and github.BuildRecord)."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def event(self, name: str, **fields: Any) -> None:
+        for r in self.reporters:
+            r.event(name, **fields)
+
+    def close(self) -> None:
+        for r in self.reporters:
+            r.close()
 
 
 class RichReporter(TextReporter):
@@ -204,10 +276,24 @@ def _whole(name: str, f: dict[str, Any], elapsed: float) -> str:
     return f"[{elapsed:6.1f}s] {name} {json.dumps(f, default=str)}"
 
 
-def make_reporter(log_format: str, quiet: bool, stream: TextIO | None = None) -> Reporter:
+def make_reporter(log_format: str, quiet: bool, stream: TextIO | None = None, *, project: str | None = None,
+                  workspace: str | None = None) -> Reporter:
+    """text, json or github (see GithubReporter for `project` and `workspace`)."""
     if log_format == "json":
         return JsonReporter(stream or sys.stdout)
+    if log_format == "github":
+        return GithubReporter(stream or sys.stdout, quiet, project=project, workspace=workspace)
     err = stream or sys.stderr
     if not quiet and err.isatty():
         return RichReporter(err)
     return TextReporter(err, quiet=quiet)
+
+
+def build_reporter(log_format: str, quiet: bool, project: str) -> tuple[Reporter, github.BuildRecord | None]:
+    """A build's reporter (make_reporter) and, when GitHub Actions asks for a job summary or step
+    outputs, the github.BuildRecord that hears its events too (else None)."""
+    reporter = make_reporter(log_format, quiet, project=project, workspace=os.environ.get("GITHUB_WORKSPACE"))
+    if not (os.environ.get("GITHUB_STEP_SUMMARY") or os.environ.get("GITHUB_OUTPUT")):
+        return reporter, None
+    record = github.BuildRecord()
+    return Tee(reporter, record), record

@@ -124,8 +124,13 @@ def isolated_cache(tmp_path_factory):
     session (they depend only on a song's bytes), so each test song is analysed once."""
     import os
 
-    names = ("LTXFLOW_CACHE_DIR", "LTXFLOW_MUSIC_CACHE")
+    # A run on GitHub Actions must not switch the CLI under test to its github format, nor append
+    # to the runner's own summary and step outputs: the tests that want those set them.
+    github = ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY", "GITHUB_OUTPUT", "GITHUB_WORKSPACE")
+    names = ("LTXFLOW_CACHE_DIR", "LTXFLOW_MUSIC_CACHE", *github)
     old = {name: os.environ.get(name) for name in names}
+    for name in github:
+        os.environ.pop(name, None)
     os.environ["LTXFLOW_CACHE_DIR"] = str(tmp_path_factory.mktemp("session-cache"))
     os.environ["LTXFLOW_MUSIC_CACHE"] = str(tmp_path_factory.mktemp("session-music"))
     yield

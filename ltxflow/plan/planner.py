@@ -6,7 +6,7 @@ import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from ltxflow.endpoints import Endpoint
 from ltxflow.plan.chunks import Split, largest_valid, overheads, split_at, split_scene
@@ -132,11 +132,11 @@ class Plan:
 
     @property
     def cost_usd(self) -> float:
-        return round(sum(c.cost_usd for c in self.chunks), 6)
+        return cost_once(self.chunks)
 
     @property
     def hosted_cost_usd(self) -> float:
-        return round(sum(c.hosted_cost_usd for c in self.chunks), 6)
+        return cost_once(self.chunks, hosted=True)
 
     @property
     def longest_chain(self) -> int:
@@ -144,6 +144,13 @@ class Plan:
         import networkx as nx
 
         return len(nx.dag_longest_path(self.graph.subgraph(c.id for c in self.chunks)))
+
+
+def cost_once(chunks: Iterable[Chunk], hosted: bool = False) -> float:
+    """What `chunks` cost when each key is paid once: chunks that share a key (a repeated chorus
+    with the same seed, on a backend whose keys leave out the chunk's place) are one request."""
+    cost = {c.key: c.hosted_cost_usd if hosted else c.cost_usd for c in chunks}
+    return round(sum(cost.values()), 6)
 
 
 def chunk_seed(project_seed: int, scene: ResolvedScene, index: int) -> int:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ltxflow.github import markdown_text
 from ltxflow.music.grid import describe_text
-from ltxflow.plan.planner import Chunk, Plan, StartImage
+from ltxflow.plan.planner import Chunk, Plan, StartImage, cost_once
 from ltxflow.registry import BACKENDS
 from ltxflow.timeline import fps_str, frame_to_seconds, timecode
 
@@ -110,7 +111,7 @@ def plan_json(plan: Plan, statuses: dict[str, Any] | None = None) -> dict[str, A
             "cost_usd": plan.cost_usd,
             "hosted_cost_usd": plan.hosted_cost_usd,
             "longest_chain": plan.longest_chain,
-            **({"to_render": len(now), "cost_now_usd": round(sum(c.cost_usd for c in now), 6),
+            **({"to_render": len(now), "cost_now_usd": cost_once(now),
                 "submitted": sum(1 for st in statuses.values() if st.status == "submitted")}
                if statuses else {}),
         },
@@ -166,12 +167,46 @@ def plan_table(plan: Plan, statuses: dict[str, Any] | None = None, explain: bool
     if statuses:
         submitted = sum(1 for st in statuses.values() if st.status == "submitted")
         out.append(f"to render now: {len(now)} of {len(plan.chunks)} chunks, "
-                   f"{_money(sum(c.cost_usd for c in now))}"
+                   f"{_money(cost_once(now))}"
                    + (f" (and {submitted} submitted earlier, paid for, to collect)" if submitted else ""))
     hosted = "" if BACKENDS[rp.backend].priced else f" (on fal: {_money(plan.hosted_cost_usd)})"
+    shared = len(plan.chunks) - len({c.key for c in plan.chunks})
     out.append(f"{len(plan.chunks)} chunks, {plan.total_frames} frames ({timecode(plan.total_frames, fps)}), "
                f"{sum(c.generated_frames for c in plan.chunks)} generated, longest chain {plan.longest_chain}; "
-               f"cost {_money(plan.cost_usd)}{hosted}")
+               f"cost {_money(plan.cost_usd)}{hosted}"
+               + (f"; {shared} chunk{'s' if shared > 1 else ''} share{'' if shared > 1 else 's'} another's render "
+                  "(same key), counted once" if shared else ""))
     if any(not c.endpoint.price_confirmed for c in plan.chunks):
         out.append("* price inferred from a sibling endpoint, not confirmed on the endpoint's own page")
     return "\n".join(out)
+
+
+def plan_markdown(plan: Plan, statuses: dict[str, Any] | None = None) -> str:
+    """The plan as GitHub-flavoured Markdown (a job summary, a pull request comment): a row per
+    chunk with its status and cost, then what renders now and what the whole video costs."""
+    rp = plan.project
+    fps = rp.fps
+    statuses = statuses or {}
+    totals = plan_json(plan, statuses)["totals"]
+    out = [f"### ltxflow plan: {markdown_text(rp.name)}", "",
+           f"{rp.width}x{rp.height} at {fps_str(fps)} fps, {timecode(plan.total_frames, fps)}, "
+           f"backend {markdown_text(rp.backend)}", "",
+           "| scene | chunk | time | frames | endpoint | status | cost |", "|---|---|---|--:|---|---|--:|"]
+    for c in plan.chunks:
+        st = statuses.get(c.id)
+        endpoint = markdown_text(c.endpoint.id) + ("" if c.endpoint.price_confirmed else "\\*")
+        out.append(f"| {markdown_text(c.scene)} | {markdown_text(c.id)} | {timecode(c.start_frame, fps)}-"
+                   f"{timecode(c.end_frame, fps)} | {c.generated_frames} | {endpoint} | "
+                   f"{st.status if st else '-'} | {markdown_text(_money(c.cost_usd))} |")
+    out.append("")
+    if statuses:
+        submitted = totals["submitted"]
+        out.append(f"- to render now: {totals['to_render']} of {len(plan.chunks)} chunks, "
+                   f"{markdown_text(_money(totals['cost_now_usd']))}"
+                   + (f" ({submitted} submitted earlier, paid for, to collect)" if submitted else ""))
+    hosted = ("" if BACKENDS[rp.backend].priced
+              else f" (on fal: {markdown_text(_money(totals['hosted_cost_usd']))})")
+    out.append(f"- whole video: {len(plan.chunks)} chunks, {markdown_text(_money(totals['cost_usd']))}{hosted}")
+    if any(not c.endpoint.price_confirmed for c in plan.chunks):
+        out += ["", "\\* price inferred from a sibling endpoint, not confirmed on the endpoint's own page"]
+    return "\n".join(out) + "\n"
