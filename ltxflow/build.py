@@ -26,7 +26,7 @@ from ltxflow.media.encode import Format
 from ltxflow.media.ffmpeg import find_ffmpeg
 from ltxflow.media.stitch import master_audio, stitch
 from ltxflow.plan.keys import content_key
-from ltxflow.plan.planner import Plan
+from ltxflow.plan.planner import Plan, cost_once
 from ltxflow.progress import Reporter
 from ltxflow.project.paths import overwrites
 from ltxflow.project.resolve import ResolvedProject, inputs
@@ -266,7 +266,7 @@ class Build:
         for n in self.sel.needed:  # cached, but a crash came between the commit and forgetting its request
             if statuses[n].status == "cached" and plan.chunk(n).key in in_flight:
                 backend.committed(plan.chunk(n).key)
-        self.cost_now = cost_now = round(sum(plan.chunk(n).cost_usd for n in to_render if n not in resume), 6)
+        self.cost_now = cost_now = cost_once(plan.chunk(n) for n in to_render if n not in resume)  # a key is paid once
         max_cost = opts.max_cost if opts.max_cost is not None else rp.loaded.project.max_cost
         if max_cost is not None and cost_now > max_cost:
             limit = "--max-cost" if opts.max_cost is not None else f"max_cost in {rp.file}"

@@ -38,6 +38,9 @@ EVENTS: dict[str, tuple[Fields, Fields]] = {
                     "up_to_date": (bool,)}),
     # from hosted and local backends
     "upload_done": ({"chunk": OPT_STR, "file": (str,), "bytes": (int,), "seconds": NUM}, {}),
+    # a file uploaded in parts: once it is started (or resumed) and after each part
+    "upload_progress": ({"chunk": OPT_STR, "file": (str,), "parts_done": (int,), "parts": (int,),
+                         "bytes_done": (int,), "bytes": (int,)}, {}),
     "chunk_submitted": ({"chunk": (str,), "request_id": (str,), "endpoint": (str,)}, {}),
     "chunk_resumed": ({"chunk": (str,), "request_id": (str,), "endpoint": (str,)}, {}),
     "chunk_queue": ({"chunk": (str,), "status": (str,), "queue_position": OPT_INT, "request_id": (str,)}, {}),

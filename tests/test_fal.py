@@ -305,7 +305,9 @@ def _start(project: Path, fake: FakeFal, *extra: str) -> subprocess.Popen:
 
 
 def _journalled(project: Path) -> int:
-    return len(list((project.parent / "cache" / "journal").glob("*.json")))
+    """Journal entries (requests fal answered), not intents (submits still waiting for an answer)."""
+    return sum(1 for p in (project.parent / "cache" / "journal").glob("*.json")
+               if json.loads(p.read_text()).get("state") != "intent")
 
 
 def test_a_killed_build_resumes_its_requests_and_never_submits_twice(tmp_path, fake):

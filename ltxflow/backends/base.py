@@ -20,6 +20,16 @@ class LoraFile:
 
 
 @dataclass(frozen=True)
+class HostedOptions:
+    """How a hosted backend asks its platform to treat a request (the project's `fal:` section).
+    Not part of a chunk's key: they change where a request may run and what is kept of it, not
+    what was asked; a backend records what it sent in the chunk's details."""
+
+    fallbacks: bool = False  # the platform may reroute a failing request to an "equivalent" endpoint
+    store_payloads: bool = True  # the platform may keep the request's inputs and outputs
+
+
+@dataclass(frozen=True)
 class ChunkRequest:
     """Everything a backend needs for one chunk, with media as local files (or URLs).
 
@@ -47,6 +57,7 @@ class ChunkRequest:
     end_image_url: str | None = None
     audio: Path | None = None  # WAV of the exact span the generated frames cover
     loras: tuple[LoraFile, ...] = field(default=())
+    hosted: HostedOptions = field(default=HostedOptions())
 
 
 @dataclass(frozen=True)

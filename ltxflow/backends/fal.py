@@ -1,10 +1,15 @@
 """`backend: fal`: each chunk is a request to fal's hosted LTX-2.3 queue, followed to its clip.
 
 render(): media to URLs (uploaded once per digest) -> the body in the endpoint's own fields ->
-submit, journalled at once -> status polled with backoff (queue position and logs reported) ->
+an intent journalled -> submit (with the project's platform headers), journalled at once -> status polled with backoff (queue position and logs reported) ->
 the result fetched and the video downloaded into the journal (paid for: kept until the chunk is
 committed) -> a copy in the work folder for normalize. A journalled request is followed again
-instead of submitted again, so a crash, a kill or Ctrl-C never pays twice.
+instead of submitted again, so a crash, a kill or Ctrl-C never pays twice. A kill between sending
+a submit and journalling its answer cannot be recovered (fal has no idempotency key), only
+detected: the intent written before the submit makes the next build submit the chunk again and
+report a possible duplicate charge, with its price. Chunks of one build that share a key (a
+repeated chorus) are one request: a render of a key another render is working on waits for it and
+copies its clip (or, when that one failed, tries itself).
 
 The journal lies in the project's cache, which a pull request can commit: an entry is followed
 only when it is sound for this chunk and this queue (journal.py says why dropping the others
@@ -18,16 +23,17 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ltxflow.backends.base import Backend, BackendContext, BackendError, ChunkRequest, RenderResult
 from ltxflow.backends.falapi import (KEY_HELP, FalApi, FalAuthError, FalError, FalHosts, FalKey, Handle,
-                                     RetryPolicy, SubmitLost, _say, detail_field, max_download_bytes)
+                                     RetryPolicy, SubmitLost, _say, detail_field, max_download_bytes, submit_headers)
 from ltxflow.backends.falstore import UploadStore
 from ltxflow.endpoints import Endpoint, catalog
 from ltxflow.backends.journal import Journal, JournalEntry, JournalLock, handle_problem
+from ltxflow.errors import Stopped
 from ltxflow.media.frames import video_info
 from ltxflow.media.probe import MediaError, file_digest
 
@@ -59,6 +65,26 @@ def submitted(journal: Journal, hosts: FalHosts) -> set[str]:
     return journal.keys(hosts.queue)
 
 
+@dataclass(frozen=True)
+class _Done:
+    """A render of a key that succeeded in this build: what a render of the same key copies."""
+
+    chunk: str
+    start: str | None  # the start image it was made from (digest or URL)
+    clip: Path  # its download in journal/results/ (kept while renders of the key are in flight)
+    details: dict[str, Any]
+
+
+@dataclass
+class _Flight:
+    """The renders of one key in this build: the one holding `lock` works, the others wait for it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0  # renders of the key that started and have not returned
+    done: _Done | None = None
+    committed: bool = False  # committed() came while renders were in flight: forget the request after them
+
+
 class FalBackend(Backend):
     name = "fal"
     max_concurrency = 64  # fal queues whatever it is sent; --jobs is the limit
@@ -71,6 +97,8 @@ class FalBackend(Backend):
         self.stop = stop or api.stop
         self._lock: JournalLock | None = None
         self._lock_guard = threading.Lock()
+        self._flights: dict[str, _Flight] = {}  # guarded by _flights_guard
+        self._flights_guard = threading.Lock()
 
     @classmethod
     def create(cls, ctx: BackendContext) -> "FalBackend":
@@ -107,6 +135,13 @@ class FalBackend(Backend):
                            f"nothing was submitted: {exc}") from None
 
     def committed(self, key: str) -> None:
+        """Forget the key's request, once no render of the key (another chunk sharing it) still
+        needs its download."""
+        with self._flights_guard:
+            flight = self._flights.get(key)
+            if flight is not None:
+                flight.committed = True
+                return
         self.journal.remove(key)
 
     def close(self) -> None:
@@ -127,50 +162,100 @@ class FalBackend(Backend):
         return submitted(self.journal, self.api.hosts)
 
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
+        """One request per key in a build: a render of a key another render is working on waits for
+        it and copies its clip (from the same start image), or tries itself when that one failed."""
         ep = catalog().get(request.endpoint)
         if ep is None:
             raise BackendError(f"{request.chunk_id}: endpoint {request.endpoint} is not in the catalog")
         t0 = time.monotonic()
         self._hold_journal()
-        handle, resumed, duplicate = self._handle(request, ep)
+        with self._flights_guard:
+            flight = self._flights.setdefault(request.key, _Flight())
+            flight.users += 1
+        try:
+            while not flight.lock.acquire(timeout=0.1):  # another chunk's render of the key works on it
+                if self.stop.is_set():
+                    raise Stopped(f"{request.chunk_id}: stopped while another chunk with the same key rendered")
+            try:
+                start = file_digest(request.start_image) if request.start_image is not None else request.start_image_url
+                done = flight.done
+                if done is not None and done.start == start:
+                    return self._share(request, done, workdir, t0)
+                result, downloaded = self._render(request, ep, workdir, start, t0)
+                flight.done = _Done(request.chunk_id, start, downloaded, result.details)
+                return result
+            finally:
+                flight.lock.release()
+        finally:
+            self._leave(request.key, flight)
+
+    def _leave(self, key: str, flight: _Flight) -> None:
+        with self._flights_guard:
+            flight.users -= 1
+            if flight.users:
+                return
+            del self._flights[key]
+        if flight.committed:
+            self.journal.remove(key)
+
+    def _share(self, request: ChunkRequest, done: _Done, workdir: Path, t0: float) -> RenderResult:
+        """The clip another chunk of this build got for the same key: copied, not paid again."""
+        clip = workdir / f"fal{done.clip.suffix}"
+        shutil.copyfile(done.clip, clip)
+        self.emit("chunk_resumed", chunk=request.chunk_id, request_id=done.details["request_id"],
+                  endpoint=done.details["endpoint"])
+        details = {k: v for k, v in done.details.items() if k in ("request_id", "endpoint", "fal_seed", "fal_headers")}
+        details.update(resumed=False, shared_with=done.chunk, seconds=round(time.monotonic() - t0, 3))
+        self._check_clip(request, clip)
+        return RenderResult(clip, request.seed, 0.0, details)
+
+    def _render(self, request: ChunkRequest, ep: Endpoint, workdir: Path, start: str | None,
+                t0: float) -> tuple[RenderResult, Path]:
+        """The chunk's own request, submitted or resumed and followed to its clip; with its download."""
+        handle, resumed, duplicate = self._handle(request, ep, start)
         downloaded = self._downloaded(request.key)
         if downloaded is None:
             output = self._follow(request, handle)
             downloaded = self._download(request, handle, output)
         clip = workdir / f"fal{downloaded.suffix}"
         shutil.copyfile(downloaded, clip)
-        details = {"request_id": handle.request_id, "endpoint": handle.endpoint, "resumed": resumed,
-                   "seconds": round(time.monotonic() - t0, 3)}
+        cost = ep.cost(request.width, request.height, request.frames)
+        details: dict[str, Any] = {"request_id": handle.request_id, "endpoint": handle.endpoint, "resumed": resumed,
+                                   "seconds": round(time.monotonic() - t0, 3)}
         if duplicate:
             details["possible_duplicate_charge"] = True
+            details["possible_duplicate_charge_usd"] = cost
         entry = self.journal.get(request.key)
+        if entry is not None and entry.headers is not None:
+            details["fal_headers"] = dict(entry.headers)
         if entry is not None and isinstance(entry.fal_seed, int) and not isinstance(entry.fal_seed, bool):
             details["fal_seed"] = entry.fal_seed
         self._check_clip(request, clip)
-        return RenderResult(clip, request.seed, ep.cost(request.width, request.height, request.frames), details)
+        return RenderResult(clip, request.seed, cost, details), downloaded
 
     # -- submit or resume -----------------------------------------------------------------------
 
-    def _handle(self, request: ChunkRequest, ep: Endpoint) -> tuple[Handle, bool, bool]:
-        """(handle, resumed, possible duplicate): the journalled request, or a new one."""
+    def _handle(self, request: ChunkRequest, ep: Endpoint, start: str | None) -> tuple[Handle, bool, bool]:
+        """(handle, resumed, possible duplicate): the journalled request, or a new one. An intent
+        (a submit whose answer was never journalled) means fal may have queued and charged it:
+        the chunk is submitted again, reported as a possible duplicate charge."""
         queue = self.api.hosts.queue
         found = self.journal.read(request.key, queue)
-        entry, problem = found.entry, found.problem
-        if entry is not None and entry.endpoint != request.endpoint:
-            entry, problem = None, (f"{self.journal.dir / (request.key + '.json')}: it names another endpoint than "
-                                    "this chunk's")
+        entry, problem, intent = found.entry, found.problem, found.intent
+        if (entry or intent) is not None and (entry or intent).endpoint != request.endpoint:  # type: ignore[union-attr]
+            entry, intent, problem = None, None, (f"{self.journal.dir / (request.key + '.json')}: it names another "
+                                                  "endpoint than this chunk's")
         if problem is not None:
             self.emit("warning", chunk=request.chunk_id, message=(
                 f"{request.chunk_id}: journal entry {problem}; not followed (ltxflow did not write it for this "
                 "queue, or it was altered): removed, and the chunk is submitted as new"))
             self.journal.remove(request.key)
-        start = file_digest(request.start_image) if request.start_image is not None else request.start_image_url
         if entry is not None:
             handle = _handle_of(entry)
             if entry.start_image == start:
                 self.emit("chunk_resumed", chunk=request.chunk_id, request_id=handle.request_id,
                           endpoint=handle.endpoint)
-                return handle, True, False
+                return handle, True, entry.possible_duplicate
             # The chunk it chains from was rendered again since (its cache entry was removed) and
             # ended on another frame: that request started from a frame this video no longer has.
             self.emit("warning", chunk=request.chunk_id, message=(
@@ -178,26 +263,42 @@ class FalBackend(Backend):
                 "frame than the one this build has; submitting it anew"))
             self.journal.remove(request.key)
         body = self.body(request, ep)
-        duplicate = False
+        price = ep.cost(request.width, request.height, request.frames)
+        duplicate = intent is not None
+        if intent is not None:
+            self.emit("warning", chunk=request.chunk_id, message=(
+                f"{request.chunk_id}: possible duplicate charge of about ${price:.4f}: a build stopped after sending "
+                f"this chunk's request ({_printable(intent.written)}) and before journalling fal's answer, so fal "
+                "may have queued and charged it; submitting it again (check fal's dashboard for an extra request)"))
+        headers = submit_headers(fallbacks=request.hosted.fallbacks, store_payloads=request.hosted.store_payloads)
+        self.journal.intent(request.key, request.chunk_id, queue, request.endpoint, scene=request.scene_id,
+                            start_image=start, cost_usd=price)
         try:
             try:
-                handle = self.api.submit(request.endpoint, body)
+                handle = self.api.submit(request.endpoint, body, headers)
             except SubmitLost as exc:
                 duplicate = True
                 self.emit("warning", chunk=request.chunk_id, message=(
-                    f"{request.chunk_id}: possible duplicate charge: {exc}; submitting once more "
-                    "(check fal's dashboard for an extra request)"))
-                handle = self.api.submit(request.endpoint, body)
-        except SubmitLost as exc:
+                    f"{request.chunk_id}: possible duplicate charge of about ${price:.4f}: {exc}; submitting once "
+                    "more (check fal's dashboard for an extra request)"))
+                handle = self.api.submit(request.endpoint, body, headers)
+        except SubmitLost as exc:  # the intent stays: the next build reports the possible charge again
             raise BackendError(f"{request.chunk_id}: {exc}, twice; not submitting again: check fal's dashboard "
                                "for requests you were charged for, then build again") from None
         except FalError as exc:
+            if not duplicate:  # fal answered: nothing was queued, and nothing earlier may have been
+                self.journal.remove(request.key)
             raise self._rejected(request, exc, "submit") from None
+        except Stopped:  # stopped while backing off: fal had answered each try, queuing nothing
+            if not duplicate:
+                self.journal.remove(request.key)
+            raise
         if (problem := handle_problem(handle, queue)) is not None:  # never followed, so never journalled
             raise BackendError(f"{request.chunk_id}: fal's answer to the submit names a request ltxflow does not "
                                f"follow ({problem}); it may be queued and charged: check fal's dashboard")
         self.journal.submitted(request.key, request.chunk_id, queue, handle.to_json(),
-                               scene=request.scene_id, start_image=start, possible_duplicate=duplicate)
+                               scene=request.scene_id, start_image=start, possible_duplicate=duplicate,
+                               headers=headers)
         self.emit("chunk_submitted", chunk=request.chunk_id, request_id=handle.request_id, endpoint=handle.endpoint)
         return handle, False, duplicate
 
@@ -356,7 +457,13 @@ def cancel_in_flight(project: Path, cache_root: Path, env: Mapping[str, str] | N
     found = journal.for_project(project, hosts.queue)
     refused = []
     for f in found:
-        if f.entry is None and not f.other_queue:
+        if f.intent is not None:  # nothing to cancel: fal never said which request it made, if any
+            refused.append(f"{journal.dir / (f.key + '.json')}: chunk {_printable(f.intent.chunk)} was being "
+                           "submitted when a build stopped, before fal's answer was journalled: fal may have "
+                           "queued (and charged) it, with no request id ltxflow could cancel; check fal's "
+                           "dashboard. Left for the next build, which submits the chunk again and reports the "
+                           "possible duplicate charge")
+        elif f.entry is None and not f.other_queue:
             journal.remove(f.key)
             refused.append(f"{f.problem}; not followed (ltxflow did not write it for this queue, or it was "
                            "altered): removed")

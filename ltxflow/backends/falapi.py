@@ -24,10 +24,11 @@ import os
 import random
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
+from typing import Any, Callable, Mapping, Protocol
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -37,6 +38,9 @@ KEY_HELP = ("set FAL_KEY to your fal API key (https://fal.ai/dashboard/keys), e.
             "or FAL_KEY_ID and FAL_KEY_SECRET")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DOWNLOAD_MB = 4096  # a clip of 481 frames is tens of MB; 4 GiB bounds the disk a bad answer can fill
+MULTIPART_MB = 100  # fal's own client uploads a file larger than 100 MiB in parts
+PART_BYTES = 10 * 2**20  # the part size fal's own client uses
+PART_THREADS = 4  # parts sent at once (fal's client sends 10; a build uploads alongside its renders)
 
 
 def origin(url: str) -> tuple[str, str, int] | None:
@@ -49,6 +53,13 @@ def origin(url: str) -> tuple[str, str, int] | None:
     if u.scheme not in ("http", "https") or not u.hostname or u.username is not None or u.password is not None:
         return None
     return u.scheme, u.hostname.lower(), port or (443 if u.scheme == "https" else 80)
+
+
+def multipart_bytes(env: Mapping[str, str] | None = None) -> int:
+    """LTXFLOW_FAL_MULTIPART_MB (MiB; fractions allowed), in bytes: a larger file goes up in parts."""
+    env = os.environ if env is None else env
+    text = env.get("LTXFLOW_FAL_MULTIPART_MB", "").strip()
+    return int(float(text) * 2**20) if text else MULTIPART_MB * 2**20
 
 
 def max_download_bytes(env: Mapping[str, str] | None = None) -> int:
@@ -117,6 +128,52 @@ class Handle:
 
 
 @dataclass(frozen=True)
+class Multipart:
+    """A multipart upload under way: what finishing it needs. `parts`: part number -> ETag."""
+
+    upload_id: str
+    access_url: str  # the file's URL once complete; parts go to {access_url}/multipart/{upload_id}/{n}
+    size: int  # of the file, in bytes
+    part_size: int
+    parts: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return -(-self.size // self.part_size)
+
+    def part_bytes(self, n: int) -> int:
+        return max(0, min(self.part_size, self.size - (n - 1) * self.part_size))
+
+
+class PartsLedger(Protocol):
+    """Where a multipart upload's progress is kept between builds (falstore.PartsRecord).
+    load: the upload recorded for a file of this size in parts of this size, or None (nothing
+    usable recorded); save: called once the upload is created and after each part is sent;
+    clear: once it is complete, or no longer known to fal."""
+
+    def load(self, size: int, part_size: int) -> Multipart | None: ...
+
+    def save(self, upload: Multipart) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+def submit_headers(*, fallbacks: bool, store_payloads: bool) -> dict[str, str]:
+    """fal's platform headers for a submit (docs.fal.ai: model-endpoints/reliability, common-parameters).
+
+    fallbacks False: `x-fal-disable-fallbacks: true`, so fal never reroutes the request to an
+    "equivalent" endpoint whose clip would be another model's. store_payloads False:
+    `X-Fal-Store-IO: 0`, so fal keeps no copy of the request's inputs and outputs (the media
+    uploaded to its CDN stay there until they expire)."""
+    headers = {}
+    if not fallbacks:
+        headers["x-fal-disable-fallbacks"] = "true"
+    if not store_payloads:
+        headers["X-Fal-Store-IO"] = "0"
+    return headers
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     attempts: int = 6  # tries of one call in all
     base_s: float = 1.0
@@ -146,7 +203,8 @@ class FalApi:
     def __init__(self, key: FalKey | None, hosts: FalHosts | None = None, *, client: httpx.Client | None = None,
                  policy: RetryPolicy | None = None, stop: threading.Event | None = None,
                  on_retry: Callable[[str, int, float, str], None] = lambda what, attempt, delay, why: None,
-                 max_download: int = MAX_DOWNLOAD_MB * 2**20):
+                 max_download: int = MAX_DOWNLOAD_MB * 2**20, multipart_threshold: int | None = None,
+                 part_size: int = PART_BYTES, part_threads: int = PART_THREADS):
         self.key = key
         self.hosts = hosts or FalHosts()
         self.policy = policy or RetryPolicy()
@@ -155,6 +213,9 @@ class FalApi:
         self.stop = stop or threading.Event()
         self.on_retry = on_retry
         self.max_download = max_download
+        # a file larger than this goes up in parts (None: LTXFLOW_FAL_MULTIPART_MB, default 100 MiB)
+        self.multipart_threshold = multipart_bytes() if multipart_threshold is None else multipart_threshold
+        self.part_size, self.part_threads = part_size, max(1, part_threads)
         self._token: tuple[str, str, float] | None = None  # (authorization header, cdn base url, expiry)
         self._token_lock = threading.Lock()
 
@@ -163,11 +224,13 @@ class FalApi:
 
     # -- the queue ------------------------------------------------------------------------------
 
-    def submit(self, endpoint: str, body: dict[str, Any]) -> Handle:
-        """Queue one request. Raises SubmitLost when the answer was lost after sending, or came
-        (2xx) without a readable handle: either way fal may have queued, and billed, it."""
+    def submit(self, endpoint: str, body: dict[str, Any], headers: Mapping[str, str] | None = None) -> Handle:
+        """Queue one request, with `headers` (platform headers: submit_headers). Raises SubmitLost
+        when the answer was lost after sending, or came (2xx) without a readable handle: either way
+        fal may have queued, and billed, it."""
         url = f"{self.hosts.queue}/{endpoint}"
-        resp = self._call("POST", url, f"submit to {endpoint}", json=body, idempotent=False)
+        resp = self._call("POST", url, f"submit to {endpoint}", json=body, idempotent=False,
+                          headers=dict(headers or {}))
         try:
             data, why = resp.json(), "lacking request_id, status_url, response_url or cancel_url"
             fields = [data[k] for k in ("request_id", "status_url", "response_url", "cancel_url")]
@@ -211,26 +274,106 @@ class FalApi:
         """The cheap preflight: a storage token needs a valid key and costs nothing."""
         self._storage_token(refresh=True)
 
-    def upload(self, path: Path, content_type: str, lifetime_s: int) -> str:
-        """Upload a file to fal's CDN; returns its URL, valid for `lifetime_s`."""
+    def upload(self, path: Path, content_type: str, lifetime_s: int, ledger: PartsLedger | None = None) -> str:
+        """Upload a file to fal's CDN; returns its URL, valid for `lifetime_s`. A file larger than
+        `multipart_threshold` goes up in parts (upload_parts), resumable through `ledger`."""
         body = _FileBody(path)
-        for again in (False, True):
-            auth, base, _ = self._storage_token(refresh=again)
-            headers = {"Authorization": auth, "Content-Type": content_type, "X-Fal-File-Name": path.name,
-                       "Content-Length": str(body.size),
-                       "X-Fal-Object-Lifecycle-Preference": json.dumps({"expiration_duration_seconds": lifetime_s})}
-            resp = self._call("POST", f"{base}/files/upload", f"upload {path.name}", content=body, headers=headers,
-                              authorize=False, ok=(200, 201, 401, 403))
-            if resp.status_code in (401, 403) and not again:
-                continue  # the token expired: get a new one, once
-            if resp.status_code in (401, 403):
-                raise FalAuthError(f"upload {path.name}: fal's storage refused the token ({resp.status_code})",
-                                   status=resp.status_code)
-            url = self._json(resp).get("access_url")
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise FalError(f"upload {path.name}: fal's answer has no access_url: {_short(resp.text)}")
-            return url
-        raise AssertionError("unreachable")
+        if body.size > self.multipart_threshold:
+            return self.upload_parts(path, content_type, lifetime_s, ledger)
+        headers = {"Content-Type": content_type, "X-Fal-File-Name": path.name, "Content-Length": str(body.size),
+                   **_lifecycle(lifetime_s)}
+        resp = self._storage_call("POST", lambda base: f"{base}/files/upload", f"upload {path.name}",
+                                  content=body, headers=headers)
+        url = _field(self._json(resp), "access_url")
+        if not _http_url(url):
+            raise FalError(f"upload {path.name}: fal's answer has no access_url: {_short(resp.text)}")
+        return url  # type: ignore[return-value]
+
+    def upload_parts(self, path: Path, content_type: str, lifetime_s: int, ledger: PartsLedger | None = None) -> str:
+        """Upload a file in parts, as fal's own client does above 100 MiB: create the upload (POST
+        {cdn}/files/upload/multipart -> access_url, uploadId), PUT each part of `part_size` bytes,
+        read from disk as it is sent, to {access_url}/multipart/{uploadId}/{n} (n from 1; fal
+        answers the part's ETag), `part_threads` at once, each retried like any call, then POST
+        .../complete with every part's number and ETag; the file's URL is the access_url. With a
+        ledger, the upload and the parts sent are kept as they go, so an interrupted upload sends
+        only the missing parts next time; a kept upload fal refuses (4xx) is started over, once."""
+        size, what = path.stat().st_size, f"upload {path.name}"
+        upload = ledger.load(size, self.part_size) if ledger else None
+        while True:
+            resumed = upload is not None
+            if upload is None:
+                upload = self._create_upload(path, content_type, lifetime_s, size)
+                if ledger:
+                    ledger.save(upload)
+            try:
+                upload = self._send_parts(path, content_type, upload, ledger)
+                parts = [{"partNumber": n, "etag": upload.parts[n]} for n in sorted(upload.parts)]
+                self._storage_call("POST", lambda base: f"{_parts_url(upload)}/complete", f"complete {what}",
+                                   json={"parts": parts}, headers={"Accept": "application/json"})
+            except FalError as exc:
+                gone = exc.status is not None and 400 <= exc.status < 500 and not isinstance(exc, FalAuthError)
+                if not (resumed and gone):
+                    raise
+                upload = None  # fal no longer knows the kept upload (expired, or the record was wrong)
+                if ledger:
+                    ledger.clear()
+                continue
+            if ledger:
+                ledger.clear()
+            return upload.access_url
+
+    def _create_upload(self, path: Path, content_type: str, lifetime_s: int, size: int) -> Multipart:
+        headers = {"Accept": "application/json", "Content-Type": content_type, "X-Fal-File-Name": path.name,
+                   **_lifecycle(lifetime_s)}
+        resp = self._storage_call("POST", lambda base: f"{base}/files/upload/multipart", f"start upload {path.name}",
+                                  headers=headers)
+        data = self._json(resp)
+        url, upload_id = _field(data, "access_url"), _field(data, "uploadId")
+        if not _http_url(url) or not upload_id_ok(upload_id):
+            raise FalError(f"start upload {path.name}: fal's answer lacks access_url or uploadId: {_short(resp.text)}")
+        return Multipart(upload_id, url, size, self.part_size)  # type: ignore[arg-type]
+
+    def _send_parts(self, path: Path, content_type: str, upload: Multipart, ledger: PartsLedger | None) -> Multipart:
+        """Send the parts `upload` lacks; returns it with all of them. Each part sent is saved to
+        the ledger at once; on a failure (or a stop) the parts in flight finish, the rest are not
+        started, and the first error is raised."""
+        done, lock, failed = dict(upload.parts), threading.Lock(), threading.Event()
+
+        def send(n: int) -> None:
+            if failed.is_set():
+                return  # another part failed: start no more
+            if self.stop.is_set():
+                raise Stopped(f"upload {path.name}: stopped")
+            body = _FileBody(path, (n - 1) * upload.part_size, upload.part_bytes(n))
+            headers = {"Content-Type": content_type, "Content-Length": str(body.size),
+                       "Accept-Encoding": "identity"}  # as fal's client sends, so the ETag comes back
+            try:
+                resp = self._storage_call("PUT", lambda base: f"{_parts_url(upload)}/{n}",
+                                          f"upload {path.name} part {n}/{upload.count}", content=body, headers=headers)
+            except BaseException:
+                failed.set()
+                raise
+            etag = resp.headers.get("etag", "")
+            if not etag_ok(etag):
+                failed.set()
+                raise FalError(f"upload {path.name} part {n}: fal's answer has no ETag")
+            with lock:
+                done[n] = etag
+                if ledger:
+                    ledger.save(replace(upload, parts=dict(done)))
+
+        missing = [n for n in range(1, upload.count + 1) if n not in done]
+        if missing:
+            pool = ThreadPoolExecutor(max_workers=min(self.part_threads, len(missing)), thread_name_prefix="fal-part")
+            try:
+                futures = [pool.submit(send, n) for n in missing]
+                wait(futures, return_when=FIRST_EXCEPTION)
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+            errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+            if errors:
+                raise errors[0]  # type: ignore[misc]
+        return replace(upload, parts=done)
 
     def download(self, url: str, dest: Path) -> int:
         """Stream a result file to `dest` (written whole or not at all); returns its size. Sends no
@@ -286,6 +429,18 @@ class FalApi:
                 raise FalError("storage token: fal named no upload host; set LTXFLOW_FAL_CDN_URL")
             self._token = (auth, base, _expiry(data.get("expires_at")))
             return self._token
+
+    def _storage_call(self, method: str, url: Callable[[str], str], what: str, *, headers: dict[str, str],
+                      **kwargs: Any) -> httpx.Response:
+        """A call to fal's storage (`url` of the upload host) with the storage token, not the key;
+        a token refused (expired) is fetched again, once."""
+        for again in (False, True):
+            auth, base, _ = self._storage_token(refresh=again)
+            resp = self._call(method, url(base), what, headers={**headers, "Authorization": auth}, authorize=False,
+                              ok=(200, 201, 204, 401, 403), **kwargs)
+            if resp.status_code not in (401, 403):
+                return resp
+        raise FalAuthError(f"{what}: fal's storage refused the token ({resp.status_code})", status=resp.status_code)
 
     # -- the HTTP call --------------------------------------------------------------------------
 
@@ -354,16 +509,48 @@ class FalApi:
 
 
 class _FileBody:
-    """A file streamed as a request body, read again from the start on every try (LoRAs are large)."""
+    """A file, or `size` bytes of it from `offset`, streamed as a request body, read again from the
+    start on every try (LoRAs are large)."""
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.size = path.stat().st_size
+    def __init__(self, path: Path, offset: int = 0, size: int | None = None):
+        self.path, self.offset = path, offset
+        self.size = path.stat().st_size - offset if size is None else size
 
     def __iter__(self):
         with open(self.path, "rb") as f:
-            while block := f.read(1 << 20):
+            f.seek(self.offset)
+            left = self.size
+            while left > 0 and (block := f.read(min(1 << 20, left))):
+                left -= len(block)
                 yield block
+
+
+def _lifecycle(lifetime_s: int) -> dict[str, str]:
+    """How long fal keeps an upload: fal's client sends both names (the CDN reads the first, the
+    storage API the second)."""
+    value = json.dumps({"expiration_duration_seconds": lifetime_s})
+    return {"X-Fal-Object-Lifecycle": value, "X-Fal-Object-Lifecycle-Preference": value}
+
+
+def _field(data: Any, name: str) -> Any:
+    return data.get(name) if isinstance(data, dict) else None
+
+
+def _http_url(value: Any) -> bool:
+    return isinstance(value, str) and origin(value) is not None
+
+
+def upload_id_ok(value: Any) -> bool:
+    """Whether a multipart upload id is one to put in a URL path (it is quoted there)."""
+    return isinstance(value, str) and 0 < len(value) <= 1024 and value.isprintable()
+
+
+def etag_ok(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 1024 and value.isprintable()
+
+
+def _parts_url(upload: Multipart) -> str:
+    return f"{upload.access_url}/multipart/{quote(upload.upload_id, safe='')}"
 
 
 class _Retry(Exception):

@@ -17,6 +17,14 @@ journals handles the configured queue answered (checked the same way before they
 so an entry that fails these checks was not written by ltxflow for this configuration, or was
 altered since; following it would send the key somewhere else.
 
+Intents. fal has no idempotency key, so a crash between fal accepting a submit and the entry
+being written would lose a paid request. Right before each submit the chunk's file holds a
+JournalIntent instead (state "intent": what is about to be submitted, no request id), replaced by
+the JournalEntry when fal answers, removed when fal refuses the submit. An intent found later means
+"maybe submitted": it is never followed (there is nothing to follow); the build submits the chunk
+again and reports a possible duplicate charge. Entries keep their earlier shape (no state field),
+so entries written by the previous version read as before.
+
 One hosted build at a time uses a cache's journal (JournalLock: an flock on journal/.lock that the
 kernel releases when its holder dies, however it dies).
 """
@@ -30,7 +38,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, Literal, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -64,6 +72,25 @@ class JournalEntry(BaseModel):
     possible_duplicate: bool = False
     result_file: str | None = None  # the downloaded clip's name in journal/results/, once fetched
     fal_seed: Any = None  # as fal answered it (only an integer is reported)
+    headers: dict[str, str] | None = None  # the platform headers the submit carried (None: written before them)
+
+
+class JournalIntent(BaseModel):
+    """A submit about to be sent (no answer yet): what a crash leaves when fal's answer was never
+    recorded. Never followed; it only tells the next build that the chunk may be paid for already."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    state: Literal["intent"]
+    key: str
+    chunk: str
+    project: str | None = None
+    host: str  # the queue it was about to be submitted to
+    endpoint: str
+    written: str
+    scene: str | None = None
+    start_image: str | None = None
+    cost_usd: float = 0.0  # the endpoint's price for the chunk, as estimated when it was written
 
 
 class _Handle(Protocol):
@@ -111,6 +138,7 @@ class Found:
     problem: str | None = None
     project: str | None = None
     other_queue: bool = False  # sound, but journalled against another queue: left for that queue
+    intent: JournalIntent | None = None  # a submit whose answer was never recorded (maybe paid for)
 
 
 class Journal:
@@ -132,6 +160,8 @@ class Journal:
         if isinstance(raw, str):
             return Found(key, None, f"{where}: {raw}")
         project = raw.get("project") if isinstance(raw.get("project"), str) else None
+        if "state" in raw:
+            return self._read_intent(key, raw, where, project, queue)
         try:
             entry = JournalEntry.model_validate(raw)
         except ValidationError as exc:
@@ -145,6 +175,21 @@ class Journal:
                                     "(LTXFLOW_FAL_QUEUE_URL)", project, other_queue=handle_problem(entry, entry.host) is None)
         problem = handle_problem(entry, queue) if queue is not None else None
         return Found(key, None, f"{where}: {problem}", project) if problem else Found(key, entry, None, project)
+
+    @staticmethod
+    def _read_intent(key: str, raw: dict[str, Any], where: str, project: str | None, queue: str | None) -> Found:
+        try:
+            intent = JournalIntent.model_validate(raw)
+        except ValidationError as exc:
+            said = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'intent'}: {e['msg']}" for e in exc.errors()[:3])
+            said = "".join(ch if ch.isprintable() else "?" for ch in said)[:300]
+            return Found(key, None, f"{where}: not a journal intent ltxflow writes ({said})", project)
+        if intent.key != key:
+            return Found(key, None, f"{where}: its key field is not its file's name", project)
+        if queue is not None and intent.host != queue:
+            return Found(key, None, f"{where}: it was journalled against another fal queue than the configured one "
+                                    "(LTXFLOW_FAL_QUEUE_URL)", project)
+        return Found(key, None, None, project, intent=intent)
 
     def get(self, key: str, queue: str | None = None) -> JournalEntry | None:
         """The sound entry of `key`, or None (none, or one not to follow)."""
@@ -162,6 +207,13 @@ class Journal:
         entry = JournalEntry(key=key, chunk=chunk, project=self.project, host=host, **handle,
                              submitted=datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra)
         write_json_atomic(self._path(key), entry.model_dump())
+
+    def intent(self, key: str, chunk: str, host: str, endpoint: str, **extra: Any) -> None:
+        """Record a submit about to be sent (replaced by `submitted` when fal answers)."""
+        intent = JournalIntent(state="intent", key=key, chunk=chunk, project=self.project, host=host,
+                               endpoint=endpoint, written=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               **extra)
+        write_json_atomic(self._path(key), intent.model_dump())
 
     def update(self, key: str, **fields: Any) -> None:
         entry = self.get(key)

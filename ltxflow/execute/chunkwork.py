@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from ltxflow import __version__
-from ltxflow.backends.base import Backend, ChunkRequest, LoraFile, RenderResult
+from ltxflow.backends.base import Backend, ChunkRequest, HostedOptions, LoraFile, RenderResult
 from ltxflow.errors import Stopped
 from ltxflow.execute.cache import Cache, Entry
 from ltxflow.execute.record import Record, file_stat, frame_key, frame_name
@@ -323,7 +323,8 @@ class ChunkWork:
             seed=chunk.seed, frames=chunk.generated_frames, width=self.rp.gen_width, height=self.rp.gen_height,
             fps=self.rp.fps, timeline_frame=chunk.start_frame - chunk.head, start_image=start,
             start_image_url=start_url, end_image=end, end_image_url=end_url, audio=audio,
-            loras=tuple(LoraFile(lo.media.ref.path, lo.media.ref.url, lo.scale, lo.transformer) for lo in chunk.loras))
+            loras=tuple(LoraFile(lo.media.ref.path, lo.media.ref.url, lo.scale, lo.transformer) for lo in chunk.loras),
+            hosted=HostedOptions(fallbacks=self.rp.fal.fallbacks, store_payloads=self.rp.fal.store_payloads))
 
     def _audio_span(self, chunk: Chunk) -> Path:
         """The WAV of the chunk's audio span, written once per span digest."""

@@ -6,6 +6,8 @@ MATCH limits it to requests whose prompt contains that text.
   submit:   429 | 500 | 503     answer the submit with that status (nothing is queued)
             lost               queue the job, then drop the connection without answering
             garbled            queue the job, then answer 200 with a body that is not JSON
+            stall:N            queue the job, then answer only after N seconds (a build killed meanwhile
+                               never learns its request id)
             422:FIELD          reject the body, naming FIELD (fal's validation detail shape)
   job:      slow:N             stay IN_QUEUE for N status polls
             drop               drop the connection on the job's first IN_PROGRESS poll
@@ -22,7 +24,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-SUBMIT_KINDS = ("429", "500", "503", "lost", "garbled", "422")
+SUBMIT_KINDS = ("429", "500", "503", "lost", "garbled", "422", "stall")
 JOB_KINDS = ("slow", "drop", "error", "crash", "gone", "frames", "fps")
 _SPEC = re.compile(r"^(?P<kind>\d+|[a-z]+)(?::(?P<arg>[^x@][^@]*?))?(?:(?<!\s)x(?P<count>\d+))?(?:@(?P<match>.+))?$")
 
@@ -41,7 +43,7 @@ class Fault:
             raise ValueError(f"bad fault {spec!r}: expected KIND[:ARG][xCOUNT][@MATCH] with KIND one of "
                              f"{', '.join(SUBMIT_KINDS + JOB_KINDS)}")
         fault = cls(m["kind"], m["arg"], int(m["count"] or 1), m["match"])
-        if fault.kind in ("slow", "frames") and not _is_int(fault.arg):
+        if fault.kind in ("slow", "frames", "stall") and not _is_int(fault.arg):
             raise ValueError(f"bad fault {spec!r}: {fault.kind} needs a whole number, e.g. {fault.kind}:3")
         if fault.kind == "fps" and not _is_number(fault.arg):
             raise ValueError(f"bad fault {spec!r}: fps needs a rate, e.g. fps:25")

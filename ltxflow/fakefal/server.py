@@ -3,11 +3,14 @@
 It speaks the protocol ltxflow's fal backend speaks: submit (POST /{endpoint}), status (GET
 /{owner}/{app}/requests/{id}/status, 202 while queued or in progress, 200 when completed), result
 (GET /{owner}/{app}/requests/{id}), cancel (PUT .../cancel), the storage token (POST
-/storage/auth/token) and upload (POST /files/upload), and serves uploads and results under
-/files/. Bodies are validated against the endpoint catalog (422 with fal's detail shape); it is
+/storage/auth/token) and upload (POST /files/upload, or in parts: POST /files/upload/multipart, PUT
+{access_url}/multipart/{id}/{n}, POST {access_url}/multipart/{id}/complete; stricter than fal in
+asking complete for parts 1..N, no gaps), and serves uploads and results under /files/. Bodies are validated against the endpoint catalog (422 with fal's detail shape); it is
 stricter than fal in one way: unknown fields are rejected, to catch mapping mistakes (validate.py). Results are
 real MP4s of the requested size, frame count and rate. Jobs advance one step per status poll.
-GET /_fake/state returns what it saw (submits per request body, uploads) for tests.
+GET /_fake/state returns what it saw (submits per request body with their platform headers, uploads)
+for tests. Platform headers (x-fal-*) are recorded, not enforced: fal documents X-Fal-Store-IO: 0
+and x-fal-disable-fallbacks but not what it does with other values, so nothing is rejected for them.
 """
 
 from __future__ import annotations
@@ -64,8 +67,12 @@ class FakeFal:
         self.files: dict[str, tuple[str, str]] = {}  # id -> (file name, content type)
         self.tokens: set[str] = set()
         self.submits: list[dict[str, Any]] = []  # every submit that reached validation, in order
-        self.uploads = 0
+        self.uploads = 0  # files stored, whole or from parts
+        self.multipart: dict[str, dict[str, Any]] = {}  # upload id -> {fid, name, content_type, parts: {n: etag}}
+        self.storage_calls: list[dict[str, Any]] = []  # multipart calls in order: {call, upload_id, part, status}
+        self.part_faults: list[str] = []  # how to answer the next part PUTs: a status ("503") or "drop"
         self.paused = False  # True: every job stays IN_QUEUE (tests kill builds while requests wait)
+        self.unstall = threading.Event()  # set: stalled submit answers go out at once (and on close)
         self.thread: threading.Thread | None = None
 
     @property
@@ -83,6 +90,7 @@ class FakeFal:
         return self
 
     def close(self) -> None:
+        self.unstall.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         if self._tmp:
@@ -120,6 +128,61 @@ class FakeFal:
         with self.lock:
             self.files[fid] = (safe, content_type)
         return f"{self.url}/files/{fid}/{safe}"
+
+    def start_upload(self, name: str, content_type: str) -> tuple[str, str]:
+        """A new multipart upload: (access_url, upload id)."""
+        fid, uid = uuid.uuid4().hex, secrets.token_hex(12)
+        safe = "".join(ch for ch in name if ch.isalnum() or ch in "._-")[:80] or "file"
+        with self.lock:
+            self.multipart[uid] = {"fid": fid, "name": safe, "content_type": content_type, "parts": {}}
+        return f"{self.url}/files/{fid}/{safe}", uid
+
+    def put_part(self, fid: str, uid: str, number: str, data: bytes) -> tuple[int, str]:
+        """(200, the part's ETag) or (status, why)."""
+        with self.lock:
+            upload = self.multipart.get(uid)
+        if upload is None or upload["fid"] != fid:
+            return 404, "Upload not found"
+        if not (number.isdigit() and number == str(int(number)) and 1 <= int(number) <= 10000):
+            return 400, f"Invalid part number {number[:20]!r}: 1 to 10000"
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        (self.dir / f"{uid}.{int(number)}").write_bytes(data)
+        with self.lock:
+            upload["parts"][int(number)] = etag
+        return 200, etag
+
+    def complete_upload(self, fid: str, uid: str, body: Any) -> tuple[int, str]:
+        """(200, the file's URL) or (status, why): every part listed once, uploaded, with its ETag,
+        numbered 1..N."""
+        with self.lock:
+            upload = self.multipart.get(uid)
+        if upload is None or upload["fid"] != fid:
+            return 404, "Upload not found"
+        listed = body.get("parts") if isinstance(body, dict) else None
+        if not isinstance(listed, list) or not listed:
+            return 400, "parts is required: a list of {partNumber, etag}"
+        numbers = []
+        for item in listed:
+            n, etag = (item.get("partNumber"), item.get("etag")) if isinstance(item, dict) else (None, None)
+            if not isinstance(n, int) or isinstance(n, bool) or not isinstance(etag, str):
+                return 400, "each part needs an integer partNumber and a string etag"
+            if upload["parts"].get(n) != etag:
+                return 400, f"InvalidPart: part {n} was not uploaded, or its etag differs"
+            numbers.append(n)
+        if sorted(numbers) != list(range(1, len(numbers) + 1)):
+            return 400, "parts must be numbered 1..N, each once (a part is missing or repeated)"
+        with self.lock:
+            if self.multipart.pop(uid, None) is None:
+                return 404, "Upload not found"  # completed meanwhile
+        with open(self.dir / fid, "wb") as out:
+            for n in sorted(numbers):
+                out.write((self.dir / f"{uid}.{n}").read_bytes())
+        for n in upload["parts"]:
+            (self.dir / f"{uid}.{n}").unlink(missing_ok=True)
+        with self.lock:
+            self.files[fid] = (upload["name"], upload["content_type"])
+            self.uploads += 1
+        return 200, f"{self.url}/files/{fid}/{upload['name']}"
 
     def local_file(self, url: str) -> Path | None:
         """The stored file behind one of this server's /files/ URLs (None: not one of ours, or gone)."""
@@ -226,20 +289,71 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, {"token": token, "token_type": "Bearer", "base_url": self.fake.url,
                                  "expires_at": "2999-01-01T00:00:00+00:00"})
             return
+        if parts[:1] == ["files"]:
+            self._storage_post(parts, data)
+            return
+        self._submit("/".join(parts), data)
+
+    def _token_ok(self) -> bool:
+        """Whether the call carries a storage token this server gave out (else answers 401)."""
+        auth = self.headers.get("Authorization", "")
+        with self.fake.lock:
+            ok = auth.startswith("Bearer ") and auth[7:] in self.fake.tokens
+        if not ok:
+            self._send(401, {"detail": "Invalid token"})
+        return ok
+
+    def _record(self, call: str, uid: str, status: int, part: int | None = None) -> None:
+        with self.fake.lock:
+            self.fake.storage_calls.append({"call": call, "upload_id": uid, "part": part, "status": status})
+
+    def _storage_post(self, parts: list[str], data: bytes) -> None:
+        """POST /files/upload, /files/upload/multipart, /files/{fid}/{name}/multipart/{id}/complete."""
+        if not self._token_ok():
+            return
+        content_type = self.headers.get("Content-Type", "application/octet-stream")
+        name = self.headers.get("X-Fal-File-Name", "upload")
         if parts == ["files", "upload"]:
-            auth = self.headers.get("Authorization", "")
-            with self.fake.lock:
-                ok = auth.startswith("Bearer ") and auth[7:] in self.fake.tokens
-            if not ok:
-                self._send(401, {"detail": "Invalid token"})
-                return
-            url = self.fake.store(data, self.headers.get("X-Fal-File-Name", "upload"),
-                                  self.headers.get("Content-Type", "application/octet-stream"))
+            url = self.fake.store(data, name, content_type)
             with self.fake.lock:
                 self.fake.uploads += 1
             self._send(200, {"access_url": url})
+        elif parts == ["files", "upload", "multipart"]:
+            url, uid = self.fake.start_upload(name, content_type)
+            self._record("start", uid, 200)
+            self._send(200, {"access_url": url, "uploadId": uid})
+        elif len(parts) == 6 and parts[3] == "multipart" and parts[5] == "complete":
+            try:
+                body = json.loads(data or b"null")
+            except ValueError:
+                body = None
+            status, text = self.fake.complete_upload(parts[1], parts[4], body)
+            self._record("complete", parts[4], status)
+            self._send(status, {"access_url": text} if status == 200 else {"detail": text})
+        else:
+            self._send(404, {"detail": "Not found"})
+
+    def _put_part(self, parts: list[str]) -> None:
+        """PUT /files/{fid}/{name}/multipart/{id}/{n}: one part; answers its ETag."""
+        data = self._body()
+        if not self._token_ok():
             return
-        self._submit("/".join(parts), data)
+        if len(parts) != 6 or parts[3] != "multipart":
+            self._send(404, {"detail": "Not found"})
+            return
+        number = int(parts[5]) if parts[5].isdigit() else None
+        with self.fake.lock:
+            fault = self.fake.part_faults.pop(0) if self.fake.part_faults else None
+        if fault is not None:
+            self._record("part", parts[4], 0 if fault == "drop" else int(fault), number)
+            if fault == "drop":
+                self._drop()
+            else:
+                self._send(int(fault), {"detail": f"injected {fault}"})
+            return
+        status, text = self.fake.put_part(parts[1], parts[4], parts[5], data)
+        self._record("part", parts[4], status, number)
+        self._send(status, {} if status == 200 else {"detail": text}, {"ETag": text} if status == 200 else None)
 
     def _submit(self, endpoint: str, data: bytes) -> None:
         if not self._authorized():
@@ -254,14 +368,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(422, {"detail": [{"loc": ["body"], "msg": "Invalid JSON", "type": "json_invalid"}]})
             return
         prompt = str(body.get("prompt", "")) if isinstance(body, dict) else ""
-        record = {"endpoint": endpoint, "body": body, "queued": False, "status": 0}
+        # the platform headers it came with (x-fal-*; never the key)
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower().startswith("x-fal-")}
+        record = {"endpoint": endpoint, "body": body, "headers": headers, "queued": False, "status": 0}
         with self.fake.lock:
             self.fake.submits.append(record)
         for f in self.fake.faults.take(("429", "500", "503"), prompt, limit=1):
             record["status"] = int(f.kind)
             self._send(int(f.kind), {"detail": f"injected {f.kind}"}, {"Retry-After": "0"} if f.kind == "429" else None)
             return
-        faults = self.fake.faults.take(("lost", "garbled", "422"), prompt)
+        faults = self.fake.faults.take(("lost", "garbled", "422", "stall"), prompt)
         details = validate(ep, body, self.fake)
         details += [{"loc": ["body", f.arg], "msg": "Injected rejection", "type": "value_error"}
                     for f in faults if f.kind == "422"]
@@ -278,6 +394,9 @@ class _Handler(BaseHTTPRequestHandler):
         if any(f.kind == "lost" for f in faults):
             self._drop()
             return
+        for f in faults:
+            if f.kind == "stall":
+                self.fake.unstall.wait(int(f.arg or 0))
         if any(f.kind == "garbled" for f in faults):  # queued, but the answer is a proxy's error page
             page = b"<html><body>502 Bad Gateway</body></html>"
             self.send_response(200)
@@ -390,6 +509,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:  # noqa: N802
         parts, _ = self._parts()
+        if parts[:1] == ["files"]:
+            self._put_part(parts)
+            return
         self._body()
         if not self._authorized():
             return

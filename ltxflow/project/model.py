@@ -217,6 +217,18 @@ class Music(_Frozen):
                                                           "phase whose beats carry the strongest onsets")
 
 
+class FalOptions(_Frozen):
+    """How fal treats this project's requests (backend fal): platform headers sent with every submit.
+    Not part of a chunk's key (each chunk's record says which were sent)."""
+
+    fallbacks: bool = Field(False, description="let fal reroute a request it keeps failing to run to an "
+                                               "\"equivalent\" endpoint (another model, whose clip would be cached "
+                                               "under this endpoint); default false: x-fal-disable-fallbacks is sent")
+    store_payloads: bool = Field(True, description="false: ask fal not to keep the requests' inputs and outputs "
+                                                   "(X-Fal-Store-IO: 0; fal keeps them 30 days by default), e.g. for "
+                                                   "unreleased music; uploaded media still expire on their own")
+
+
 class Project(_Frozen):
     """An ltxflow project file."""
 
@@ -246,6 +258,7 @@ class Project(_Frozen):
                                          "(changes the output, so it is part of each chunk's key)")
     max_cost: float | None = Field(None, gt=0, description="refuse a build whose chunks to render now would cost "
                                                           "more than this many USD (hosted backends; --max-cost overrides)")
+    fal: FalOptions = Field(default_factory=FalOptions, description="backend fal: how fal treats the requests")
     defaults: SceneParams = Field(default_factory=SceneParams)
     scenes: list[Scene] = Field(min_length=1)
 

@@ -16,7 +16,7 @@ from ltxflow.media.probe import AudioTrack, keep_audio
 from ltxflow.project.load import LoadedProject, ModelInvalid, load_project
 from ltxflow.project.media import Media, check_media
 from ltxflow.project.model import (DEFAULT_CHAIN_OFFSET, SCENE_PARAM_NAMES, SIZE_LIMITS, SIZE_MULTIPLE, SIZE_PRESETS,
-                                   DEFAULT_COLOR_STRENGTH, Chunking, Scene, color_strength)
+                                   DEFAULT_COLOR_STRENGTH, Chunking, FalOptions, Scene, color_strength)
 from ltxflow.project.paths import PathRefused, media_ref
 from ltxflow.music.grid import Grid
 from ltxflow.registry import BACKENDS, BackendSpec
@@ -87,6 +87,7 @@ class ResolvedProject:
     window: Fraction = Fraction(2)  # chunking.window, seconds
     chain_offset: int = 0  # chunking.chain_offset
     music: Grid | None = None  # the track's beats and bars, when the project uses them
+    fal: FalOptions = FalOptions()  # the project's `fal:` section: platform headers, not in chunk keys
     notes: tuple[str, ...] = ()  # warnings, located like diagnostics (the song down-mixed, ...)
 
     @property
@@ -182,7 +183,7 @@ def resolve_project(loaded: LoadedProject, *, backend: str | None = None, allow_
         total_frames=total, backend=backend, seed=p.seed, max_frames=p.chunking.max_frames,
         output=output, scenes=tuple(scenes), models=models,
         fp8=p.fp8, boundaries=p.chunking.boundaries, window=Fraction(str(p.chunking.window)),
-        chain_offset=chain_offset, music=grid,
+        chain_offset=chain_offset, music=grid, fal=p.fal,
         notes=tuple(str(loaded.diagnostic(path, message)) for path, message in found.notes))
 
 
