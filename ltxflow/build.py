@@ -383,7 +383,7 @@ class Build:
         if res.state == "rendered":
             self.reporter.event("chunk_done", chunk=node, seconds=round(res.render_s + res.normalize_s, 3),
                                 render_s=round(res.render_s, 3), normalize_s=round(res.normalize_s, 3),
-                                cost_usd=res.cost_usd)
+                                cost_usd=res.cost_usd, **_hosted(res.entry.record.details))
         return res
 
     def _failed(self, node: str, exc: BaseException) -> str:
@@ -404,8 +404,9 @@ class Build:
         left = len(sel.needed) - counts["rendered"] - counts["cached"]
         self.finish(None, counts=counts, cost_usd=spent, interrupted=True, to_render=left)
         waiting = len(backend.in_flight() & {plan.chunk(n).key for n in sel.needed})
-        hosted = (f"; {waiting} request{'s' if waiting != 1 else ''} still run on {rp.backend} (paid for): "
-                  f"the next build collects them, `ltxflow cancel {self.project}` cancels them") if waiting else ""
+        them = "them" if waiting != 1 else "it"
+        hosted = (f"; {waiting} request{'s still run' if waiting != 1 else ' still runs'} on {rp.backend} (paid "
+                  f"for): the next build collects {them}, `ltxflow cancel {self.project}` cancels {them}") if waiting else ""
         raise Interrupted(f"interrupted: {len(sel.needed) - left} of {len(sel.needed)} chunks are cached "
                           f"({counts['rendered']} rendered now); run the build again to render the other "
                           f"{left}{hosted}") from None
@@ -420,9 +421,26 @@ def _report(plan: Plan, cache: Cache, fmt: Format, out: Path, clips: dict[str, P
     except Exception as exc:  # noqa: BLE001 - whatever went wrong, the build's result stands
         reporter.event("warning", message=f"the build report was not written: {type(exc).__name__}: {exc}")
         return
+    weakest = report.weakest
     reporter.event("report_written", report=str(paths.html), contact_sheet=str(paths.contact),
                    seconds=round(time.monotonic() - t0, 3), clips_read=report.clips_read,
-                   clips_kept=report.clips_kept)
+                   clips_kept=report.clips_kept, seams_scored=len(weakest),
+                   seams=[{"before": s.before, "after": s.after, "frame": s.frame, "score": round(s.score or 0.0, 2)}
+                          for s in weakest[:5]])
+
+
+def _hosted(details: dict) -> dict:
+    """What a hosted chunk's record says a summary should tell: a request of an earlier build
+    collected, one shared with another chunk, a possible duplicate charge (chunk_done's fields)."""
+    out: dict = {}
+    if details.get("resumed") is True and isinstance(details.get("request_id"), str):
+        out["collected"] = details["request_id"]
+    if isinstance(details.get("shared_with"), str):
+        out["shared_with"] = details["shared_with"]
+    price = details.get("possible_duplicate_charge_usd")
+    if details.get("possible_duplicate_charge") is True and isinstance(price, (int, float)):
+        out["possible_duplicate_charge_usd"] = price
+    return out
 
 
 def _model_set(chunk) -> tuple:

@@ -294,20 +294,28 @@ def _up_to_date(args: argparse.Namespace) -> bool:
 
 
 @contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[list[int]]:
-    """Inside the block SIGTERM stops a build as Ctrl-C does (a KeyboardInterrupt in this, the main,
-    thread). Yields a list that holds the signal once one came, for the exit code."""
+def _stop_signals() -> Iterator[list[int]]:
+    """Inside the block SIGINT and SIGTERM stop a build alike (a KeyboardInterrupt in this, the main,
+    thread). A second signal while the build stops is noted, not obeyed: a CI runner sends SIGTERM
+    a few seconds after SIGINT, and the stop (within seconds) must finish writing what the next
+    build resumes from and the summary. A third forces the stop. Yields the signals received, for
+    the exit code."""
     received: list[int] = []
 
     def interrupt(signum: int, frame: object) -> None:
         received.append(signum)
+        if len(received) == 2:
+            print("ltxflow: stopping; finishing what the next build resumes from (signal again to force)",
+                  file=sys.stderr)
+            return
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -322,7 +330,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                         retries=args.retries, max_cost=args.max_cost, models=args.models,
                         stale=getattr(args, "stale", None) or None)
     reporter, record = build_reporter(args.log_format, args.quiet, args.project)
-    with _sigterm_as_ctrl_c() as terminated:
+    with _stop_signals() as received:
         try:
             result = build(args.project, opts, reporter)
         except (Interrupted, KeyboardInterrupt) as exc:
@@ -330,7 +338,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             # The process ends now: spare the interpreter's last full collection, which takes a
             # second or more once the music analysis (numba) has run in it.
             gc.freeze()
-            return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+            return EXIT_TERMINATED if signal.SIGTERM in received else EXIT_INTERRUPTED
         finally:
             reporter.close()
             _warn(record.write() if record else [])

@@ -23,15 +23,20 @@ EVENTS: dict[str, tuple[Fields, Fields]] = {
     "chunk_cached": ({"chunk": (str,)}, {}),
     "chunk_started": ({"chunk": (str,)}, {}),
     "chunk_retry": ({"chunk": (str,), "attempt": (int,), "delay_s": NUM, "error": (str,)}, {}),
-    "chunk_done": ({"chunk": (str,), "seconds": NUM, "render_s": NUM, "normalize_s": NUM, "cost_usd": NUM}, {}),
+    # hosted chunks: `collected` names the request of an earlier build this one collected (paid
+    # then, not now), `shared_with` the chunk of this build whose request it shared, and
+    # `possible_duplicate_charge_usd` the price of a submit that may have been charged twice
+    "chunk_done": ({"chunk": (str,), "seconds": NUM, "render_s": NUM, "normalize_s": NUM, "cost_usd": NUM},
+                   {"collected": (str,), "shared_with": (str,), "possible_duplicate_charge_usd": NUM}),
     "chunk_failed": ({"chunk": (str,), "error": (str,)}, {}),
     "chunk_skipped": ({"chunk": (str,), "reason": (str,)}, {}),
     "warning": ({"message": (str,)}, {"chunk": (str,)}),
     "stitch_done": ({"output": (str,), "skipped": (bool,), "frames": OPT_INT, "seconds": NUM},
                     {"audio_samples": (int,), "audio_cached": (bool,), "crossfades": (int,),
                      "reencoded_frames": (int,)}),
+    # `seams`: the chained seams with scores, weakest first (at most five): before, after, frame, score
     "report_written": ({"report": (str,), "contact_sheet": (str,), "seconds": NUM, "clips_read": (int,),
-                        "clips_kept": (int,)}, {}),
+                        "clips_kept": (int,)}, {"seams": (list,), "seams_scored": (int,)}),
     "build_done": ({"output": OPT_STR, "seconds": NUM, "rendered": (int,), "cached": (int,), "failed": (int,),
                     "skipped": (int,), "cost_usd": NUM},
                    {"breakdown": (dict,), "failures": (dict,), "interrupted": (bool,), "to_render": (int,),
@@ -47,6 +52,14 @@ EVENTS: dict[str, tuple[Fields, Fields]] = {
     "chunk_log": ({"chunk": (str,), "message": (str,)}, {}),
     "fal_retry": ({"what": (str,), "attempt": (int,), "delay_s": NUM, "error": (str,)}, {}),
     "worker_started": ({"gpu": OPT_STR, "device": (str,), "visible": OPT_STR, "pid": (int,)}, {}),
+    # a build on a Ray cluster (--ray): the cluster it got, where each chunk ran (node and actor ids),
+    # a chunk sent again because its actor or node died under it, the private cluster shut down
+    "cluster_ready": ({"address": (str,), "nodes": (int,), "gpus": (int,), "cpus": (int,), "actors": (int,)},
+                      {"shared": OPT_STR}),
+    "chunk_placed": ({"chunk": (str,), "node": (str,), "actor": (str,)},
+                     {"host": (str,), "gpus": (list,), "requeued": (int,)}),
+    "chunk_requeued": ({"chunk": (str,), "attempt": (int,), "error": (str,)}, {}),
+    "cluster_closed": ({"seconds": NUM}, {}),
 }
 
 

@@ -149,6 +149,8 @@ class BuildRecord:
         self.warnings: list[str] = []
         self.report: str | None = None
         self.contact_sheet: str | None = None
+        self.seams: list[dict[str, Any]] = []  # the weakest chained seams, from report_written
+        self.seams_scored = 0
 
     def event(self, name: str, **f: Any) -> None:
         with self.lock:
@@ -164,6 +166,8 @@ class BuildRecord:
                 self.warnings.append(str(f.get("message")))
             elif name == "report_written":
                 self.report, self.contact_sheet = str(f.get("report")), str(f.get("contact_sheet"))
+                self.seams = [s for s in f.get("seams") or [] if isinstance(s, dict)]
+                self.seams_scored = int(f.get("seams_scored") or 0)
 
     def close(self) -> None:
         pass
@@ -204,7 +208,7 @@ class BuildRecord:
         if worked:
             out += ["| chunk | result | cost | seconds |", "|---|---|--:|--:|"]
             for chunk, (state, f) in worked.items():
-                why = f.get("error") if state == "failed" else f.get("reason") if state == "skipped" else None
+                why = f.get("error") if state == "failed" else f.get("reason") if state == "skipped" else _hosted_note(f)
                 result = f"{state}: {markdown_text(why)}" if why else state
                 cost = _money(float(f["cost_usd"])) if state == "rendered" else ""
                 seconds = f"{float(f['seconds']):.1f}" if state == "rendered" else ""
@@ -213,13 +217,52 @@ class BuildRecord:
         cached = [c for c, (state, _) in self.chunks.items() if state == "cached"]
         if cached:
             out += [f"Cached: {', '.join(markdown_text(c) for c in cached)}", ""]
+        out += self._hosted_lines()
         stitch = (done.get("failures") or {}).get("stitch")
         if stitch:
             out += [f"The stitch failed: {markdown_text(stitch)}", ""]
         if done.get("output") and self.report:
             sheet = f"; contact sheet {markdown_text(self.contact_sheet)}" if self.contact_sheet else ""
             out += [f"Report {markdown_text(self.report)}{sheet}", ""]
+            out += self._seam_lines()
         if self.warnings:
             out += [f"{len(self.warnings)} warning{'s' if len(self.warnings) != 1 else ''}:", ""]
             out += [f"- {markdown_text(w)}" for w in self.warnings] + [""]
         return "\n".join(out)
+
+    def _hosted_lines(self) -> list[str]:
+        """What was collected from earlier builds' requests and what may have been charged twice."""
+        done = [(c, f) for c, (state, f) in self.chunks.items() if state == "rendered"]
+        collected = [c for c, f in done if f.get("collected")]
+        doubts = [(c, float(f["possible_duplicate_charge_usd"])) for c, f in done
+                  if isinstance(f.get("possible_duplicate_charge_usd"), (int, float))]
+        out = []
+        if collected:
+            out += [f"Collected {len(collected)} fal request{'s' if len(collected) != 1 else ''} that an earlier "
+                    f"build submitted (not submitted again): {', '.join(markdown_text(c) for c in collected)}", ""]
+        if doubts:
+            total = sum(p for _, p in doubts)
+            out += [f"**Possible duplicate charges** ({_money(total)} at most): "
+                    + ", ".join(f"{markdown_text(c)} ({_money(p)})" for c, p in doubts)
+                    + ". An earlier build stopped after sending these submits and before fal's answer was "
+                      "recorded, so they were submitted again; fal's dashboard lists the requests it charged.", ""]
+        return out
+
+    def _seam_lines(self) -> list[str]:
+        """The weakest chained seams the report scored (how many typical frame steps the jump is)."""
+        if not self.seams:
+            return []
+        shown = ", ".join(f"{markdown_text(s.get('before'))} | {markdown_text(s.get('after'))} "
+                          f"{float(s.get('score') or 0):.1f} (frame {s.get('frame')})" for s in self.seams)
+        return [f"Seams: {self.seams_scored} chained seams scored; weakest first (about 1 is seamless): {shown}", ""]
+
+
+def _hosted_note(f: dict[str, Any]) -> str | None:
+    """A rendered chunk's row note, as plain text: collected, shared or possibly charged twice (None: none)."""
+    if isinstance(f.get("possible_duplicate_charge_usd"), (int, float)):
+        return f"possible duplicate charge of about ${float(f['possible_duplicate_charge_usd']):,.4f}"
+    if f.get("collected"):
+        return f"collected request {f['collected']} of an earlier build"
+    if f.get("shared_with"):
+        return f"shared the request of {f['shared_with']}"
+    return None
