@@ -181,13 +181,13 @@ def test_a_repeated_chorus_is_one_request_and_plan_counts_it_once(tmp_path, fake
     started = next(e for e in evs if e["event"] == "build_started")
     assert started["cost_now_usd"] == pytest.approx(price)
     assert len(queued(fake)) == 1 and list(fake.submit_counts().values()) == [1]
+    # One of the two waits for the other's render, then takes it from the cache.
     submitted = [e for e in evs if e["event"] == "chunk_submitted"]
-    shared = [e for e in evs if e["event"] == "chunk_resumed"]
-    assert len(submitted) == 1 and len(shared) == 1 and shared[0]["request_id"] == submitted[0]["request_id"]
-    assert {submitted[0]["chunk"], shared[0]["chunk"]} == {"chorus.0", "reprise.0"}
     done = {e["chunk"]: e for e in evs if e["event"] == "chunk_done"}
-    assert set(done) == {"chorus.0", "reprise.0"}
-    assert sorted(e["cost_usd"] for e in done.values()) == pytest.approx([0.0, price])
+    cached = [e["chunk"] for e in evs if e["event"] == "chunk_cached"]
+    assert len(submitted) == 1 and list(done) == [submitted[0]["chunk"]] and done[submitted[0]["chunk"]]["cost_usd"] \
+        == pytest.approx(price)
+    assert sorted([*done, *cached]) == ["chorus.0", "reprise.0"]
     end = next(e for e in evs if e["event"] == "build_done")
     assert end["cost_usd"] == pytest.approx(price)
     assert media(tmp_path / "out" / "video.mp4")[0] == 48

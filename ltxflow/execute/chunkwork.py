@@ -98,6 +98,10 @@ class ChunkWork:
         self.stop = stop or threading.Event()
         self.emit = emit
         self.slots = threading.Semaphore(max(1, backend.max_concurrency))
+        # One chunk of a key at a time (a repeated chorus: same inputs, same key): the second finds
+        # the first's entry in the cache instead of rendering (and, hosted, paying) again.
+        self._keys: dict[str, threading.Lock] = {}
+        self._keys_guard = threading.Lock()
         self.rp = plan.project
         self.values = {s.id: s.values for s in self.rp.scenes}
         self.scenes = {s.id: s for s in self.rp.scenes}
@@ -111,6 +115,21 @@ class ChunkWork:
         source = done[chunk.chains_from].value if chunk.chains_from else None
         want = source.chain_digest if source else None
         color = color_ref(chunk, self.scenes[chunk.scene], (source.chain_png, want) if source else None)
+        lock = self._key_lock(chunk.key)
+        while not lock.acquire(timeout=0.25):  # another chunk of this key is being made
+            if self.stop.is_set():
+                raise Stopped(f"{chunk_id}: stopped")
+        try:
+            return self._reuse_or_render(chunk, source, want, color)
+        finally:
+            lock.release()
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self._keys_guard:
+            return self._keys.setdefault(key, threading.Lock())
+
+    def _reuse_or_render(self, chunk: Chunk, source: ChunkResult | None, want: str | None,
+                         color: ColorRef | None) -> ChunkResult:
         entry, problem = self.cache.lookup(chunk.key)
         damaged = None
         if entry is not None and entry.record.chain_digest == want:
