@@ -25,22 +25,21 @@ import random
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
-from urllib.parse import quote, urlsplit
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 import httpx
 
+from ltxflow.backends.falparts import (PART_BYTES, PART_THREADS, FileBody, Multipart, PartsLedger, etag_ok,
+                                       lifecycle_headers, multipart_bytes, parts_url, token_expiry, upload_id_ok)
 from ltxflow.errors import FalAuthError, FalError, Stopped, SubmitLost
 
 KEY_HELP = ("set FAL_KEY to your fal API key (https://fal.ai/dashboard/keys), e.g. `export FAL_KEY=...`, "
             "or FAL_KEY_ID and FAL_KEY_SECRET")
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 MAX_DOWNLOAD_MB = 4096  # a clip of 481 frames is tens of MB; 4 GiB bounds the disk a bad answer can fill
-MULTIPART_MB = 100  # fal's own client uploads a file larger than 100 MiB in parts
-PART_BYTES = 10 * 2**20  # the part size fal's own client uses
-PART_THREADS = 4  # parts sent at once (fal's client sends 10; a build uploads alongside its renders)
 
 
 def origin(url: str) -> tuple[str, str, int] | None:
@@ -53,13 +52,6 @@ def origin(url: str) -> tuple[str, str, int] | None:
     if u.scheme not in ("http", "https") or not u.hostname or u.username is not None or u.password is not None:
         return None
     return u.scheme, u.hostname.lower(), port or (443 if u.scheme == "https" else 80)
-
-
-def multipart_bytes(env: Mapping[str, str] | None = None) -> int:
-    """LTXFLOW_FAL_MULTIPART_MB (MiB; fractions allowed), in bytes: a larger file goes up in parts."""
-    env = os.environ if env is None else env
-    text = env.get("LTXFLOW_FAL_MULTIPART_MB", "").strip()
-    return int(float(text) * 2**20) if text else MULTIPART_MB * 2**20
 
 
 def max_download_bytes(env: Mapping[str, str] | None = None) -> int:
@@ -125,37 +117,6 @@ class Handle:
     def to_json(self) -> dict[str, str]:
         return {"endpoint": self.endpoint, "request_id": self.request_id, "status_url": self.status_url,
                 "response_url": self.response_url, "cancel_url": self.cancel_url}
-
-
-@dataclass(frozen=True)
-class Multipart:
-    """A multipart upload under way: what finishing it needs. `parts`: part number -> ETag."""
-
-    upload_id: str
-    access_url: str  # the file's URL once complete; parts go to {access_url}/multipart/{upload_id}/{n}
-    size: int  # of the file, in bytes
-    part_size: int
-    parts: dict[int, str] = field(default_factory=dict)
-
-    @property
-    def count(self) -> int:
-        return -(-self.size // self.part_size)
-
-    def part_bytes(self, n: int) -> int:
-        return max(0, min(self.part_size, self.size - (n - 1) * self.part_size))
-
-
-class PartsLedger(Protocol):
-    """Where a multipart upload's progress is kept between builds (falstore.PartsRecord).
-    load: the upload recorded for a file of this size in parts of this size, or None (nothing
-    usable recorded); save: called once the upload is created and after each part is sent;
-    clear: once it is complete, or no longer known to fal."""
-
-    def load(self, size: int, part_size: int) -> Multipart | None: ...
-
-    def save(self, upload: Multipart) -> None: ...
-
-    def clear(self) -> None: ...
 
 
 def submit_headers(*, fallbacks: bool, store_payloads: bool) -> dict[str, str]:
@@ -277,11 +238,11 @@ class FalApi:
     def upload(self, path: Path, content_type: str, lifetime_s: int, ledger: PartsLedger | None = None) -> str:
         """Upload a file to fal's CDN; returns its URL, valid for `lifetime_s`. A file larger than
         `multipart_threshold` goes up in parts (upload_parts), resumable through `ledger`."""
-        body = _FileBody(path)
+        body = FileBody(path)
         if body.size > self.multipart_threshold:
             return self.upload_parts(path, content_type, lifetime_s, ledger)
         headers = {"Content-Type": content_type, "X-Fal-File-Name": path.name, "Content-Length": str(body.size),
-                   **_lifecycle(lifetime_s)}
+                   **lifecycle_headers(lifetime_s)}
         resp = self._storage_call("POST", lambda base: f"{base}/files/upload", f"upload {path.name}",
                                   content=body, headers=headers)
         url = _field(self._json(resp), "access_url")
@@ -308,7 +269,7 @@ class FalApi:
             try:
                 upload = self._send_parts(path, content_type, upload, ledger)
                 parts = [{"partNumber": n, "etag": upload.parts[n]} for n in sorted(upload.parts)]
-                self._storage_call("POST", lambda base: f"{_parts_url(upload)}/complete", f"complete {what}",
+                self._storage_call("POST", lambda base: f"{parts_url(upload)}/complete", f"complete {what}",
                                    json={"parts": parts}, headers={"Accept": "application/json"})
             except FalError as exc:
                 gone = exc.status is not None and 400 <= exc.status < 500 and not isinstance(exc, FalAuthError)
@@ -324,7 +285,7 @@ class FalApi:
 
     def _create_upload(self, path: Path, content_type: str, lifetime_s: int, size: int) -> Multipart:
         headers = {"Accept": "application/json", "Content-Type": content_type, "X-Fal-File-Name": path.name,
-                   **_lifecycle(lifetime_s)}
+                   **lifecycle_headers(lifetime_s)}
         resp = self._storage_call("POST", lambda base: f"{base}/files/upload/multipart", f"start upload {path.name}",
                                   headers=headers)
         data = self._json(resp)
@@ -344,11 +305,11 @@ class FalApi:
                 return  # another part failed: start no more
             if self.stop.is_set():
                 raise Stopped(f"upload {path.name}: stopped")
-            body = _FileBody(path, (n - 1) * upload.part_size, upload.part_bytes(n))
+            body = FileBody(path, (n - 1) * upload.part_size, upload.part_bytes(n))
             headers = {"Content-Type": content_type, "Content-Length": str(body.size),
                        "Accept-Encoding": "identity"}  # as fal's client sends, so the ETag comes back
             try:
-                resp = self._storage_call("PUT", lambda base: f"{_parts_url(upload)}/{n}",
+                resp = self._storage_call("PUT", lambda base: f"{parts_url(upload)}/{n}",
                                           f"upload {path.name} part {n}/{upload.count}", content=body, headers=headers)
             except BaseException:
                 failed.set()
@@ -427,7 +388,7 @@ class FalApi:
             base = self.hosts.cdn or str(data.get("base_url") or "").rstrip("/")
             if not base:
                 raise FalError("storage token: fal named no upload host; set LTXFLOW_FAL_CDN_URL")
-            self._token = (auth, base, _expiry(data.get("expires_at")))
+            self._token = (auth, base, token_expiry(data.get("expires_at")))
             return self._token
 
     def _storage_call(self, method: str, url: Callable[[str], str], what: str, *, headers: dict[str, str],
@@ -508,49 +469,12 @@ class FalApi:
                            f"not JSON: {_short(resp.text)}", status=resp.status_code, transient=True) from None
 
 
-class _FileBody:
-    """A file, or `size` bytes of it from `offset`, streamed as a request body, read again from the
-    start on every try (LoRAs are large)."""
-
-    def __init__(self, path: Path, offset: int = 0, size: int | None = None):
-        self.path, self.offset = path, offset
-        self.size = path.stat().st_size - offset if size is None else size
-
-    def __iter__(self):
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            left = self.size
-            while left > 0 and (block := f.read(min(1 << 20, left))):
-                left -= len(block)
-                yield block
-
-
-def _lifecycle(lifetime_s: int) -> dict[str, str]:
-    """How long fal keeps an upload: fal's client sends both names (the CDN reads the first, the
-    storage API the second)."""
-    value = json.dumps({"expiration_duration_seconds": lifetime_s})
-    return {"X-Fal-Object-Lifecycle": value, "X-Fal-Object-Lifecycle-Preference": value}
-
-
 def _field(data: Any, name: str) -> Any:
     return data.get(name) if isinstance(data, dict) else None
 
 
 def _http_url(value: Any) -> bool:
     return isinstance(value, str) and origin(value) is not None
-
-
-def upload_id_ok(value: Any) -> bool:
-    """Whether a multipart upload id is one to put in a URL path (it is quoted there)."""
-    return isinstance(value, str) and 0 < len(value) <= 1024 and value.isprintable()
-
-
-def etag_ok(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= 1024 and value.isprintable()
-
-
-def _parts_url(upload: Multipart) -> str:
-    return f"{upload.access_url}/multipart/{quote(upload.upload_id, safe='')}"
 
 
 class _Retry(Exception):
@@ -596,18 +520,6 @@ def _retry_after(value: str | None) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
-
-
-def _expiry(value: Any) -> float:
-    """A token's expiry as a Unix time (fal sends ISO 8601); unknown: ten minutes from now."""
-    from datetime import datetime
-
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    return time.time() + 600
 
 
 def _origin_text(url: str) -> str:

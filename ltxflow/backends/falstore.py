@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
-from ltxflow.backends.falapi import Multipart, etag_ok, upload_id_ok
+from ltxflow.backends.falparts import Multipart, etag_ok, upload_id_ok
 from ltxflow.files import read_json, write_json_atomic
 from ltxflow.media.probe import file_digest
 
