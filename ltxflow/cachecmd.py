@@ -37,10 +37,12 @@ def _looks_like_project(f: Path) -> bool:
     return isinstance(data, dict) and "scenes" in data and "version" in data
 
 
-def referenced_keys(paths: list[Path], allow_outside_paths: bool = False) -> tuple[set[str], list[Path], list[str]]:
+def referenced_keys(paths: list[Path], allow_outside_paths: bool = False,
+                    cache: Cache | None = None) -> tuple[set[str], list[Path], list[str]]:
     """Chunk keys of every project under `paths`, for every backend (a project built with
     --backend fal keeps its paid entries). Returns (keys, projects read, problems): a file that
-    looks like a project but cannot be read is a problem (its entries cannot be told apart)."""
+    looks like a project but cannot be read is a problem (its entries cannot be told apart).
+    `cache`: its decoded songs and music analyses are read (never written), not made again."""
     from ltxflow.plan.planner import build_plan
     from ltxflow.project.resolve import open_project
 
@@ -48,7 +50,9 @@ def referenced_keys(paths: list[Path], allow_outside_paths: bool = False) -> tup
     read, problems = [], []
     for f in project_files(paths):
         try:
-            rp = open_project(f, allow_outside_paths=allow_outside_paths)
+            rp = open_project(f, allow_outside_paths=allow_outside_paths, keep=False,
+                              audio_store=cache.decoded_audio if cache else None,
+                              music_store=cache.music if cache else None)
         except ProjectError as exc:
             if _looks_like_project(f):
                 problems.append(f"{f}: {exc.diagnostics[0] if exc.diagnostics else 'invalid'}")
@@ -60,7 +64,7 @@ def referenced_keys(paths: list[Path], allow_outside_paths: bool = False) -> tup
 
 
 def entry_size(entry: Entry) -> int:
-    return _tree_size(entry.dir)
+    return tree_size(entry.dir)
 
 
 def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_paths: bool = False,
@@ -72,7 +76,7 @@ def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_pat
     remove anything while a project under `paths` cannot be read, unless `force`; refuses a cache
     root that is a link or another user's (CacheRefused)."""
     check_cache_root(cache.root, links=False)
-    keys, read, problems = referenced_keys(paths, allow_outside_paths)
+    keys, read, problems = referenced_keys(paths, allow_outside_paths, cache)
     if not read:
         raise LtxflowError("cache gc: no valid project under " + ", ".join(map(str, paths))
                            + "; refusing to remove every entry")
@@ -90,7 +94,7 @@ def gc(cache: Cache, paths: list[Path], dry_run: bool = False, allow_outside_pat
              + EndsStore(cache.root / "report" / "ends").unused(clips))
     listed = set(found)
     stale = [p for p in dict.fromkeys(found) if listed.isdisjoint(p.parents)]
-    freed = sum(entry_size(e) for e in gone) + sum(_tree_size(p) for p in stale)
+    freed = sum(entry_size(e) for e in gone) + sum(tree_size(p) for p in stale)
     if not dry_run:
         for e in gone:
             cache.remove(e.key)
@@ -118,7 +122,7 @@ def invalid_files(cache: Cache) -> list[Path]:
     return out
 
 
-def _tree_size(p: Path) -> int:
+def tree_size(p: Path) -> int:
     """Bytes of the files in `p` (a file, a folder, a link: as itself), following no link."""
     try:
         st = os.lstat(p)

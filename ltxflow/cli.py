@@ -103,6 +103,28 @@ def _parser() -> argparse.ArgumentParser:
                    help="write the HTML here (default: <video>.report.html beside the project's output); "
                         "the contact sheet goes beside it as <name>.contact.png")
 
+    p = sub.add_parser("export", help="write the build as a timeline for an editor (OTIO, FCP 7 XML, EDL)",
+                       description=(
+        "Write the project's timeline from the plan and what the cache holds, without rendering: one clip "
+        "per chunk at its plan frames, crossfades as dissolves, scene and seam markers, the song on an "
+        "audio track, at the project's fps. Chunks not in the cache are gaps (a warning says how many). "
+        "Needs the export extra: pip install 'ltxflow[export]'. Exit 0 written (also when part is not "
+        "built), 1 nothing is built yet, 2 invalid project or arguments, or the extra missing."))
+    _project_args(p)
+    p.add_argument("--format", type=_export_format, choices=("otio", "xml", "edl"), default=None,
+                   help="otio (OpenTimelineIO: DaVinci Resolve, Kdenlive, ...), xml (Final Cut Pro 7 XML: "
+                        "Premiere Pro, DaVinci Resolve; not Final Cut Pro X's .fcpxml) or edl (CMX 3600: one "
+                        "video track, markers as comments, crossfades as cuts); default: by -o's suffix, else otio")
+    p.add_argument("-o", "--output", type=Path, metavar="FILE",
+                   help="write it here (default: beside the project's video, <video>.otio/.xml/.edl); the "
+                        "clips and the song are copied into <FILE's name>-media/ beside it")
+    p.add_argument("--in-place", action="store_true",
+                   help="point at the clips in the cache and the song where it is instead of copying them "
+                        "(the export then breaks when `ltxflow cache gc` removes them)")
+    p.add_argument("--backend", choices=list(BACKENDS), help="the backend the chunks were built with "
+                                                            "(default: the project's)")
+    _cache_dir_arg(p)
+
     p = sub.add_parser("cache", help="list or clean the chunk cache",
                        description="Inspect (ls) or clean (gc) the content-addressed chunk cache.")
     csub = p.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -139,6 +161,58 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the project file's JSON Schema",
                    description="Print the JSON Schema of the project file format (for editors).")
+
+    p = sub.add_parser("init", help="start a project from a song: one scene per section of the music", description=(
+        "Analyse the song and write DIR/<name>.yaml: one scene per section of the song (cut on bar lines where "
+        "the sound changes, lettered by likeness: A, B, A...; intro and outro only for a quiet first or last "
+        "section), times in bars with the seconds in comments, a placeholder prompt per scene and a comment "
+        "above each key; the song is copied into DIR/media and the JSON Schema written beside the project for "
+        "editors. The project validates and builds as written. Exit 0, or 2 when a file exists (--force) or "
+        "the song cannot be read."))
+    p.add_argument("dir", type=Path, help="the project folder (made if missing)")
+    p.add_argument("--audio", type=Path, required=True, metavar="SONG", help="the song (wav, mp3, flac, ogg, m4a)")
+    p.add_argument("--backend", choices=[n for n, s in BACKENDS.items() if s.in_project], default="preview",
+                   help="the project's backend (default preview)")
+    p.add_argument("--fps", default="24", help="frames per second: a number or a ratio such as 24000/1001 (default 24)")
+    p.add_argument("--resolution", default="1280x704", help="WxH with even sides, a preset or auto (default 1280x704)")
+    p.add_argument("--name", help="the project's name and file name (default: from the song's file name)")
+    p.add_argument("--link", action="store_true", help="hard-link the song into DIR/media instead of copying it "
+                                                       "(one file system)")
+    p.add_argument("--force", action="store_true", help="replace the project file (and a different song of "
+                                                        "that name in DIR/media)")
+    p.add_argument("--max-sections", type=_positive, default=12, help="at most this many scenes (default 12)")
+    p.add_argument("--min-bars", type=_positive, default=4, help="bars a section has at least (default 4)")
+
+    p = sub.add_parser("music", help="print a song's tempo, bars, sections and quiet gaps", description=(
+        "Print what the music analysis finds in a song: tempo, every bar's start time, the sections "
+        "(as init cuts them) and the quiet gaps, to write scene times by hand. Given a project file, its "
+        "song with the project's music: settings (bar 1 where the project puts it) and its cache."))
+    p.add_argument("song", type=Path, help="a song, or a project file")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p.add_argument("--beats-per-bar", type=_positive, help="beats in a bar (default 4, or the project's)")
+    p.add_argument("--first-bar", type=_positive, metavar="BEAT",
+                   help="the beat (1-based) bar 1 starts on (default: found, or the project's)")
+    p.add_argument("--allow-outside-paths", action="store_true", help="a project's song may lie outside its folder")
+
+    p = sub.add_parser("doctor", help="check what a build needs here: ffmpeg, packages, keys, weights, GPUs", description=(
+        "Check what builds need on this machine: ffmpeg and its version, PyAV, librosa, a Chromium for reports, "
+        "each backend (fal: a key, accepted by fal with --online; local: ltx-pipelines and the weights, which "
+        "are missing), the GPUs seen, Ray, and the cache (its size; with a project, what `cache gc` would "
+        "free). Exit 0 when the chosen backend can run, else 1 with what to do for each problem."))
+    p.add_argument("project", nargs="?", type=Path, help="a project file: its backend, weights and cache")
+    p.add_argument("--backend", choices=list(BACKENDS), help="the backend to check for (default: the project's, "
+                                                            "else preview)")
+    p.add_argument("--online", action="store_true", help="ask fal whether it accepts the key (a storage token: free)")
+    p.add_argument("--models", type=Path, metavar="DIR", help="backend local: the weights folder to check "
+                                                             "(default: LTXFLOW_LTX_MODELS, else the project's models:)")
+    p.add_argument("--json", action="store_true", help="the checks as JSON")
+
+    p = sub.add_parser("completion", help="print the shell completion script (bash, zsh, fish)", description=(
+        "Print a completion script for the shell, made from ltxflow's own argument parser (shtab). "
+        "bash: `eval \"$(ltxflow completion bash)\"` in ~/.bashrc; zsh: `ltxflow completion zsh > "
+        "~/.zfunc/_ltxflow` with ~/.zfunc on fpath before compinit; fish: `ltxflow completion fish > "
+        "~/.config/fish/completions/ltxflow.fish`."))
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell")
     return parser
 
 
@@ -157,6 +231,14 @@ def _positive(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return n
+
+
+def _export_format(text: str) -> str:
+    if text.lower() == "fcpxml":
+        raise argparse.ArgumentTypeError(
+            "fcpxml (Final Cut Pro X's format) is not written: OpenTimelineIO's adapter for it loses crossfades "
+            "and NTSC rates. Use xml (Final Cut Pro 7 XML: Premiere Pro, DaVinci Resolve) or otio")
+    return text.lower()
 
 
 def _scene_list(text: str) -> list[str]:
@@ -378,6 +460,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from ltxflow.export import ExportOptions, export
+
+    result = export(Path(args.project), ExportOptions(
+        format=args.format, output=args.output, in_place=args.in_place, backend=args.backend,
+        cache_dir=args.cache_dir, allow_outside_paths=args.allow_outside_paths))
+    _warn(list(result.notes))
+    media = f"; clips and song in {result.media}" if result.media else "; clips referenced in the cache"
+    print(f"{result.built} of {result.chunks} chunks, {result.crossfades} crossfades, {result.markers} markers"
+          f"{media}", file=sys.stderr)
+    print(result.output)
+    return EXIT_OK
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from ltxflow.cachecmd import entry_size, gc, project_files
     from ltxflow.execute.cache import Cache, default_cache_dir
@@ -445,6 +541,53 @@ def cmd_fake_fal(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from ltxflow.execute.cache import Cache, check_cache_root, default_cache_dir
+    from ltxflow.scaffold import InitOptions, init_project
+
+    cache = Cache(default_cache_dir(args.dir))
+    check_cache_root(cache.root)
+    opts = InitOptions(backend=args.backend, fps=args.fps, resolution=args.resolution, name=args.name,
+                       link=args.link, force=args.force, min_bars=args.min_bars, max_sections=args.max_sections)
+    made = init_project(args.dir, args.audio, opts, cache.decoded_audio, cache.music)
+    labels = " ".join(s.role or s.label for s in made.sections)
+    print(printable(f"{made.project}: {len(made.sections)} scenes ({labels}); write their prompts, then "
+                    f"`ltxflow plan {made.project}`"), file=sys.stderr)
+    print(printable(str(made.project)))
+    return EXIT_OK
+
+
+def cmd_music(args: argparse.Namespace) -> int:
+    from ltxflow.musiccmd import music_json, music_text, song_music
+
+    m = song_music(args.song, beats_per_bar=args.beats_per_bar, first_bar=args.first_bar,
+                   allow_outside_paths=args.allow_outside_paths)
+    if args.json:
+        print(json.dumps(music_json(m), indent=2))
+    else:
+        sys.stdout.write(music_text(m))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ltxflow.doctor import diagnose, report_text
+
+    report = diagnose(args.backend, args.project, online=args.online, models=args.models)
+    if args.json:
+        print(json.dumps({"backend": report.backend, "ready": not report.problems,
+                          "checks": [c.to_json() for c in report.checks]}, indent=2))
+    else:
+        sys.stdout.write(printable(report_text(report)))
+    return EXIT_FAILED if report.problems else EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    sys.stdout.write(shtab.complete(_parser(), shell=args.shell))
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     from ltxflow.schema import schema_text
 
@@ -453,7 +596,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "build": cmd_build, "report": cmd_report, "cache": cmd_cache,
-            "cancel": cmd_cancel, "fake-fal": cmd_fake_fal, "schema": cmd_schema}
+            "export": cmd_export,
+            "cancel": cmd_cancel, "fake-fal": cmd_fake_fal, "schema": cmd_schema,
+            "init": cmd_init, "music": cmd_music, "doctor": cmd_doctor, "completion": cmd_completion}
 
 
 def _annotate(args: argparse.Namespace, message: str) -> None:

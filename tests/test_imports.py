@@ -8,7 +8,7 @@ import sys
 
 from conftest import DEMO, REPO
 
-HEAVY = ("torch", "librosa", "moviepy")
+HEAVY = ("torch", "librosa", "moviepy", "opentimelineio")
 
 # A finder at the front of sys.meta_path sees every import attempt, so the check holds whether or
 # not the heavy packages are installed; it records and refuses them.

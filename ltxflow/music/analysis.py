@@ -129,6 +129,16 @@ def mono_samples(track: AudioTrack):
     return (pcm.astype(np.float32).mean(axis=1) / 32768.0).astype(np.float32)
 
 
+def analysed_samples(track: AudioTrack):
+    """The track as the analysis reads it: mono float32 at RATE (imports librosa to resample)."""
+    y = mono_samples(track)
+    if track.sample_rate != RATE and len(y):
+        import librosa
+
+        y = librosa.resample(y, orig_sr=track.sample_rate, target_sr=RATE, res_type="soxr_hq")
+    return y
+
+
 @functools.lru_cache(maxsize=4)
 def compute(track: AudioTrack) -> Analysis:
     """The analysis itself (memoised per process: a plan resolved twice analyses once)."""
@@ -137,9 +147,7 @@ def compute(track: AudioTrack) -> Analysis:
 
     from ltxflow.music.beats import track as track_beats
 
-    y = mono_samples(track)
-    if track.sample_rate != RATE and len(y):
-        y = librosa.resample(y, orig_sr=track.sample_rate, target_sr=RATE, res_type="soxr_hq")
+    y = analysed_samples(track)
     duration = float(track.duration)
     if len(y) < 4 * HOP or not np.any(y):
         return Analysis(track.digest, duration, 0.0, (), (), RATE / HOP, (), ((0.0, duration),) if duration else ())

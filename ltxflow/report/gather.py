@@ -143,7 +143,7 @@ def gather(plan: Plan, cache: Cache, fmt: Format, video: Path | None,
         entry, problem = cache.lookup(c.key)
         clip = None
         if entry is not None:
-            clip = (clips or {}).get(c.id) or _clip_of(entry, c, names.get(c.id) or variant_name(c, fmt))
+            clip = (clips or {}).get(c.id) or clip_of(entry, c, names.get(c.id) or variant_name(c, fmt))
         row, ends = _row(c, entry, problem, status.status == "cached", status.reasons, clip, store)
         if ends is not None:
             read, kept = read + ends.read, kept + (not ends.read)
@@ -192,7 +192,7 @@ def _seam(plan: Plan, before: Chunk, a: Ends | None, after: Chunk, b: Ends | Non
                 describe_music(plan, after.start_frame))
 
 
-def _clip_of(entry: Entry, chunk: Chunk, variant: str) -> Path | None:
+def clip_of(entry: Entry, chunk: Chunk, variant: str) -> Path | None:
     """The entry's clip in the wanted variant, else any variant keeping the chunk's frames."""
     if entry.clip(variant).is_file():
         return entry.clip(variant)
