@@ -7,6 +7,7 @@ only for the backends that need it: exit 0 when the chosen backend can run."""
 from __future__ import annotations
 
 import importlib
+import json
 import importlib.util
 import os
 import shutil
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 from ltxflow.registry import BACKENDS
 
@@ -66,7 +67,7 @@ def diagnose(backend: str | None = None, project: Path | None = None, *, online:
     checks += [Check("backend preview", True, "draws an animatic on the CPU: needs no key, GPU or network",
                      needs=("preview",)), _fal(env, online)]
     checks += _local(env, models, rp)
-    checks += [_gpus(env), _ray(env), *_cache(env, project)]
+    checks += [_gpus(env), _ray(env, online, rp), *_cache(env, project)]
     return Report(backend, tuple(checks))
 
 
@@ -228,13 +229,68 @@ def _gpus(env: Mapping[str, str]) -> Check:
     return Check("GPUs", None, f"{len(lines)}: " + "; ".join(ln.split(" (UUID")[0] for ln in lines) + using)
 
 
-def _ray(env: Mapping[str, str]) -> Check:
-    """Whether Ray can be imported (not imported here) and the cluster address configured."""
-    address = env.get("LTXFLOW_RAY_ADDRESS")
-    where = f"LTXFLOW_RAY_ADDRESS={address}" if address else "LTXFLOW_RAY_ADDRESS not set"
+# Run in a child process: ray.init changes signal handlers and starts threads doctor has no use for.
+_RAY_PROBE = """import json, sys
+import ray
+ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+         configure_logging=False)
+total = ray.cluster_resources()
+print(json.dumps({"nodes": sum(1 for n in ray.nodes() if n.get("Alive")), "gpus": int(total.get("GPU", 0)),
+                  "cpus": int(total.get("CPU", 0))}))
+ray.shutdown()
+"""
+RAY_PROBE_S = 90  # joining a cluster that is not there takes Ray about a minute to give up
+
+
+def _ray(env: Mapping[str, str], online: bool, rp: Any) -> Check:
+    """Ray: installed or not (never imported here), the address a build would use (--ray aside:
+    LTXFLOW_RAY_ADDRESS, else the project's `ray.address`) and, with --online, whether that
+    cluster answers and what it has. A configured address Ray cannot serve is a problem for every
+    backend (the build would stop before its first chunk)."""
+    project_address = rp.loaded.project.ray.address if rp is not None else None
+    address = env.get("LTXFLOW_RAY_ADDRESS") or project_address
+    where = (f"LTXFLOW_RAY_ADDRESS={address}" if env.get("LTXFLOW_RAY_ADDRESS") else
+             f"the project's ray.address {address}" if address else "no cluster configured (builds render here)")
     if importlib.util.find_spec("ray") is None:
-        return Check("Ray", None, f"not installed (pip install ray to render on a cluster); {where}")
-    return Check("Ray", None, f"importable; {where}")
+        if address:
+            return Check("Ray", False, f"not installed; {where}", "pip install 'ltxflow[ray]'")
+        return Check("Ray", None, f"not installed (pip install 'ltxflow[ray]' to render on a cluster); {where}")
+    if not address or address == "local":
+        extra = "; `local` starts a private cluster for each build" if address else ""
+        return Check("Ray", None, f"installed; {where}{extra}")
+    if not online:
+        return Check("Ray", None, f"installed; {where} (not joined: --online checks it answers)")
+    refused = _port_refused(address)
+    if refused:  # Ray itself takes a minute to give up on a port nothing listens on
+        return Check("Ray", False, f"{where}: cannot join the cluster: {refused}",
+                     "start it (`ray start --head`) or fix the address")
+    try:
+        r = subprocess.run([sys.executable, "-c", _RAY_PROBE, address], capture_output=True, text=True,
+                           timeout=RAY_PROBE_S, env=dict(env))
+        found = json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 and r.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        found, r = None, None
+    if not isinstance(found, dict):
+        why = (r.stderr.strip().splitlines() or ["no answer"])[-1][:300] if r is not None else f"no answer in {RAY_PROBE_S} s"
+        return Check("Ray", False, f"{where}: cannot join the cluster: {why}",
+                     "start it (`ray start --head`), fix the address, or for a remote cluster set RAY_AUTH_TOKEN")
+    return Check("Ray", True, f"{where}: joined: {found.get('nodes')} nodes, {found.get('gpus')} GPUs, "
+                              f"{found.get('cpus')} CPUs")
+
+
+def _port_refused(address: str) -> str | None:
+    """Why nothing answers at a `host:port` or `ray://host:port` address (None: something does, or
+    the address is another form, e.g. `auto`)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return None
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+            return None
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
 
 
 def _cache(env: Mapping[str, str], project: Path | None) -> list[Check]:

@@ -120,6 +120,30 @@ def test_ray_and_cache_are_reported(tmp_path, project_dir):
     assert "cache" in checks and "ray" not in sys.modules
 
 
+def test_a_ray_address_nothing_answers_is_a_problem_online(tmp_path, project_dir):
+    """The cluster a build would join, from the project's `ray:` section: not joined offline; with
+    --online a port nothing listens on is a problem for every backend (the build would stop)."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    project = project_dir.write(f"""
+        version: 1
+        audio: media/song.wav
+        ray: {{address: "127.0.0.1:{port}"}}
+        scenes:
+          - id: a
+            prompt: "a wave"
+        """)
+    code, checks, _ = doctor(project, cwd=tmp_path)
+    assert code == 0 and checks["Ray"]["ok"] is None and "--online" in checks["Ray"]["detail"]
+    assert f"the project's ray.address 127.0.0.1:{port}" in checks["Ray"]["detail"]
+    code, checks, _ = doctor(project, "--online", cwd=tmp_path)
+    assert code == 1 and checks["Ray"]["ok"] is False and "refused" in checks["Ray"]["detail"].lower()
+    assert "ray start --head" in checks["Ray"]["fix"]
+
+
 def test_text_output_says_what_to_do(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ltxflow", "doctor", "--backend", "fal"], capture_output=True,
                        text=True, cwd=tmp_path, env={k: v for k, v in os.environ.items() if not k.startswith("FAL_")})
