@@ -263,15 +263,44 @@ class LocalBackend(Backend):
                "end_image": str(end) if end else None, "end_strength": v.get("end_image_strength", 1.0),
                "audio": str(stereo_wav(request.audio, workdir)) if request.audio else None,
                "loras": [(str(lo.path), lo.scale) for lo in request.loras], "out": str(out)}
-        handle = self._acquire()
-        try:
-            handle.conn.send(job)
-            answer = self._receive(handle, f"rendering {request.chunk_id}")
-        finally:
-            self._release(handle)
+        answer, gpu = self._run(job, request.chunk_id)
         if not answer.get("ok"):
             raise BackendError(f"{request.chunk_id}: {answer.get('message')}")
-        return RenderResult(out, request.seed, 0.0, {"device": answer.get("device"), "gpu": handle.gpu,
+        return RenderResult(out, request.seed, 0.0, {"device": answer.get("device"), "gpu": gpu,
                                                      "seconds": answer.get("seconds"),
                                                      "model_builds": answer.get("builds"),
                                                      "transformer_dtypes": answer.get("transformer_dtypes")})
+
+    def _run(self, job: dict[str, Any], chunk_id: str) -> tuple[dict[str, Any], str | None]:
+        """The worker's answer to a job, and the GPU it ran on: one of this machine's worker processes."""
+        handle = self._acquire()
+        try:
+            handle.conn.send(job)
+            answer = self._receive(handle, f"rendering {chunk_id}")
+        finally:
+            self._release(handle)
+        return answer, handle.gpu
+
+
+class LocalInProcess(LocalBackend):
+    """Backend local's Worker in this very process, on the device it was given (a Ray actor's GPU:
+    ltxflow/cluster/actor.py): the same job and answer as a worker process, without one."""
+
+    def __init__(self, models: Path | None, kinds_needed: set[str], *, fp8: bool = False):
+        super().__init__(models, kinds_needed, fp8=fp8)
+        self.max_concurrency = 1
+        self.worker: Any = None
+
+    def _run(self, job: dict[str, Any], chunk_id: str) -> tuple[dict[str, Any], str | None]:
+        from ltxflow.backends.ltxworker import Worker, answer, env_max_transformers
+
+        if self.worker is None:  # built once, kept between jobs: the point of a long-lived actor
+            os.environ.setdefault("TQDM_DISABLE", "1")
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+            self.worker = Worker({k: str(v) for k, v in self.weights.items()}, None, self.fp8, env_max_transformers())
+        return answer(self.worker, job), os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.drop_models()
+            self.worker = None

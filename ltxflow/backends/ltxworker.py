@@ -228,19 +228,28 @@ def serve(conn, weights: dict[str, str], device: str | None, fp8: bool, max_tran
         job = conn.recv()
         if job is None:
             return
-        try:
-            if fault and fault.startswith("oom@") and fault[4:] in job["prompt"]:
-                fault = None
-                raise worker.torch.OutOfMemoryError("CUDA out of memory (injected)")
-            conn.send(worker.render(job))
-        except worker.torch.OutOfMemoryError as exc:
-            worker.drop_models()
-            conn.send({"ok": False, "kind": "oom", "message": f"out of memory on {worker.device}: "
-                                                              f"{str(exc).splitlines()[0]}; {OOM_ADVICE}"})
-        except Exception as exc:  # noqa: BLE001 - one job failed; the worker serves the next
-            tail = traceback.format_exc().strip().splitlines()[-3:]
-            conn.send({"ok": False, "kind": "error", "message": f"{type(exc).__name__}: {exc}",
-                       "trace": " | ".join(tail)})
+        oom = bool(fault and fault.startswith("oom@") and fault[4:] in job["prompt"])
+        if oom:
+            fault = None
+        conn.send(answer(worker, job, inject_oom=oom))
+
+
+def answer(worker: Worker, job: dict[str, Any], inject_oom: bool = False) -> dict[str, Any]:
+    """One job's answer (a dict with `ok`): what every host of a Worker sends back, the worker
+    process above and a Ray actor alike. Out of memory drops the built models; any other error
+    fails the job alone, and the worker serves the next."""
+    try:
+        if inject_oom:
+            raise worker.torch.OutOfMemoryError("CUDA out of memory (injected)")
+        return worker.render(job)
+    except worker.torch.OutOfMemoryError as exc:
+        worker.drop_models()
+        return {"ok": False, "kind": "oom", "message": f"out of memory on {worker.device}: "
+                                                      f"{str(exc).splitlines()[0]}; {OOM_ADVICE}"}
+    except Exception as exc:  # noqa: BLE001 - one job failed; the worker serves the next
+        tail = traceback.format_exc().strip().splitlines()[-3:]
+        return {"ok": False, "kind": "error", "message": f"{type(exc).__name__}: {exc}",
+                "trace": " | ".join(tail)}
 
 
 def env_max_transformers() -> int:
