@@ -85,3 +85,4 @@ bench: $(TESTS)
 	$(BIN)/python -m pip install --quiet 'moviepy>=2,<3'
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/firsthour.py --baseline $(BENCH_BASELINE)
+	$(BIN)/python bench/ray_scheduler.py

@@ -16,7 +16,9 @@ from typing import Any
 from ltxflow import __version__, crossfades, timeline
 from ltxflow.backends import make_backend
 from ltxflow.backends.base import Backend, BackendContext
+from ltxflow.cluster import ray_settings
 from ltxflow.errors import BuildArgumentError, Interrupted, LtxflowError, StitchFailed
+from ltxflow.registry import BACKENDS
 from ltxflow.execute.cache import Cache, check_cache_root, default_cache_dir, read_output_stamp, write_json_atomic
 from ltxflow.execute.chunkwork import ChunkResult, ChunkWork, clip_format, variant_name, variant_namer
 from ltxflow.execute.executor import Cancelled, Outcome, run_dag
@@ -49,6 +51,8 @@ class BuildOptions:
     max_cost: float | None = None  # USD; None: the project's max_cost, if any
     models: Path | None = None  # backend local's weights; None: LTXFLOW_LTX_MODELS, else the project's
     stale: dict[str, str] | None = None  # why the no-op check fell through (uptodate.check), for the log
+    ray: str | None = None  # a Ray cluster's address (--ray); None: LTXFLOW_RAY_ADDRESS, the project's ray:, or none
+    ray_shared: Path | None = None  # a folder the cluster's nodes share (--ray-shared); None: the project's, or none
 
 
 @dataclass
@@ -249,10 +253,22 @@ class Build:
         self.fmt = clip_format(rp, container)
         _writable_folder(out.parent, f"the output's folder ({out})")
         find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
+        self.ray = None if self.backend is not None else ray_settings(opts.ray, opts.ray_shared,
+                                                                       rp.loaded.project.ray, self.project.parent)
+        if self.ray is not None and BACKENDS[rp.backend].journals:
+            raise BuildArgumentError(f"--ray {self.ray.address}: backend {rp.backend} renders on its own servers "
+                                     "(its requests are journalled in this machine's cache); Ray spreads the "
+                                     "backends that render here: preview, test, local. Drop --ray (and "
+                                     "LTXFLOW_RAY_ADDRESS, the project's ray.address) for this build")
         if self.backend is None:
-            self.backend = make_backend(rp.backend, BackendContext(
-                cache.root, self.project, self.reporter.event, self.stop, models=models, fp8=rp.fp8,
-                needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes)))
+            ctx = BackendContext(cache.root, self.project, self.reporter.event, self.stop, models=models, fp8=rp.fp8,
+                                 needs=frozenset((s.endpoint.mode, s.endpoint.family) for s in rp.scenes))
+            if self.ray is None:
+                self.backend = make_backend(rp.backend, ctx)
+            else:  # Ray is imported here only: chunks render in its actors (ltxflow/cluster/pool.py)
+                from ltxflow.cluster.pool import RayBackend
+
+                self.backend = RayBackend(rp.backend, ctx, self.ray)
         self.keyframes = crossfades.chunk_keyframes(plan, self.fmt)  # where crossfade seams cut each chunk's clip
 
     def budget(self) -> None:
@@ -300,6 +316,8 @@ class Build:
         group, jobs = None, opts.jobs
         if backend.keeps_models:
             group, jobs = (lambda n: _model_set(plan.chunk(n))), min(opts.jobs, backend.max_concurrency)
+        if self.ray is not None:  # one thread per actor: the order chosen here is the order the cluster runs
+            jobs = backend.max_concurrency
         t_chunks = time.monotonic()
         try:
             outcomes = run_dag(sel.needed, plan.parents, self._one, jobs, on_failure=self._failed, stop=self.stop,

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=list(BACKENDS), help="override the project's backend")
     p.add_argument("--explain", action="store_true", help="say why each chunk that must render must render")
     _cache_dir_arg(p)
+    p.add_argument("--ray", metavar="ADDRESS", help="show the Ray cluster at ADDRESS (local, auto, host:6379, "
+                                                   "ray://host:10001) and how the chains spread over its workers")
 
     p = sub.add_parser("build", help="render the chunks that are not cached and stitch the video", description=(
         "Render every chunk of the plan that is not cached, in dependency order and in parallel where "
@@ -83,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, default=3, help="retries of a transient backend error (default 3)")
     p.add_argument("--models", type=Path, metavar="DIR",
                    help="backend local: the folder of LTX-2.3 weights (overrides LTXFLOW_LTX_MODELS and models:)")
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="render the chunks on a Ray cluster: local (a private one for this build), auto (the one "
+                        "running here), host:6379 or ray://host:10001 (overrides LTXFLOW_RAY_ADDRESS and ray:)")
+    p.add_argument("--ray-shared", type=Path, metavar="DIR",
+                   help="with --ray: a folder every node mounts; clips come back through it, not the object store")
     p.add_argument("--max-cost", type=_usd, metavar="USD",
                    help="refuse to start when the chunks to render now would cost more (overrides max_cost)")
     _log_format_arg(p, "text", "json", "github",
@@ -317,18 +324,48 @@ def cmd_plan(args: argparse.Namespace) -> int:
             in_flight = frozenset(backend.in_flight())
     statuses = chunk_statuses(plan, cache, load_index(cache, rp.loaded.path), variant_namer(plan, fmt),
                               in_flight=in_flight)
+    cluster = _cluster_spread(args, plan) if args.ray else None
     if args.format == "json":
-        print(json.dumps(plan_json(plan, statuses), indent=2))
+        print(json.dumps({**plan_json(plan, statuses), **({"cluster": cluster} if cluster else {})}, indent=2))
     elif args.format == "markdown":
         sys.stdout.write(plan_markdown(plan, statuses))
     else:
         print(printable(plan_table(plan, statuses, explain=args.explain)))
+        if cluster:
+            spread = (f"{cluster['actors']} actors for backend {rp.backend}: {len(plan.chunks)} chunks in "
+                      f"{cluster['chunk_times']} chunk-times (longest chain {plan.longest_chain})"
+                      if cluster["actors"] else cluster["no_actors"])
+            print(f"ray {cluster['address']}: {cluster['nodes']} nodes, {cluster['gpus']} GPUs, {cluster['cpus']} CPUs; "
+                  f"{spread}")
     if os.environ.get("GITHUB_STEP_SUMMARY") or os.environ.get("GITHUB_OUTPUT"):
         totals = plan_json(plan, statuses)["totals"]
         outputs = github.output_lines({k: totals[k] for k in ("cost_now_usd", "to_render")})
         _warn([github.append("GITHUB_STEP_SUMMARY", plan_markdown(plan, statuses) + "\n"),
                github.append("GITHUB_OUTPUT", outputs)])
     return EXIT_OK
+
+
+def _cluster_spread(args: argparse.Namespace, plan) -> dict:
+    """`plan --ray`: the cluster's nodes, GPUs and CPUs, the actors a build would run and the
+    chunk-times its chains take on them (one unit per chunk, the build's order)."""
+    from ltxflow.cluster import ray_settings
+    from ltxflow.cluster.pool import actor_count, cluster_info, connect, no_actor_reason
+    from ltxflow.plan.spread import makespan
+
+    rp = plan.project
+    settings = ray_settings(args.ray, None, rp.loaded.project.ray, Path(args.project).parent)
+    ray, started = connect(settings.address)
+    try:
+        info = cluster_info(ray)
+    finally:
+        if started:
+            ray.shutdown()
+    actors = actor_count(rp.backend, info, settings)
+    if actors < 1:  # a build would stop with this line (RayBackend)
+        return {"address": settings.address, **info, "actors": 0, "chunk_times": None,
+                "no_actors": no_actor_reason(rp.backend, info, settings)}
+    order = [c.id for c in plan.chunks]
+    return {"address": settings.address, **info, "actors": actors, "chunk_times": makespan(order, plan.parents, actors)}
 
 
 def _up_to_date(args: argparse.Namespace) -> bool:
@@ -410,7 +447,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                         time_range=parse_range(args.time_range) if args.time_range else None,
                         cache_dir=args.cache_dir, output=args.output, allow_outside_paths=args.allow_outside_paths,
                         retries=args.retries, max_cost=args.max_cost, models=args.models,
-                        stale=getattr(args, "stale", None) or None)
+                        stale=getattr(args, "stale", None) or None, ray=args.ray, ray_shared=args.ray_shared)
     reporter, record = build_reporter(args.log_format, args.quiet, args.project)
     with _stop_signals() as received:
         try:

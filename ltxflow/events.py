@@ -53,13 +53,12 @@ EVENTS: dict[str, tuple[Fields, Fields]] = {
     "fal_retry": ({"what": (str,), "attempt": (int,), "delay_s": NUM, "error": (str,)}, {}),
     "worker_started": ({"gpu": OPT_STR, "device": (str,), "visible": OPT_STR, "pid": (int,)}, {}),
     # a build on a Ray cluster (--ray): the cluster it got, where each chunk ran (node and actor ids),
-    # a chunk sent again because its actor or node died under it, the private cluster shut down
+    # a chunk sent again because its actor or node died under it
     "cluster_ready": ({"address": (str,), "nodes": (int,), "gpus": (int,), "cpus": (int,), "actors": (int,)},
                       {"shared": OPT_STR}),
     "chunk_placed": ({"chunk": (str,), "node": (str,), "actor": (str,)},
                      {"host": (str,), "gpus": (list,), "requeued": (int,)}),
     "chunk_requeued": ({"chunk": (str,), "attempt": (int,), "error": (str,)}, {}),
-    "cluster_closed": ({"seconds": NUM}, {}),
 }
 
 

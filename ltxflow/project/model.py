@@ -229,6 +229,19 @@ class FalOptions(_Frozen):
                                                    "unreleased music; uploaded media still expire on their own")
 
 
+class RayOptions(_Frozen):
+    """Rendering on a Ray cluster (`ltxflow build --ray`, LTXFLOW_RAY_ADDRESS override `address`).
+    Not part of a chunk's key: where a chunk renders does not change what it is."""
+
+    address: str | None = Field(None, min_length=1, description="local (a private cluster for the build), auto "
+                                                                "(the one running here), host:6379 or ray://host:10001")
+    shared: str | None = Field(None, min_length=1, description="a folder every node and this machine mount: clips "
+                                                               "come back through it instead of Ray's object store")
+    actors: int | None = Field(None, ge=1, description="how many actors render; default one per GPU (backend "
+                                                       "local) or one per cpus_per_actor CPUs")
+    cpus_per_actor: float = Field(1.0, gt=0, description="CPUs each preview or test actor reserves")
+
+
 class Project(_Frozen):
     """An ltxflow project file."""
 
@@ -259,6 +272,7 @@ class Project(_Frozen):
     max_cost: float | None = Field(None, gt=0, description="refuse a build whose chunks to render now would cost "
                                                           "more than this many USD (hosted backends; --max-cost overrides)")
     fal: FalOptions = Field(default_factory=FalOptions, description="backend fal: how fal treats the requests")
+    ray: RayOptions = Field(default_factory=RayOptions, description="where chunks render on a Ray cluster")
     defaults: SceneParams = Field(default_factory=SceneParams)
     scenes: list[Scene] = Field(min_length=1)
 
