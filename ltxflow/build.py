@@ -253,6 +253,7 @@ class Build:
         self.fmt = clip_format(rp, container)
         _writable_folder(out.parent, f"the output's folder ({out})")
         find_ffmpeg()  # no working ffmpeg: exit 3 now, not a failure of every chunk
+        self.keyframes = crossfades.chunk_keyframes(plan, self.fmt)  # where crossfade seams cut each chunk's clip
         self.ray = None if self.backend is not None else ray_settings(opts.ray, opts.ray_shared,
                                                                        rp.loaded.project.ray, self.project.parent)
         if self.ray is not None and BACKENDS[rp.backend].journals:
@@ -269,7 +270,6 @@ class Build:
                 from ltxflow.cluster.pool import RayBackend
 
                 self.backend = RayBackend(rp.backend, ctx, self.ray)
-        self.keyframes = crossfades.chunk_keyframes(plan, self.fmt)  # where crossfade seams cut each chunk's clip
 
     def budget(self) -> None:
         plan, rp, opts, backend, keyframes = self.plan, self.rp, self.opts, self.backend, self.keyframes

@@ -243,6 +243,33 @@ def test_plan_and_build_say_when_no_actor_can_run(cluster, tmp_path):
         run(project, "cache", ray=cluster.address)
 
 
+@pytest.mark.parametrize("backend, actors, cpus_per_actor, expected", [
+    ("local", None, 1.0, 2), ("local", 1, 1.0, 1), ("local", 8, 1.0, 2), ("preview", None, 1.0, 4),
+    ("preview", 8, 1.0, 4), ("preview", 8, 2.0, 2), ("test", 3, 1.0, 3),
+])
+def test_actor_count_never_exceeds_what_the_cluster_holds(backend, actors, cpus_per_actor, expected):
+    """An actor Ray cannot place waits forever, and the build's preflight with it: `ray: actors`
+    above the cluster's GPUs (local) or CPUs (preview, test) is cut down to what fits."""
+    from ltxflow.cluster import RaySettings
+    from ltxflow.cluster.pool import actor_count
+
+    info = {"nodes": 3, "gpus": 2, "cpus": 4}
+    assert actor_count(backend, info, RaySettings("auto", actors=actors, cpus_per_actor=cpus_per_actor)) == expected
+
+
+def test_a_transient_error_in_an_actor_is_retried_by_the_build(cluster, tmp_path, monkeypatch):
+    """The backend's BackendError crosses the actor boundary with its `transient` flag: the build
+    retries the chunk (chunk_retry) and finishes; a lasting failure fails its chunk alone."""
+    monkeypatch.setenv("LTXFLOW_TEST_BACKEND", "transient=intro.0:1,fail=outro.0")
+    project = make_project(tmp_path, extra="ray: {actors: 1}")
+    result, rep = run(project, "cache", backend="test", ray=cluster.address, backoff_s=0.01)
+    assert [e["chunk"] for e in rep.of("chunk_retry")] == ["intro.0"], rep.all
+    assert "simulated transient failure" in rep.of("chunk_retry")[0]["error"]
+    assert result.outcomes["intro.0"].state == "ok"
+    assert result.outcomes["outro.0"].state == "failed" and "simulated failure" in result.outcomes["outro.0"].error
+    assert not rep.of("chunk_requeued")  # an error raised by the backend is not an actor's death
+
+
 @pytest.mark.parametrize("chains, workers, expected", [
     ([4], 1, 4), ([4], 3, 4), ([2, 2, 2, 2], 2, 4), ([5, 1, 1, 1], 2, 5), ([3, 3, 1, 1], 2, 4), ([1] * 7, 3, 3),
 ])

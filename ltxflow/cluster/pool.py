@@ -32,7 +32,11 @@ from ltxflow.registry import BACKENDS
 MAX_ACTOR_DEATHS = 2  # actors that died under one chunk before it fails (the chunk is the likely cause)
 MAX_UNAVAILABLE = 60  # calls refused by a restarting actor before the chunk fails (RESTART_WAIT_S apart)
 RESTART_WAIT_S = 0.5
+# The driver's settings an actor renders with. Paths of this machine (LTXFLOW_FFMPEG, the cache,
+# LTXFLOW_GPUS) stay here: a node has its own, and Ray gives each actor its GPU.
+ACTOR_ENV = ("LTXFLOW_TEST_BACKEND", "LTXFLOW_LOCAL_FAULT", "LTXFLOW_LTX_MAX_TRANSFORMERS")
 POLL_S = 0.2  # how often a waiting call looks at the build's stop event
+CLOSE_WAIT_S = 5.0  # how long close() waits for the actors to remove their scratch folders
 
 
 def _first_line(exc: BaseException) -> str:
@@ -72,11 +76,10 @@ def cluster_info(ray: Any) -> dict[str, Any]:
 def actor_count(backend: str, info: dict[str, Any], settings: RaySettings) -> int:
     """How many actors a build runs: `actors` when given, else one per GPU for a backend that
     reads weights (local), one per `cpus_per_actor` CPUs for the others."""
-    if settings.actors:
-        return settings.actors
-    if BACKENDS[backend].weights:
-        return info["gpus"]
-    return int(info["cpus"] // settings.cpus_per_actor)
+    fits = info["gpus"] if BACKENDS[backend].weights else int(info["cpus"] // settings.cpus_per_actor)
+    # Never more than the cluster holds: an actor Ray cannot place waits forever, and the build
+    # (its preflight waits for every actor) with it.
+    return min(settings.actors, fits) if settings.actors else fits
 
 
 def no_actor_reason(backend: str, info: dict[str, Any], settings: RaySettings) -> str:
@@ -103,27 +106,35 @@ class RayBackend(Backend):
         inner = backend_class(name)
         self.name, self.keeps_models, self.draws = name, inner.keeps_models, inner.draws
         self.settings, self.stop, self.emit = settings, ctx.stop, ctx.emit
+        if settings.shared is not None:
+            settings.shared.mkdir(parents=True, exist_ok=True)
+        self.slots: list[_Slot] = []
         self.ray, self.started = connect(settings.address)
+        try:  # the build closes a backend it got: one that fails to start closes itself
+            self._start(name, ctx, settings)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, name: str, ctx: BackendContext, settings: RaySettings) -> None:
         self.ex = self.ray.exceptions
         info = cluster_info(self.ray)
         n = actor_count(name, info, settings)
         gpu = BACKENDS[name].weights
         if n < 1:
-            self.close()
             raise BackendUnavailable(f"--ray {settings.address}: {no_actor_reason(name, info, settings)}")
         options = {"num_gpus": 1, "num_cpus": 0} if gpu else {"num_cpus": settings.cpus_per_actor}
         # num_cpus=0 on GPU actors: one that holds a CPU for its life starves plain tasks on a node
         # with as many CPUs as GPUs.
         cls = self.ray.remote(ChunkActor).options(max_restarts=-1, max_task_retries=0, scheduling_strategy="SPREAD",
                                                   **options)
-        env = {k: v for k, v in os.environ.items() if k.startswith("LTXFLOW_")}
+        env = {k: v for k, v in os.environ.items() if k in ACTOR_ENV}
         from ltxflow.backends.local import job_kind
 
         kinds = sorted({job_kind(mode, family) for mode, family in ctx.needs})
-        if settings.shared is not None:
-            settings.shared.mkdir(parents=True, exist_ok=True)
-        self.slots = [_Slot(cls.remote(name, env, str(ctx.models) if ctx.models else None, kinds, ctx.fp8,
-                                       str(settings.shared) if settings.shared else None)) for _ in range(n)]
+        for _ in range(n):
+            self.slots.append(_Slot(cls.remote(name, env, str(ctx.models) if ctx.models else None, kinds, ctx.fp8,
+                                               str(settings.shared) if settings.shared else None)))
         self.max_concurrency = n
         self.cond = threading.Condition()
         self.sent: dict[tuple[str, int, int], tuple[str, Any]] = {}  # (path, size, mtime) -> (digest, object ref)
@@ -132,8 +143,27 @@ class RayBackend(Backend):
                   cpus=info["cpus"], actors=n, shared=str(settings.shared) if settings.shared else None)
 
     def preflight(self) -> None:
-        """Every actor checks its node can render (backend local: ltx-pipelines and the weights there)."""
-        self._get_all([s.handle.preflight.remote() for s in self.slots], "starting")
+        """Every actor checks its node can render (backend local: ltx-pipelines and the weights there).
+        An actor that dies meanwhile (its node lost) is restarted by Ray and asked again."""
+        refs = [s.handle.preflight.remote() for s in self.slots]
+        for slot, ref in zip(self.slots, refs):
+            deaths = unavailable = 0
+            while True:
+                try:
+                    self._wait(ref, "starting")
+                    break
+                except (self.ex.RayActorError, self.ex.ActorUnavailableError) as exc:
+                    if isinstance(exc, self.ex.ActorUnavailableError):
+                        unavailable += 1
+                    else:
+                        deaths += 1
+                    if deaths >= MAX_ACTOR_DEATHS or unavailable > MAX_UNAVAILABLE:
+                        lines = str(exc).strip().splitlines() or [type(exc).__name__]
+                        last = f" ... {lines[-1][:300]}" if len(lines) > 1 else ""
+                        raise BackendUnavailable(f"--ray {self.settings.address}: a Ray actor could not start: "
+                                                 f"{_first_line(exc)}{last}") from None
+                    self.stop.wait(RESTART_WAIT_S)
+                    ref = slot.handle.preflight.remote()
 
     def render(self, request: ChunkRequest, workdir: Path) -> RenderResult:
         out = self._call("render", request)
@@ -141,6 +171,9 @@ class RayBackend(Backend):
             data = out["data"]
         else:
             shared = Path(out["path"])
+            if self.settings.shared is None or shared.parent != self.settings.shared:
+                raise BackendError(f"{request.chunk_id}: actor {out['actor']} answered with a clip outside the "
+                                   f"shared folder ({shared})")
             data = shared.read_bytes()
             shared.unlink(missing_ok=True)
         if hashlib.sha256(data).hexdigest() != out["sha256"]:
@@ -159,16 +192,16 @@ class RayBackend(Backend):
             out = self.drawn.get(memo)
         if out is None:  # a build reads a chunk's drawn frames twice (colour statistics, then the clip)
             out = self._call("draw", request)
+            digest = hashlib.sha256()
+            for blob in out["frames"]:
+                digest.update(blob)
+            if digest.hexdigest() != out["sha256"]:  # not kept: the retry draws them again
+                raise BackendError(f"{request.chunk_id}: the frames from actor {out['actor']} do not match their "
+                                   "digest", transient=True)
             with self.cond:
                 self.drawn[memo] = out
                 while len(self.drawn) > 2 * self.max_concurrency:
                     self.drawn.pop(next(iter(self.drawn)))
-        digest = hashlib.sha256()
-        for blob in out["frames"]:
-            digest.update(blob)
-        if digest.hexdigest() != out["sha256"]:
-            raise BackendError(f"{request.chunk_id}: the frames from actor {out['actor']} do not match their "
-                               "digest", transient=True)
         import zlib
 
         for blob in out["frames"]:
@@ -249,9 +282,6 @@ class RayBackend(Backend):
                 ray.cancel(ref)
                 raise Stopped(f"{what}: stopped")
 
-    def _get_all(self, refs: list[Any], what: str) -> list[Any]:
-        return [self._wait(ref, what) for ref in refs]
-
     def _files(self, request: ChunkRequest) -> dict[str, tuple[str, Any]]:
         """The request's files as (digest, object ref), each put in the object store once per build."""
         out = {}
@@ -269,13 +299,22 @@ class RayBackend(Backend):
         return out
 
     def close(self) -> None:
-        """Kill the actors (their GPUs freed at once), then shut Ray down when this build started it."""
-        for slot in getattr(self, "slots", []):
+        """Kill the actors (their GPUs freed at once), then shut Ray down when this build started it.
+        After a build that was not stopped, the actors first remove their scratch folders (the
+        inputs they kept), for a few seconds at most."""
+        slots = self.slots
+        if slots and not self.stop.is_set():
+            try:
+                self.ray.wait([s.handle.close.remote() for s in slots], num_returns=len(slots), timeout=CLOSE_WAIT_S)
+            except Exception:  # noqa: BLE001 - the actors are killed below whatever happened
+                pass
+        for slot in slots:
             try:
                 self.ray.kill(slot.handle, no_restart=True)
             except Exception:  # noqa: BLE001 - already gone, or the cluster is
                 pass
         self.slots = []
+        self.sent, self.drawn = {}, {}  # their object refs die with the cluster's connection
         if self.started and self.ray.is_initialized():  # after build_done: nothing more is emitted
             self.ray.shutdown()
             self.started = False
