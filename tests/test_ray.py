@@ -182,6 +182,23 @@ def test_ctrl_c_cancels_the_calls_and_leaves_no_actor(cluster, tmp_path, monkeyp
     assert all_free(ray)
 
 
+def test_an_actor_removes_the_scratch_of_actors_that_died(tmp_path):
+    """An actor killed while busy leaves its scratch folder (its inputs, LoRAs included); the next
+    actor on the node removes those whose process is gone, and no other."""
+    from ltxflow.cluster.actor import SCRATCH, sweep_scratch
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{SCRATCH}{dead.pid}-abc"
+    live = tmp_path / f"{SCRATCH}{os.getpid()}-def"
+    other = tmp_path / "ltxflow-actor-notapid-x"
+    for d in (stale, live, other):
+        (d / "chunk-1").mkdir(parents=True)
+        (d / "chunk-1" / "lora.safetensors").write_bytes(b"x" * 1000)
+    assert sweep_scratch(tmp_path) == [stale]
+    assert not stale.exists() and live.is_dir() and other.is_dir()
+
+
 def test_a_normal_build_and_plan_never_import_ray(tmp_path):
     project = make_project(tmp_path)
     code = ("import sys; from ltxflow.cli import main; "

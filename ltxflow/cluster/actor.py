@@ -26,6 +26,28 @@ def request_files(request: ChunkRequest) -> list[Path]:
             if p is not None]
 
 
+SCRATCH = "ltxflow-actor-"  # an actor's scratch folder: ltxflow-actor-<pid>-<random>
+
+
+def sweep_scratch(folder: Path) -> list[Path]:
+    """Remove the scratch folders of actors whose process is gone (an actor killed while busy
+    never gets to remove its own, and it holds the inputs it received, LoRAs included). A folder
+    whose process id is alive again is left: better a stale folder than a live actor's."""
+    gone = []
+    for d in folder.glob(f"{SCRATCH}*-*"):
+        pid = d.name[len(SCRATCH):].split("-", 1)[0]
+        if not pid.isdigit() or d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+        except PermissionError:
+            continue
+    return gone
+
+
 class ChunkActor:
     """Renders chunks with backend `backend`, built once here and kept (backend local: its Worker,
     with its models, in this process, on the GPU Ray gave the actor). `env`: the driver's LTXFLOW_*
@@ -35,7 +57,8 @@ class ChunkActor:
     def __init__(self, backend: str, env: dict[str, str], models: str | None, kinds: list[str], fp8: bool,
                  shared: str | None):
         os.environ.update(env)
-        self.scratch = Path(tempfile.mkdtemp(prefix="ltxflow-actor-"))
+        sweep_scratch(Path(tempfile.gettempdir()))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH}{os.getpid()}-"))
         self.shared = Path(shared) if shared else None
         self.files: dict[str, Path] = {}  # digest -> the input file here
         if backend == "local":
