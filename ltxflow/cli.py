@@ -121,7 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--format", type=_export_format, choices=("otio", "xml", "edl"), default=None,
                    help="otio (OpenTimelineIO: DaVinci Resolve, Kdenlive, ...), xml (Final Cut Pro 7 XML: "
                         "Premiere Pro, DaVinci Resolve; not Final Cut Pro X's .fcpxml) or edl (CMX 3600: one "
-                        "video track, markers as comments, crossfades as cuts); default: by -o's suffix, else otio")
+                        "video track, markers as comments, crossfades as cuts with --in-place); default: by -o's suffix, "
+                        "else otio")
     p.add_argument("-o", "--output", type=Path, metavar="FILE",
                    help="write it here (default: beside the project's video, <video>.otio/.xml/.edl); the "
                         "clips and the song are copied into <FILE's name>-media/ beside it")

@@ -50,6 +50,15 @@ def windows(plan, built: list[str]) -> dict[str, tuple[int, int]]:
     return {pieces[w.index][0]: (w.before, w.after) for w in seams.windows}
 
 
+def handles(plan, built: list[str]) -> dict[str, tuple[int, int]]:
+    """Each built chunk's (head, tail): the frames its dissolves read before its first frame (the
+    crossfade into it: its window's before) and past its last (the one out of it: its after)."""
+    into = windows(plan, built)
+    order = [c.id for c in plan.chunks if c.id in built]
+    out_of = {a: into[b][1] for a, b in zip(order, order[1:]) if b in into}
+    return {c: (into.get(c, (0, 0))[0], out_of.get(c, 0)) for c in order}
+
+
 def frames(t) -> int:
     return round(t.to_frames())
 
@@ -59,18 +68,25 @@ def video_items(timeline) -> list:
     return list(track)
 
 
-def check_video(timeline, plan, built: list[str], rate: float, transitions: bool = True, whole: bool = True) -> None:
+def check_video(timeline, plan, built: list[str], rate: float, transitions: bool = True, whole: bool = True,
+                held: bool = True) -> None:
     """Clips at their plan frames (source range and record position), gaps for the rest,
     dissolves with the plan's windows, the whole as long as the video (unless not `whole`: an
-    EDL has no event after its last clip, so a gap at the end is not there)."""
+    EDL has no event after its last clip, so a gap at the end is not there). With `held` each
+    clip's media has its handles around its frames and its source range starts after its head."""
     clips = {c.name: c for c in timeline.find_clips() if c.parent().kind == otio.schema.TrackKind.Video}
     assert sorted(clips) == sorted(built)
+    pads = handles(plan, built)
     for chunk in plan.chunks:
         if chunk.id not in built:
             continue
         clip = clips[chunk.id]
+        head, tail = pads[chunk.id] if held else (0, 0)
         assert abs(clip.source_range.duration.rate - rate) < 1e-3
-        assert (frames(clip.source_range.start_time), frames(clip.source_range.duration)) == (0, chunk.kept_frames)
+        assert (frames(clip.source_range.start_time), frames(clip.source_range.duration)) == (head, chunk.kept_frames)
+        available = clip.media_reference.available_range  # an EDL does not state it
+        assert available is None or (frames(available.start_time), frames(available.duration)) == (
+            0, head + chunk.kept_frames + tail)
         placed = clip.range_in_parent()
         assert (frames(placed.start_time), frames(placed.duration)) == (chunk.start_frame, chunk.kept_frames)
     seen = {}
@@ -97,15 +113,121 @@ def check_markers(markers, plan) -> None:
     assert got == sorted(want)
 
 
-def check_edl_markers(edl, plan) -> None:
-    """LOC comments: each marker by name (the EDL upper-cases it) at its frame, on the clip it starts in."""
-    got = sorted((m.name.split(" (")[0].lower(), frames(c.range_in_parent().start_time) + frames(m.marked_range.start_time))
-                 for c in edl.find_clips() for m in c.markers)
-    built = {c.name for c in edl.find_clips()}
+def check_edl_video(edl, plan, built: list[str], rate: float) -> None:
+    """A CMX 3600 dissolve starts where its outgoing clip's event ends and reads the incoming
+    clip's source from before its first frame, which the held copies have: read back, the
+    dissolve is (0, before + after) and the clip after it starts `before` frames ahead of its
+    seam at source frame 0 (its head less the window's before), and runs to the next dissolve.
+    Each clip's own first frame is still at its plan frame; the whole ends with the last clip."""
+    into = windows(plan, built)
+    order = [c for c in plan.chunks if c.id in built]
+    items = video_items(edl)
+    seen = {items[k + 1].name: (frames(i.in_offset), frames(i.out_offset))
+            for k, i in enumerate(items) if isinstance(i, otio.schema.Transition)}
+    assert seen == {c: (0, b + a) for c, (b, a) in into.items()}
+    clips = {c.name: c for c in edl.find_clips()}
+    assert sorted(clips) == sorted(built)
+    pads = handles(plan, built)
+    for k, chunk in enumerate(order):
+        clip = clips[chunk.id]
+        before = into.get(chunk.id, (0, 0))[0]
+        next_before = into.get(order[k + 1].id, (0, 0))[0] if k + 1 < len(order) else 0
+        assert abs(clip.source_range.duration.rate - rate) < 1e-3
+        start = frames(clip.source_range.start_time)
+        assert start == pads[chunk.id][0] - before == 0
+        placed = clip.range_in_parent()
+        assert frames(placed.start_time) == chunk.start_frame - before
+        assert frames(placed.duration) == chunk.kept_frames + before - next_before
+    assert frames(edl.duration()) == order[-1].end_frame
+
+
+def check_edl_markers(edl, plan, dissolves: bool = True) -> None:
+    """LOC comments: each marker by name (the EDL upper-cases it) at its frame, on the clip it
+    starts in (its source time, the clip's source start on its record start). A dissolve's event
+    repeats the outgoing clip's comments, LOCs too: read back, they are on the clip after it as
+    well, in the outgoing clip's source time, which is checked too."""
+    clips = list(edl.find_clips())
+    built = {c.name for c in clips}
     want = [(s.id, s.start_frame) for s in plan.project.scenes]
     want += [(f"{a.id} | {b.id}", b.start_frame) for a, b in zip(plan.chunks, plan.chunks[1:])]
     starts = {c.start_frame: c.id for c in plan.chunks}
-    assert got == sorted(w for w in want if starts[w[1]] in built)
+    home = {c.id: [] for c in plan.chunks}
+    for name, frame in sorted(want):
+        if starts[frame] in built:
+            home[starts[frame]].append((name, frame))
+
+    def own(clip) -> list:  # (name, timeline frame) of its markers, in its source time
+        at = frames(clip.range_in_parent().start_time) - frames(clip.source_range.start_time)
+        return sorted((m.name.split(" (")[0].lower(), at + frames(m.marked_range.start_time)) for m in clip.markers)
+
+    items = video_items(edl)
+    for k, clip in enumerate(items):
+        if not isinstance(clip, otio.schema.Clip):
+            continue
+        got = own(clip)
+        if k and isinstance(items[k - 1], otio.schema.Transition):
+            assert dissolves
+            prev = items[k - 2]  # its markers repeated, in its source time
+            shift = frames(prev.range_in_parent().start_time) - frames(clip.range_in_parent().start_time)
+            for name, frame in home[prev.name]:
+                got.remove((name, frame - shift))  # ValueError: not repeated
+        assert got == home[clip.name], clip.name
+
+
+def url_path(url: str) -> Path:
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(url).path))
+
+
+def media_path(clip) -> Path:
+    return url_path(clip.media_reference.target_url)
+
+
+def check_held_media(timeline, plan, sources: dict[str, Path]) -> None:
+    """Each clip's file has its head, its frames and its tail (demuxed); decoded, each held frame
+    is its clip's first or last frame (`sources`: chunk -> the clip in the cache), encoded again:
+    nearer to that frame than to the one next to it, and the frames between are the clip's."""
+    import numpy as np
+
+    from ltxflow.media.frames import decode_rgb, video_info
+
+    def diff(a, b) -> float:
+        return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+    pads = handles(plan, list(sources))
+    for clip in timeline.video_tracks()[0].find_clips():
+        chunk = plan.chunk(clip.name)
+        head, tail = pads[chunk.id]
+        path = media_path(clip)
+        assert video_info(path).frames == head + chunk.kept_frames + tail, path.name
+        if not head and not tail:
+            continue
+        got, src = list(decode_rgb(path)), list(decode_rgb(sources[chunk.id]))
+        assert len(got) == head + len(src) + tail and len(src) == chunk.kept_frames
+        for k, frame in enumerate(src):
+            assert diff(got[head + k], frame) < 1.5, (path.name, k)
+        ends = [(got[:head], src[0], src[1]), (got[head + len(src):], src[-1], src[-2])]
+        for held, end, beside in ends:
+            for frame in held:
+                assert diff(frame, end) < min(1.5, diff(frame, beside)), path.name
+
+
+def check_fcp_xml(path: Path, media: Path) -> None:
+    """Every clip item's in and out lie within its file (none negative: the dissolves read held
+    frames), and each file is one of the export's copies."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    files = {f.get("id"): (url_path(f.findtext("pathurl")), int(f.findtext("duration")))
+             for f in root.iter("file") if f.findtext("pathurl")}  # a file's later mentions are by id only
+    clips = [(item, files[item.find("file").get("id")]) for item in root.iter("clipitem")
+             if item.find("file") is not None]
+    videos = [(item, file) for item, file in clips if file[0].suffix == ".mp4"]
+    assert videos and {file[0].parent for _, file in videos} == {media}
+    for item, (file, duration) in clips:
+        cut = int(item.findtext("in")), int(item.findtext("out"))
+        assert 0 <= cut[0] < cut[1] <= duration, (file.name, cut, duration)
 
 
 @pytest.mark.parametrize("fps", ["24", "25", "24000/1001"])
@@ -129,6 +251,11 @@ def test_exports_read_back_equal_the_plan(tmp_path, fps):
     song_frames = int(Fraction(round(3.0 * 16000)) * Fraction(fps) / 16000)
     assert frames(song.source_range.duration) == min(plan.project.total_frames, song_frames)
     assert Path(song.media_reference.target_url.removeprefix("file://")).name == "master-song.wav"
+    # the copies hold the frames the dissolves read: the cache's clips (an in-place export's) do not
+    export(project, "--in-place", "-o", str(tmp_path / "here.otio"))
+    here = otio.adapters.read_from_file(str(tmp_path / "here.otio"))
+    check_video(here, plan, built, rate, held=False)
+    check_held_media(timeline, plan, {c.name: media_path(c) for c in here.video_tracks()[0].find_clips()})
 
     # Final Cut Pro 7 XML, read back through its adapter: clips, dissolves, sequence markers.
     export(project, "--format", "xml")
@@ -136,12 +263,13 @@ def test_exports_read_back_equal_the_plan(tmp_path, fps):
     check_video(xml, plan, built, rate)
     check_markers(xml.tracks.markers, plan)
     assert len(xml.audio_tracks()) == 1
+    check_fcp_xml(tmp_path / "out" / "video.xml", tmp_path / "out" / "video-media")
 
-    # CMX 3600: one video track; crossfades are cuts, and the markers LOC comments on the clips.
+    # CMX 3600: one video track; dissolves from the held copies, and the markers LOC comments on the clips.
     r = export(project, "-o", str(tmp_path / "cut.edl"))
-    assert "crossfades" in r.stderr
+    assert "warning" not in r.stderr
     edl = otio.adapters.read_from_file(str(tmp_path / "cut.edl"), adapter_name="cmx_3600", rate=rate)
-    check_video(edl, plan, built, rate, transitions=False)
+    check_edl_video(edl, plan, built, rate)
     check_edl_markers(edl, plan)
 
 
@@ -163,7 +291,7 @@ def test_partial_build_exports_what_it_built(tmp_path):
 
     export(project, "--format", "edl")
     edl = otio.adapters.read_from_file(str(tmp_path / "out" / "video.edl"), adapter_name="cmx_3600", rate=24)
-    check_video(edl, plan, built, 24.0, transitions=False, whole=False)  # it ends at the last clip built
+    check_edl_video(edl, plan, built, 24.0)  # it ends at the last clip built
     check_edl_markers(edl, plan)
 
 
@@ -182,28 +310,67 @@ def test_in_place_references_the_cache_and_copies_have_readable_names(tmp_path):
     project = crossfade_project(tmp_path, "24")
     ltx("build", str(project), "-q", cwd=tmp_path, check=True)
     plan = plan_of(project)
+    built = [c.id for c in plan.chunks]
     cache = (tmp_path / "cache").resolve()
 
-    export(project, "--in-place", "-o", str(tmp_path / "here.otio"))
+    r = export(project, "--in-place", "-o", str(tmp_path / "here.otio"))
+    assert "with --in-place the clips have no frames past their ends" in r.stderr
     assert not (tmp_path / "here-media").exists()
     timeline = otio.adapters.read_from_file(str(tmp_path / "here.otio"))
+    check_video(timeline, plan, built, 24.0, held=False)  # the cache's clips: no handles
     for clip in timeline.video_tracks()[0].find_clips():
         path = Path(clip.media_reference.target_url.removeprefix("file://"))
         assert path.is_file() and path.is_relative_to(cache), path
     (song,) = timeline.audio_tracks()[0].find_clips()
     assert song.media_reference.target_url == (tmp_path / "media" / "song.wav").absolute().as_uri()
+    # an EDL of them has cuts: its source timecode cannot go before a clip's first frame
+    r = export(project, "--in-place", "-o", str(tmp_path / "here.edl"))
+    assert "the EDL has cuts where the video has 3 crossfades" in r.stderr
+    edl = otio.adapters.read_from_file(str(tmp_path / "here.edl"), adapter_name="cmx_3600", rate=24)
+    check_video(edl, plan, built, 24.0, transitions=False, held=False)
+    check_edl_markers(edl, plan, dissolves=False)
 
     export(project, "-o", str(tmp_path / "edit" / "cut.otio"))
     media = tmp_path / "edit" / "cut-media"
-    names = [f"{k:03d}-{c.id.replace('.', '-')}.mp4" for k, c in enumerate(plan.chunks, 1)]
-    assert sorted(p.name for p in media.iterdir()) == sorted(names + ["master-song.wav"])
-    assert names[0] == "001-intro-0.mp4"
+    pads = handles(plan, built)
+    names = [f"{k:03d}-{c.id.replace('.', '-')}-held{pads[c.id][0]}-{pads[c.id][1]}.mp4"
+             for k, c in enumerate(plan.chunks, 1)]
+    listed = sorted(p.name for p in media.iterdir())
+    assert [n for n in listed if not n.startswith(".")] == sorted(names + ["master-song.wav"])
+    assert [n for n in listed if n.startswith(".")] == sorted(f".{n}.json" for n in names)  # their signatures
+    assert names[0] == "001-intro-0-held0-2.mp4"  # the crossfade out of it, shortened to 4 frames: 2 past its end
     timeline = otio.adapters.read_from_file(str(tmp_path / "edit" / "cut.otio"))
     for clip, name in zip(timeline.video_tracks()[0].find_clips(), names):
         assert clip.media_reference.target_url == (media / name).as_uri()
     from ltxflow.media.frames import video_info
 
-    assert [video_info(media / n).frames for n in names] == [c.kept_frames for c in plan.chunks]
+    assert [video_info(media / n).frames for n in names] == [sum(pads[c.id]) + c.kept_frames for c in plan.chunks]
+
+    # a later export keeps the copies that are what it would write, and writes again one that is not
+    written = {n: (media / n).stat().st_mtime_ns for n in names}
+    (media / names[1]).write_bytes(b"not the held copy")
+    export(project, "-o", str(tmp_path / "edit" / "cut.otio"))
+    assert {n: (media / n).stat().st_mtime_ns for n in names if n != names[1]} == {
+        n: t for n, t in written.items() if n != names[1]}
+    assert video_info(media / names[1]).frames == sum(pads[plan.chunks[1].id]) + plan.chunks[1].kept_frames
+
+
+def test_held_frames_args():
+    from ltxflow.media.encode import held_frames_args, output_format
+
+    fmt = output_format("mp4", "low")
+    args = held_frames_args("ffmpeg", Path("c/clip.mp4"), Path("m/001.mp4"), Fraction(24000, 1001), fmt.video,
+                            head=3, tail=5)
+    assert args == ["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                    "-protocol_whitelist", "file", "-format_whitelist", "mov,matroska", "-i", "c/clip.mp4",
+                    "-map", "0:v:0", "-an", "-vf", "tpad=start=3:stop=5:start_mode=clone:stop_mode=clone",
+                    "-c:v", "libx264", "-preset", "veryfast", "-crf", "28", "-profile:v", "high", "-pix_fmt", "yuv420p",
+                    "-fps_mode", "passthrough", "-video_track_timescale", "24000", "-movie_timescale", "24000",
+                    "-movflags", "+faststart", "m/001.mp4"]
+    webm = output_format("webm", "low")
+    args = held_frames_args("ffmpeg", Path("clip.webm"), Path("001.webm"), Fraction(25), webm.video, head=0, tail=2)
+    assert args[args.index("-vf") + 1] == "tpad=start=0:stop=2:start_mode=clone:stop_mode=clone"
+    assert args[-len(webm.video) - 3:] == [*webm.video, "-fps_mode", "passthrough", "001.webm"]
 
 
 def test_bad_input_and_nothing_built(tmp_path):

@@ -6,12 +6,15 @@ its adapter plugin (the `export` extra; imported only here, when a command asks)
 .fcpxml is not written: its OTIO adapter drops crossfades and NTSC rates (see the README).
 
 The clips are the normalized clips a build stitches, found as `ltxflow report` finds them
-(report.gather.clip_of); chunks the cache does not hold are gaps."""
+(report.gather.clip_of); chunks the cache does not hold are gaps. A crossfade is a dissolve, which
+reads frames past both ends of its seam: the clips copied into the export's media folder hold
+their first and last frames there, as the stitch's blend does (export.media); with `in_place`
+the cache's clips have none, and the EDL, whose source timecode cannot go before a clip's first
+frame, has cuts instead."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -58,7 +61,7 @@ class ExportOptions:
 class ExportResult:
     output: Path
     format: str
-    media: Path | None  # the folder the clips and the song were copied into; None with in_place
+    media: Path | None  # the folder the clips (with their handles) and the song were copied into; None with in_place
     chunks: int  # in the plan
     built: int  # on the timeline
     crossfades: int  # transitions on the timeline
@@ -104,6 +107,7 @@ def export(project: Path, opts: ExportOptions) -> ExportResult:
     from ltxflow.execute.chunkwork import clip_format
     from ltxflow.execute.prepare import open_plan
     from ltxflow.export.layout import layout, to_otio
+    from ltxflow.export.media import copy_media
     from ltxflow.project.paths import overwrites
     from ltxflow.project.resolve import inputs
 
@@ -129,19 +133,27 @@ def export(project: Path, opts: ExportOptions) -> ExportResult:
     lay = layout(plan, clips)
     audio = rp.audio.path
     if media is not None:
-        clips, audio = _copy_media(plan, clips, audio, media)
+        clips, audio = copy_media(plan, lay, clips, audio, media, clip_format(rp))
+    handles = media is not None  # the copies hold the frames each dissolve reads past its seam; the cache's do not
     edl = name == "edl"
-    timeline = to_otio(otio, plan, lay, clips, audio, markers_on_clips=edl)
+    dissolves = handles or not edl  # an EDL's source timecode cannot go before a clip's first frame
+    timeline = to_otio(otio, plan, lay, clips, audio, handles=handles, dissolves=dissolves, markers_on_clips=edl)
     notes = []
     if lay.missing:
         shown = ", ".join(lay.missing[:5]) + (f" and {len(lay.missing) - 5} more" if len(lay.missing) > 5 else "")
         notes.append(f"{len(lay.missing)} of {len(plan.chunks)} chunks are not built ({shown}): they are gaps "
                      f"in the export; `ltxflow build {project}` renders them")
-    if edl and lay.crossfades:
-        notes.append(f"the EDL has cuts where the video has {lay.crossfades} crossfades (a dissolve in an EDL "
-                     "needs frames before the incoming clip's first); their seams' LOC comments name them")
+    if lay.crossfades and not handles:
+        if edl:
+            notes.append(f"the EDL has cuts where the video has {lay.crossfades} crossfades: with --in-place the "
+                         "clips have no frames past their ends for a dissolve to read (an export without it "
+                         "writes them); their seams' LOC comments name them")
+        else:
+            notes.append(f"with --in-place the clips have no frames past their ends for the {lay.crossfades} "
+                         "dissolves to read: an editor shortens or drops them (an export without --in-place "
+                         "copies the clips with their first and last frames held there)")
     _write(otio, timeline, out, target)
-    return ExportResult(out, name, media, len(plan.chunks), len(clips), 0 if edl else lay.crossfades,
+    return ExportResult(out, name, media, len(plan.chunks), len(clips), lay.crossfades if dissolves else 0,
                         len(lay.marks), tuple(notes))
 
 
@@ -175,39 +187,6 @@ def built_clips(plan: Plan, cache: Cache, fmt: Format) -> dict[str, Path]:
         if clip is not None:
             out[c.id] = clip
     return out
-
-
-def media_name(position: int, chunk_id: str, suffix: str) -> str:
-    """A copied clip's file name: its place in the plan and its chunk ("001-verse-0.mp4" for verse.0)."""
-    return f"{position:03d}-{chunk_id.replace('.', '-')}{suffix}"
-
-
-def _copy_media(plan: Plan, clips: dict[str, Path], audio: Path, folder: Path) -> tuple[dict[str, Path], Path]:
-    """The clips and the song copied into `folder` under readable names (a file already there with
-    the source's size and modification time is kept); returns where they are now."""
-    folder.mkdir(parents=True, exist_ok=True)
-    copied = {}
-    for k, c in enumerate(plan.chunks, 1):
-        if c.id in clips:
-            copied[c.id] = _copy(clips[c.id], folder / media_name(k, c.id, clips[c.id].suffix))
-    return copied, _copy(audio, folder / f"master-{audio.name}")
-
-
-def _copy(src: Path, dest: Path) -> Path:
-    s = src.stat()
-    try:
-        d = os.lstat(dest)
-        if d.st_size == s.st_size and d.st_mtime_ns == s.st_mtime_ns and not dest.is_symlink():
-            return dest
-    except OSError:
-        pass
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dest)  # replaces a link itself, never writes through it
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
 
 
 def _write(otio: Any, timeline: Any, out: Path, target: Target) -> None:

@@ -1,4 +1,5 @@
-"""The export's timeline: a plan and the chunks built -> clips, gaps, crossfades and markers (pure), then as OTIO."""
+"""The export's timeline: a plan and the chunks built -> clips (with the handles their dissolves read), gaps,
+crossfades and markers (pure), then as OTIO."""
 
 from __future__ import annotations
 
@@ -20,13 +21,18 @@ PROMPT_CHARS = 400  # of a scene's prompt in its marker's comment
 class Item:
     """One thing on the video track, in order. A clip (a chunk's normalized clip, whole) or a gap
     (timeline frames nothing built covers) is `frames` long; a crossfade takes no time of its own:
-    it blends the last `before` frames ahead of the seam with the first `after` frames past it."""
+    it blends the last `before` frames ahead of the seam with the first `after` frames past it.
+    So a dissolve reads frames its clips do not keep: `head` before a clip's first (the crossfade
+    into it: its `before`) and `tail` past its last (the crossfade out of it: its `after`), which
+    the stitch holds as the clip's first and last frame (crossfades.Window.sources)."""
 
     kind: str  # "clip" | "gap" | "crossfade"
     frames: int = 0
     chunk: str | None = None  # the clip's chunk; a crossfade's: the chunk after the seam
     before: int = 0
     after: int = 0
+    head: int = 0  # a clip's handles: frames held before its first, for the crossfade into it
+    tail: int = 0  # and past its last, for the crossfade out of it
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ def layout(plan: Plan, built: Collection[str]) -> Layout:
     pieces = [(c.id, Span(c.start_frame, c.end_frame)) for c in plan.chunks if c.id in built]
     seams = crossfades.plan_seams(crossfades.selection_pieces(plan, pieces))
     windows = {pieces[w.index][0]: w for w in seams.windows}
+    tails = {pieces[w.index - 1][0]: w.after for w in seams.windows}
     items: list[Item] = []
     cursor = 0
     for c in plan.chunks:
@@ -73,7 +80,7 @@ def layout(plan: Plan, built: Collection[str]) -> Layout:
         w = windows.get(c.id)
         if w is not None:
             items.append(Item("crossfade", chunk=c.id, before=w.before, after=w.after))
-        items.append(Item("clip", c.kept_frames, c.id))
+        items.append(Item("clip", c.kept_frames, c.id, head=w.before if w else 0, tail=tails.get(c.id, 0)))
     if plan.project.total_frames > cursor:
         _gap(items, plan.project.total_frames - cursor)
     marks = [Mark("scene", s.id, Span(s.start_frame, s.end_frame), _prompt(s.values.get("prompt")))
@@ -114,13 +121,16 @@ def seam_note(prev: Chunk, c: Chunk, window: crossfades.Window | None) -> str:
 COLORS = {"scene": "GREEN", "seam": "RED"}
 
 
-def to_otio(otio: Any, plan: Plan, lay: Layout, clips: Mapping[str, Path], audio: Path | None,
-            *, markers_on_clips: bool = False) -> Any:
+def to_otio(otio: Any, plan: Plan, lay: Layout, clips: Mapping[str, Path], audio: Path | None, *,
+            handles: bool, dissolves: bool = True, markers_on_clips: bool = False) -> Any:
     """`lay` as an OTIO Timeline at the project's fps: a video track of clips (pointing at `clips`,
-    by chunk id), gaps and dissolves; an audio track with the master track `audio` from frame 0;
-    the markers on the timeline's stack, or with `markers_on_clips` on the clip each starts in
-    (CMX 3600 writes clip markers as LOC comments and none else), where crossfades are left out
-    (an EDL dissolve reads frames before the incoming clip's first, which its file does not have)."""
+    by chunk id), gaps and, unless not `dissolves`, a dissolve per crossfade; an audio track with
+    the master track `audio` from frame 0; the markers on the timeline's stack, or with
+    `markers_on_clips` on the clip each starts in (CMX 3600 writes clip markers as LOC comments
+    and none else). With `handles` each clip's file holds its item's head and tail frames around
+    its own: the media's available range is all of them and the clip's source range starts after
+    the head, so a dissolve reads real frames on both sides of its seam; without, the media is
+    the clip's frames alone. Either way each clip takes exactly its plan frames of the timeline."""
     rp = plan.project
     rate = float(rp.fps)
 
@@ -140,16 +150,17 @@ def to_otio(otio: Any, plan: Plan, lay: Layout, clips: Mapping[str, Path], audio
         if item.kind == "gap":
             video.append(otio.schema.Gap(source_range=span(0, item.frames)))
         elif item.kind == "crossfade":
-            if not markers_on_clips:
+            if dissolves:
                 video.append(otio.schema.Transition(
                     name=f"crossfade into {item.chunk}", transition_type=otio.schema.TransitionTypes.SMPTE_Dissolve,
                     in_offset=rt(item.before), out_offset=rt(item.after)))
         else:
             assert item.chunk is not None
             c, path = plan.chunk(item.chunk), clips[item.chunk]
+            head, tail = (item.head, item.tail) if handles else (0, 0)
             ref = otio.schema.ExternalReference(target_url=path.absolute().as_uri(),
-                                                available_range=span(0, item.frames))
-            clip = otio.schema.Clip(name=c.id, media_reference=ref, source_range=span(0, item.frames),
+                                                available_range=span(0, head + item.frames + tail))
+            clip = otio.schema.Clip(name=c.id, media_reference=ref, source_range=span(head, item.frames),
                                     metadata={"ltxflow": _chunk_facts(c)})
             video.append(clip)
             placed.append((cursor, clip))
@@ -166,9 +177,10 @@ def to_otio(otio: Any, plan: Plan, lay: Layout, clips: Mapping[str, Path], audio
             continue
         home = [(start, clip) for start, clip in placed
                 if start <= m.span.start < start + clip.source_range.duration.to_frames()]
-        if home:  # a marker over a gap has no clip to go on
+        if home:  # a marker over a gap has no clip to go on; on a clip it is in the clip's source time
             start, clip = home[0]
-            marker.marked_range = span(m.span.start - start, min(m.span.count, clip.source_range.duration.to_frames()))
+            marker.marked_range = span(round(clip.source_range.start_time.to_frames()) + m.span.start - start,
+                                       min(m.span.count, clip.source_range.duration.to_frames()))
             clip.markers.append(marker)
     return timeline
 

@@ -122,6 +122,26 @@ def keyframe_args(video: Sequence[str], keyframes: Sequence[int]) -> list[str]:
     return args + (["-forced-idr", "1"] if "libx264" in video else [])
 
 
+# A normalized clip read as a file of its own (not through a concat list): its containers only.
+CLIP_FILE_DEMUXERS = "mov,matroska"
+
+
+def held_frames_args(ffmpeg: str, clip: Path, out: Path, fps: Fraction, video: Sequence[str], *,
+                     head: int, tail: int) -> list[str]:
+    """Encode `clip` (a normalized clip at `fps`) into `out` with its first frame held `head`
+    times before it and its last frame held `tail` times after it (the frames a crossfade's
+    window reads past its ends: crossfades.Window.sources), with the clips' `video` settings and
+    (MP4/MOV) their track timescale and an exact edit list, as encode_frames_args writes them."""
+    pad = f"tpad=start={head}:stop={tail}:start_mode=clone:stop_mode=clone"
+    args = _base(ffmpeg) + [*input_args(CLIP_FILE_DEMUXERS), "-i", str(clip), "-map", "0:v:0", "-an",
+                            "-vf", pad, *video, "-fps_mode", "passthrough"]
+    if out.suffix in (".mp4", ".mov"):
+        args += ["-video_track_timescale", str(timescale(fps)), "-movie_timescale", str(timescale(fps))]
+    if out.suffix == ".mp4":
+        args += ["-movflags", "+faststart"]
+    return args + [str(out)]
+
+
 def piece_mux_options(out: Path, fps: Fraction) -> dict[str, str]:
     """Muxer options for a clip cut by packet copy: the clips' track timescale, and (MP4/MOV) an
     exact edit list, as encode_frames_args(exact_duration=True) writes."""
