@@ -288,6 +288,13 @@ def test_partial_build_exports_what_it_built(tmp_path):
     check_video(timeline, plan, built, 24.0)  # gaps where the outro goes; dissolves only between built neighbours
     assert list(timeline.metadata["ltxflow"]["missing"]) == [c.id for c in plan.chunks if c.id not in built]
     check_markers(timeline.tracks.markers, plan)  # the plan's scenes and seams, built or not
+    # A seam the plan crossfades keeps saying so when a chunk beside it is not built.
+    seams = {m.name.split(" (")[0]: m.name for m in timeline.tracks.markers if " | " in m.name}
+    for a, b in zip(plan.chunks, plan.chunks[1:]):
+        name = seams[f"{a.id} | {b.id}"]
+        assert "crossfade" in name, name  # every seam of this project is a crossfade
+        assert name.endswith(", not built)") == (a.id not in built or b.id not in built), name
+    assert any(name.endswith(", not built)") for name in seams.values()), seams
 
     export(project, "--format", "edl")
     edl = otio.adapters.read_from_file(str(tmp_path / "out" / "video.edl"), adapter_name="cmx_3600", rate=24)

@@ -85,10 +85,15 @@ def layout(plan: Plan, built: Collection[str]) -> Layout:
         _gap(items, plan.project.total_frames - cursor)
     marks = [Mark("scene", s.id, Span(s.start_frame, s.end_frame), _prompt(s.values.get("prompt")))
              for s in plan.project.scenes]
+    # The plan's own crossfades, for seams whose two chunks are not both here (a partial build).
+    whole = [(c.id, Span(c.start_frame, c.end_frame)) for c in plan.chunks]
+    planned = {whole[w.index][0]: w for w in crossfades.plan_seams(crossfades.selection_pieces(plan, whole)).windows}
     for prev, c in zip(plan.chunks, plan.chunks[1:]):  # the name says how it joins: the EDL keeps just names
         w = windows.get(c.id)
-        marks.append(Mark("seam", f"{prev.id} | {c.id} ({f'crossfade {w.frames}' if w else 'cut'})",
-                          Span(c.start_frame, c.start_frame), seam_note(prev, c, w)))
+        p = planned.get(c.id) if w is None else None
+        how = f"crossfade {w.frames}" if w else f"crossfade {p.frames}, not built" if p else "cut"
+        note = seam_note(prev, c, w or p) + ("; not in this export: a chunk beside it is not built" if p else "")
+        marks.append(Mark("seam", f"{prev.id} | {c.id} ({how})", Span(c.start_frame, c.start_frame), note))
     return Layout(tuple(items), tuple(marks), tuple(c.id for c in plan.chunks if c.id not in built))
 
 
