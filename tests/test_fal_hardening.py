@@ -204,11 +204,12 @@ def test_a_render_waiting_on_a_failed_one_tries_itself(tmp_path, fake):
     fake.faults.faults.append(Fault.parse("error:boom"))
     fake.paused = True  # the first request waits in the queue until the second render waits too
     outcomes: dict[str, object] = {}
+    request = _request(tmp_path, "f" * 64)  # once: two threads writing its start image raced each other's upload
 
     def render(name: str) -> None:
         (tmp_path / name).mkdir()
         try:
-            outcomes[name] = backend.render(_request(tmp_path, "f" * 64), tmp_path / name)
+            outcomes[name] = backend.render(request, tmp_path / name)
         except Exception as exc:  # noqa: BLE001 - the outcome is what the test compares
             outcomes[name] = exc
 
