@@ -305,7 +305,7 @@ def _cache(env: Mapping[str, str], project: Path | None) -> list[Check]:
         return [Check("cache", False, str(exc), "see the message", needs=(ALL,))]
     size = tree_size(root)
     out = [Check("cache", None, f"{root}: {size / 1e6:.1f} MB" if root.exists() else f"{root}: not made yet")]
-    if project is not None and root.exists():
+    if project is not None and project.is_file() and root.exists():  # no project, nothing to weigh against
         folder = project.resolve().parent
         try:
             gone, stale, freed, problems = gc(Cache(root), [folder], dry_run=True, force=True)

@@ -120,6 +120,23 @@ def test_ray_and_cache_are_reported(tmp_path, project_dir):
     assert "cache" in checks and "ray" not in sys.modules
 
 
+def test_cache_gc_is_weighed_only_against_a_project_that_exists(tmp_path, project_dir):
+    project = project_dir.write("""
+        version: 1
+        audio: media/song.wav
+        chunking: {boundaries: even}
+        scenes:
+          - id: a
+            prompt: "a wave"
+        """)
+    env = {"LTXFLOW_CACHE_DIR": str(tmp_path / "cache")}
+    (tmp_path / "cache").mkdir()
+    _, checks, _ = doctor(project, env=env, cwd=tmp_path)
+    assert "would free 0.0 MB (0 entries" in checks["cache gc"]["detail"], checks["cache gc"]
+    code, checks, _ = doctor(tmp_path / "nowhere.yaml", env=env, cwd=tmp_path)
+    assert code == 1 and checks["project"]["ok"] is False and "cache gc" not in checks, checks
+
+
 def test_a_ray_address_nothing_answers_is_a_problem_online(tmp_path, project_dir):
     """The cluster a build would join, from the project's `ray:` section: not joined offline; with
     --online a port nothing listens on is a problem for every backend (the build would stop)."""
