@@ -337,7 +337,8 @@ def test_in_place_references_the_cache_and_copies_have_readable_names(tmp_path):
     check_video(edl, plan, built, 24.0, transitions=False, held=False)
     check_edl_markers(edl, plan, dissolves=False)
 
-    export(project, "-o", str(tmp_path / "edit" / "cut.otio"))
+    r = export(project, "-o", str(tmp_path / "edit" / "cut.otio"))
+    assert "not in this export" not in r.stderr, r.stderr
     media = tmp_path / "edit" / "cut-media"
     pads = handles(plan, built)
     names = [f"{k:03d}-{c.id.replace('.', '-')}-held{pads[c.id][0]}-{pads[c.id][1]}.mp4"
@@ -360,6 +361,12 @@ def test_in_place_references_the_cache_and_copies_have_readable_names(tmp_path):
     assert {n: (media / n).stat().st_mtime_ns for n in names if n != names[1]} == {
         n: t for n, t in written.items() if n != names[1]}
     assert video_info(media / names[1]).frames == sum(pads[plan.chunks[1].id]) + plan.chunks[1].kept_frames
+
+    # an earlier export's clip no timeline of this one uses is named, and left there
+    (media / "004-outro-0-held3-0.mp4").write_bytes(b"an earlier export's")
+    r = export(project, "-o", str(tmp_path / "edit" / "cut.otio"))
+    assert f"1 file in {media} is not in this export (004-outro-0-held3-0.mp4)" in " ".join(r.stderr.split()), r.stderr
+    assert (media / "004-outro-0-held3-0.mp4").read_bytes() == b"an earlier export's"
 
 
 def test_held_frames_args():

@@ -152,6 +152,8 @@ def export(project: Path, opts: ExportOptions) -> ExportResult:
             notes.append(f"with --in-place the clips have no frames past their ends for the {lay.crossfades} "
                          "dissolves to read: an editor shortens or drops them (an export without --in-place "
                          "copies the clips with their first and last frames held there)")
+    if media is not None:
+        notes += _unused_media(media, {*clips.values(), audio})
     _write(otio, timeline, out, target)
     return ExportResult(out, name, media, len(plan.chunks), len(clips), lay.crossfades if dissolves else 0,
                         len(lay.marks), tuple(notes))
@@ -187,6 +189,20 @@ def built_clips(plan: Plan, cache: Cache, fmt: Format) -> dict[str, Path]:
         if clip is not None:
             out[c.id] = clip
     return out
+
+
+def _unused_media(folder: Path, used: set[Path]) -> list[str]:
+    """A note naming the files in the media folder this export does not use: an earlier export's
+    clips (another build, other crossfades). They are left there, since a timeline written before
+    (in an editor's project, or this folder's other formats) may still point at them."""
+    names = {p.name for p in used}
+    unused = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name not in names)
+    if not unused:
+        return []
+    shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+    return [f"{len(unused)} file{'s' if len(unused) != 1 else ''} in {folder} {'are' if len(unused) != 1 else 'is'} "
+            f"not in this export ({shown}): an earlier export's; remove {'them' if len(unused) != 1 else 'it'} "
+            "once no timeline uses them"]
 
 
 def _write(otio: Any, timeline: Any, out: Path, target: Target) -> None:
