@@ -17,6 +17,21 @@ DEMO = REPO / "projects" / "demo" / "demo.yaml"
 REALMEDIA = Path(__import__("os").environ.get("LTXFLOW_REALMEDIA") or REPO.parent / "shared" / "realmedia")
 
 
+def _hypothesis_profiles() -> None:
+    """The property tests draw the same examples on every run ("repeatable", the default: one CI
+    run cannot fail where the next passes), or new ones with HYPOTHESIS_PROFILE=explore."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile("repeatable", derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("explore", suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
+
+
+_hypothesis_profiles()
+
+
 def realmedia(name: str) -> Path:
     """A file of the real-media corpus. Skips the test when it is absent, or fails it when
     LTXFLOW_REQUIRE_REALMEDIA=1 (CI sets it: the real-material tests never skip quietly there)."""

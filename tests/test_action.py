@@ -38,14 +38,28 @@ def fake():
         yield server
 
 
+def _read(files) -> list[dict]:
+    """The JSON files, skipping one the build removes (or is writing) as it is read."""
+    out = []
+    for p in files:
+        try:
+            out.append(json.loads(p.read_text()))
+        except (FileNotFoundError, ValueError):
+            continue
+    return out
+
+
 def _records(cache: Path) -> dict[str, dict]:
-    return {r["chunk"]: r for r in (json.loads(p.read_text()) for p in cache.glob("chunks/*/*/record.json"))}
+    return {r["chunk"]: r for r in _read(cache.glob("chunks/*/*/record.json"))}
+
+
+def _journal(cache: Path) -> list[dict]:
+    """The requests fal accepted that the journal holds (not intents)."""
+    return [e for e in _read(cache.glob("journal/*.json")) if e.get("state") != "intent"]
 
 
 def _in_queue(cache: Path) -> list[str]:
-    """Chunks whose request fal accepted and the journal holds (not intents)."""
-    entries = (json.loads(p.read_text()) for p in cache.glob("journal/*.json"))
-    return sorted(e["chunk"] for e in entries if e.get("state") != "intent")
+    return sorted(e["chunk"] for e in _journal(cache))
 
 
 def _newest_cache(runner: Runner) -> Path:

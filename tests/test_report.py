@@ -441,7 +441,7 @@ def test_reports_read_only_the_clips_they_have_not_seen(tmp_path):
     b = done["breakdown"]
     assert set(b) == {"plan_s", "chunks_s", "render_s", "normalize_s", "color_s", "stitch_s", "report_s"}
     assert all(v >= 0 for v in b.values()) and b["render_s"] > 0 and b["stitch_s"] > 0 and b["report_s"] > 0
-    assert b["plan_s"] + b["chunks_s"] + b["stitch_s"] + b["report_s"] <= done["seconds"] + 0.002
+    assert b["plan_s"] + b["chunks_s"] + b["stitch_s"] + b["report_s"] <= done["seconds"] + 0.005  # five values rounded to 1 ms
     assert b["render_s"] + b["normalize_s"] + b["color_s"] <= b["chunks_s"] + 0.003
     page_before = read_page(tmp_path / "out" / "video.report.html")[1]
 
