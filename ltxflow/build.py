@@ -302,7 +302,7 @@ class Build:
         self.reporter.event("build_started", project=rp.name, backend=rp.backend, jobs=opts.jobs,
                             chunks=len(sel.needed), to_render=len(self.to_render),
                             cached=len(sel.needed) - len(self.to_render), output=str(self.out),
-                            cost_now_usd=self.cost_now, resuming=len(self.resume),
+                            cost_now_usd=self.cost_now, resuming=len(self.resume), order=list(sel.needed),
                             **({"stale": opts.stale} if opts.stale else {}))
         self.work = ChunkWork(plan, self.cache, backend, fmt, retries=opts.retries, backoff_s=opts.backoff_s,
                               stop=self.stop, emit=self.reporter.event, keyframes=self.keyframes)

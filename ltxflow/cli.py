@@ -396,7 +396,7 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     n = len(chunks)
     backend = args.backend or data.get("backend") or "?"  # the stamp records the backend that built it
     reporter.event("build_started", project=data.get("name"), backend=backend, jobs=args.jobs, chunks=n,
-                   to_render=0, cached=n, output=data["output"], up_to_date=True)
+                   to_render=0, cached=n, output=data["output"], up_to_date=True, order=list(chunks))
     for chunk in chunks:
         reporter.event("chunk_cached", chunk=chunk)
     reporter.event("stitch_done", output=data["output"], skipped=True, frames=None, seconds=0.0)

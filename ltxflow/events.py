@@ -19,7 +19,8 @@ EVENTS: dict[str, tuple[Fields, Fields]] = {
     "build_started": ({"project": OPT_STR, "backend": (str,), "jobs": (int,), "chunks": (int,),
                        "to_render": (int,), "cached": (int,), "output": (str,)},
                       {"cost_now_usd": NUM, "resuming": (int,), "up_to_date": (bool,),
-                       "stale": (dict,)}),  # why a build runs at all: uptodate.check's reason
+                       "stale": (dict,),  # why a build runs at all: uptodate.check's reason
+                       "order": (list,)}),  # the chunks it needs, in plan order
     "chunk_cached": ({"chunk": (str,)}, {}),
     "chunk_started": ({"chunk": (str,)}, {}),
     "chunk_retry": ({"chunk": (str,), "attempt": (int,), "delay_s": NUM, "error": (str,)}, {}),

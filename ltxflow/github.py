@@ -151,6 +151,13 @@ class BuildRecord:
         self.contact_sheet: str | None = None
         self.seams: list[dict[str, Any]] = []  # the weakest chained seams, from report_written
         self.seams_scored = 0
+        self.order: dict[str, int] = {}  # chunk id -> its place in the plan, from build_started
+
+    def _in_order(self) -> list[tuple[str, tuple[str, dict[str, Any]]]]:
+        """The chunks heard of, in plan order (the summary reads the same whichever chunk finished
+        first); any the plan's order did not name after them, as they came."""
+        known = len(self.order)
+        return sorted(self.chunks.items(), key=lambda kv: self.order.get(kv[0], known))
 
     def event(self, name: str, **f: Any) -> None:
         with self.lock:
@@ -160,6 +167,7 @@ class BuildRecord:
                 self.chunks[f["chunk"]] = (state, f)
             elif name == "build_started":
                 self.started = f
+                self.order = {c: k for k, c in enumerate(f.get("order") or []) if isinstance(c, str)}
             elif name == "build_done":
                 self.done = f
             elif name == "warning":
@@ -204,7 +212,7 @@ class BuildRecord:
         out = [f"### ltxflow build: {name}", "",
                f"{head}: {counts}; {_money(float(done.get('cost_usd') or 0))} spent; "
                f"{float(done.get('seconds') or 0):.1f} s (backend {markdown_text(started.get('backend', '?'))})", ""]
-        worked = {c: v for c, v in self.chunks.items() if v[0] != "cached"}
+        worked = {c: v for c, v in self._in_order() if v[0] != "cached"}
         if worked:
             out += ["| chunk | result | cost | seconds |", "|---|---|--:|--:|"]
             for chunk, (state, f) in worked.items():
@@ -214,7 +222,7 @@ class BuildRecord:
                 seconds = f"{float(f['seconds']):.1f}" if state == "rendered" else ""
                 out.append(f"| {markdown_text(chunk)} | {result} | {cost} | {seconds} |")
             out.append("")
-        cached = [c for c, (state, _) in self.chunks.items() if state == "cached"]
+        cached = [c for c, (state, _) in self._in_order() if state == "cached"]
         if cached:
             out += [f"Cached: {', '.join(markdown_text(c) for c in cached)}", ""]
         out += self._hosted_lines()
@@ -232,7 +240,7 @@ class BuildRecord:
 
     def _hosted_lines(self) -> list[str]:
         """What was collected from earlier builds' requests and what may have been charged twice."""
-        done = [(c, f) for c, (state, f) in self.chunks.items() if state == "rendered"]
+        done = [(c, f) for c, (state, f) in self._in_order() if state == "rendered"]
         collected = [c for c, f in done if f.get("collected")]
         doubts = [(c, float(f["possible_duplicate_charge_usd"])) for c, f in done
                   if isinstance(f.get("possible_duplicate_charge_usd"), (int, float))]

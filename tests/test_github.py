@@ -226,9 +226,11 @@ def test_build_in_github_actions(tmp_path):
     text = plain_markdown(summary.read_text())
     assert text.startswith("### ltxflow build: song\n")
     assert f"**Built** {video}: {len(done)} rendered, 0 cached, 0 failed, 0 skipped; $0.00 spent" in text
-    chunks = sorted(re.search(r" done (\S+) in ", ln)[1] for ln in done)  # "[ 1.2s] done intro.0 in 0.3s (1/10)"
-    rows = sorted(re.findall(r"^\| (\S+) \| rendered \| \$0\.00 \| [\d.]+ \|$", text, re.MULTILINE))
-    assert rows == chunks
+    chunks = [c["id"] for c in json.loads(ltx("plan", project.name, "--json", cwd=tmp_path).stdout)["chunks"]]
+    # "[ 1.2s] done intro.0 in 0.3s (1/10)"
+    assert sorted(re.search(r" done (\S+) in ", ln)[1] for ln in done) == sorted(chunks)
+    rows = re.findall(r"^\| (\S+) \| rendered \| \$0\.00 \| [\d.]+ \|$", text, re.MULTILINE)
+    assert rows == chunks  # in plan order, whichever finished first
     assert f"Report {out['report']}; contact sheet {out['contact_sheet']}" in text
 
     # Unchanged, with GITHUB_ACTIONS=true and no --log-format: github by default; all cached.
@@ -240,7 +242,7 @@ def test_build_in_github_actions(tmp_path):
         (out["video"], "0", str(len(done)), "0")
     last = plain_markdown(summary.read_text()).split("### ltxflow build: ")[-1]
     cached, = [ln.removeprefix("Cached: ") for ln in last.splitlines() if ln.startswith("Cached: ")]
-    assert sorted(cached.split(", ")) == chunks and "| rendered |" not in last
+    assert cached.split(", ") == chunks and "| rendered |" not in last
 
     # Without GITHUB_ACTIONS: the text format, whose stdout is the video's path alone.
     r = ltx("build", project.name, "--backend", "test", cwd=tmp_path)
