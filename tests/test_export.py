@@ -367,6 +367,11 @@ def test_in_place_references_the_cache_and_copies_have_readable_names(tmp_path):
     r = export(project, "-o", str(tmp_path / "edit" / "cut.otio"))
     assert f"1 file in {media} is not in this export (004-outro-0-held3-0.mp4)" in " ".join(r.stderr.split()), r.stderr
     assert (media / "004-outro-0-held3-0.mp4").read_bytes() == b"an earlier export's"
+    (media / "master-old.wav").write_bytes(b"another")
+    (media / "a-folder").mkdir()
+    r = export(project, "-o", str(tmp_path / "edit" / "cut.otio"))
+    assert f"2 files in {media} are not in this export (004-outro-0-held3-0.mp4, master-old.wav): earlier " \
+        "exports'; remove them" in " ".join(r.stderr.split()), r.stderr
 
 
 def test_held_frames_args():

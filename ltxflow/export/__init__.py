@@ -196,12 +196,15 @@ def _unused_media(folder: Path, used: set[Path]) -> list[str]:
     clips (another build, other crossfades). They are left there, since a timeline written before
     (in an editor's project, or this folder's other formats) may still point at them."""
     names = {p.name for p in used}
-    unused = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.name not in names)
+    unused = sorted(p.name for p in folder.iterdir()
+                    if not p.name.startswith(".") and p.name not in names and p.is_file())
     if not unused:
         return []
     shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
-    return [f"{len(unused)} file{'s' if len(unused) != 1 else ''} in {folder} {'are' if len(unused) != 1 else 'is'} "
-            f"not in this export ({shown}): an earlier export's; remove {'them' if len(unused) != 1 else 'it'} "
+    if len(unused) == 1:
+        return [f"1 file in {folder} is not in this export ({shown}): an earlier export's; remove it once no "
+                "timeline uses it"]
+    return [f"{len(unused)} files in {folder} are not in this export ({shown}): earlier exports'; remove them "
             "once no timeline uses them"]
 
 
