@@ -25,7 +25,7 @@ def _hypothesis_profiles() -> None:
     from hypothesis import HealthCheck, settings
 
     settings.register_profile("repeatable", derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-    settings.register_profile("explore", suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("explore", derandomize=False, suppress_health_check=[HealthCheck.too_slow])
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
