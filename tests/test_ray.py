@@ -117,12 +117,19 @@ def test_test_backend_survives_a_node_removed_mid_build(cluster, tmp_path, monke
     victim = sorted(cluster.worker_nodes, key=lambda n: n.unique_id)[0]
     removed = threading.Event()
 
-    busy: set[str] = set()
+    nodes: set[str] = set()  # the nodes that ran a chunk (chunk_placed comes as a chunk's call returns)
+    flying = {"started": 0, "placed": 0}
+    lock = threading.Lock()
 
-    def kill_a_node(name, fields):  # once both nodes run a chunk (2.5 s each), one goes
-        if name == "chunk_placed":
-            busy.add(fields["node"])
-        if len(busy) == 2 and not removed.is_set():
+    def kill_a_node(name, fields):  # once both actors' nodes are known and both run a chunk (2.5 s), one goes
+        with lock:
+            if name == "chunk_placed":
+                nodes.add(fields["node"])
+            if name in ("chunk_started", "chunk_placed"):
+                flying[name.removeprefix("chunk_")] += 1
+            if name != "chunk_started" or len(nodes) < 2 or flying["started"] - flying["placed"] < 2 \
+                    or removed.is_set():
+                return
             removed.set()
             threading.Timer(0.8, cluster.remove_node, (victim,), {"allow_graceful": False}).start()
 
