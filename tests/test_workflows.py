@@ -207,3 +207,43 @@ def test_a_paid_render_is_never_cancelled_by_a_newer_run():
     assert "github.event.label.name == 'render'" in data["jobs"]["render"]["if"]
     step = next(s for s in data["jobs"]["render"]["steps"] if s.get("uses") == "./")
     assert step["with"]["backend"] == "fal" and step["with"]["max-cost"]
+
+
+def _parse_outputs(text: str) -> dict[str, str]:
+    """Read a $GITHUB_OUTPUT file as the runner does: `name=value` lines and `name<<DELIM` blocks."""
+    values, lines = {}, iter(text.split("\n"))
+    for line in lines:
+        if "<<" in line:
+            name, delim = line.split("<<", 1)
+            body = []
+            for inner in lines:
+                if inner == delim:
+                    break
+                body.append(inner)
+            else:
+                raise AssertionError(f"{name}: the value never ends ({delim} missing)")
+            values[name] = "\n".join(body)
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            values[name] = value
+    return values
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_the_plan_reaches_the_comment_job_whole_or_cut_on_a_character(tmp_path, long):
+    # The step's own script, run by bash with its env: a plan that quotes a prompt ending the heredoc
+    # early must not, and a long plan is cut to fit a comment without splitting a character (here
+    # byte 60,000 falls inside the three bytes of a note sign).
+    data = _load(REPO / "examples" / "github" / "plan-on-pull-request.yml")
+    step = next(s for s in data["jobs"]["plan"]["steps"] if s.get("id") == "markdown")
+    quoted = "| verse.0 | plan<<EOF \u00e9t\u00e9 \u2014 \u266b |\nEOF\n"
+    text = ("x" * 59_999 + "\u266b" if long else "") + quoted * 3
+    plan_file, output = tmp_path / "plan.md", tmp_path / "output"
+    plan_file.write_text(text, encoding="utf-8")
+    output.touch()
+    env = {k: v for k, v in step["env"].items() if k != "PLAN_FILE"}
+    env.update(PATH="/usr/bin:/bin", PLAN_FILE=str(plan_file), GITHUB_OUTPUT=str(output))
+    subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True, timeout=30)
+    values = _parse_outputs(output.read_text(encoding="utf-8"))  # strict: a split character raises here
+    assert list(values) == ["plan"]
+    assert values["plan"] == ("x" * 59_999 if long else text)
