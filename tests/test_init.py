@@ -86,6 +86,30 @@ def test_init_refuses_to_overwrite_a_project(made, tmp_path):
     assert r.returncode == 2 and "--fps" in r.stderr and not (tmp_path / "p").exists()
 
 
+def test_force_writes_the_project_anew_and_link_shares_the_song(tmp_path):
+    # A real song's excerpt (45 s of Through Space, soundfile keeps it exact): --link puts the song
+    # in the project as a hard link (one copy on disk), --force replaces an edited project with a
+    # fresh one, and without --force an edit is never overwritten.
+    import soundfile
+
+    pcm, rate = soundfile.read(realmedia("Through Space.ogg"), frames=45 * 44100, dtype="int16")
+    song = tmp_path / "excerpt.wav"
+    soundfile.write(song, pcm, rate, subtype="PCM_16")
+    folder = tmp_path / "video"
+    r = ltx("init", folder, "--audio", song, "--link", "--resolution", "256x144", "--fps", "12")
+    assert r.returncode == 0, r.stderr
+    project, placed = Path(r.stdout.strip()), folder / "media" / "excerpt.wav"
+    assert placed.stat().st_ino == song.stat().st_ino and song.stat().st_nlink == 2
+    first = project.read_text()
+    project.write_text(first.replace("start: bar", "start:  bar"))  # the user's edit
+    r = ltx("init", folder, "--audio", song, "--resolution", "256x144", "--fps", "12")
+    assert r.returncode == 2 and "--force" in r.stderr and "start:  bar" in project.read_text()
+    r = ltx("init", folder, "--audio", song, "--force", "--resolution", "256x144", "--fps", "12")
+    assert r.returncode == 0, r.stderr
+    assert project.read_text() == first and placed.stat().st_ino == song.stat().st_ino
+    assert ltx("validate", project).returncode == 0
+
+
 def test_music_prints_bars_sections_and_gaps(made):
     r = ltx("music", made["Through Space.ogg"], "--json")
     assert r.returncode == 0, r.stderr
