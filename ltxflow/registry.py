@@ -18,6 +18,8 @@ class BackendSpec:
     cls: str  # "module:Class", a subclass of backends.base.Backend with a `create(context)` classmethod
     priced: bool = False  # charges per chunk: plan and the max_cost guard count its cost (else $0)
     positional: bool = False  # draws the chunk's place in the video into its frames: the key holds it
+    drawing: int = 0  # a drawing backend's version of its frames, in the key when not 0: bumped when
+    #                   what it draws changes, so clips drawn the old way are drawn again
     size_multiple: int = 32  # width and height it generates at are multiples of this
     in_project: bool = True  # a project file may name it (`backend:`); else the CLI's --backend only
     fp8: bool = False  # `fp8:` changes what it renders: the key holds it
@@ -29,7 +31,8 @@ class BackendSpec:
 
 
 BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
-    BackendSpec("preview", "ltxflow.backends.preview:PreviewBackend", positional=True, clip_quality="draft"),
+    BackendSpec("preview", "ltxflow.backends.preview:PreviewBackend", positional=True, clip_quality="draft",
+                drawing=2),  # 2: a scene chained from another scene's frame dissolves into its own card
     BackendSpec("fal", "ltxflow.backends.fal:FalBackend", priced=True, journals=True),
     # ltx-pipelines' two-stage pipelines assert sizes that are multiples of 64 (utils/helpers.py)
     BackendSpec("local", "ltxflow.backends.local:LocalBackend", size_multiple=64, fp8=True, weights=True,

@@ -16,7 +16,7 @@ from ltxflow.backends.base import ChunkRequest
 from ltxflow.backends.preview import PreviewBackend, animatic_frames
 from ltxflow.media.frames import decode_rgb, video_info
 
-from conftest import write_music
+from conftest import write_music, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +134,58 @@ def test_decoded_clip_matches_the_frames(media, tmp_path):
     drawn = frames_of(req)
     assert len(decoded) == 17
     assert np.abs(decoded[8].astype(int) - drawn[8].astype(int)).mean() < 4  # x264 at crf 14
+
+
+def test_a_scene_chained_from_another_dissolves_into_its_own_card(media):
+    # A scene that starts from another scene's chain frame turns into a card of its own prompt
+    # within a second; a chunk chained inside its own scene holds its frame; an end image leads.
+    start = picture(np.asarray(Image.open(media / "start.png")))
+    card = picture(frames_of(request(media, start_image=None))[0])
+    frames = [picture(f) for f in frames_of(request(media, chain_scene="intro"))]  # 41 frames, the fade 24
+    assert np.abs(frames[0] - start).mean() < 3
+    assert np.abs(frames[12] - start).mean() > 15 and np.abs(frames[12] - card).mean() > 15
+    assert all(np.abs(f - card).mean() < 1 for f in frames[24:])
+    steps = [np.abs(a - b).mean() for a, b in zip(frames, frames[1:24])]
+    assert min(steps) > 0 and steps[0] < 2 * np.median(steps)  # no jump at the seam: an even dissolve
+    held = [picture(f) for f in frames_of(request(media, chain_scene="verse"))]
+    assert all(np.abs(f - start).mean() < 3 for f in held)
+    end = picture(np.asarray(Image.open(media / "end.png")))
+    led = frames_of(request(media, chain_scene="intro", end_image=media / "end.png"))
+    assert np.abs(picture(led[-1]) - end).mean() < 3
+
+
+def test_a_build_shows_each_chained_scene_its_own_prompt(project_dir, tmp_path):
+    # Through the build: the second scene chains from the first (no keyframes), and its frames
+    # after the dissolve are its own card, not the first scene's card held on. Colours as drawn; a
+    # silent song, so no frame flashes on an onset.
+    import io
+
+    from ltxflow.build import BuildOptions, build
+    from ltxflow.progress import JsonReporter
+
+    write_wav(project_dir.song, 30.0, amp=0.0)
+    project = project_dir.write("""
+        version: 1
+        name: chained
+        audio: media/song.wav
+        fps: 12
+        resolution: 256x144
+        backend: preview
+        output: out/chained.mp4
+        scenes:
+          - id: sea
+            start: 0
+            prompt: "a calm sea at dawn"
+            color_match: false
+          - id: city
+            start: 4
+            prompt: "a neon city at night"
+            color_match: false
+        """)
+    result = build(project, BuildOptions(cache_dir=tmp_path / "c"), JsonReporter(io.StringIO()))
+    frames = list(decode_rgb(result.output))
+    sea, late = picture(frames[20]), picture(frames[100])
+    step = lambda i: np.abs(picture(frames[i + 1]) - picture(frames[i])).mean()  # noqa: E731
+    assert step(46) < 1 and 0 < step(47) < 1.5 * step(48)  # the seam (frame 48, 4 s) is a dissolve's first step
+    assert np.abs(late - sea).mean() > 10  # ... and the city's own card follows
+    assert np.abs(late - picture(frames[-1])).mean() < 1  # and holds to the end

@@ -52,6 +52,7 @@ class ChunkRequest:
     fps: Fraction
     timeline_frame: int  # the timeline frame of generated frame 0 (for burn-in timecodes)
     start_image: Path | None = None
+    chain_scene: str | None = None  # when start_image is a chain frame: the scene of the chunk it is from
     start_image_url: str | None = None
     end_image: Path | None = None
     end_image_url: str | None = None

@@ -2,7 +2,11 @@
 
 It starts from the chunk's start image (keyframe or chain frame) or a card made from the prompt,
 moves toward the end image, moves the camera as the scene says, pulses with the onsets of its
-audio span, and burns in the scene, chunk, timecode and prompt.
+audio span, and burns in the scene, chunk, timecode and prompt. A scene that starts from another
+scene's chain frame (and has no end image) dissolves from it into a card of its own prompt within
+SCENE_FADE_S, as a model moves from the frame it is given toward what the new prompt asks for; the
+chunks after it chain from that card. Without this, one card made for the first scene would run
+through every scene chained after it, whatever their prompts.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ CAMERA = {
     "static": (1.0, 1.0, 0.0, 0.0),
 }
 ONSET, FADED = 0.3, 0.125  # see _pulse
+SCENE_FADE_S = 1.0  # a chained scene's dissolve into its own card
 RAW_VIDEO = ("-c:v", "libx264", "-preset", "ultrafast", "-crf", "14", "-pix_fmt", "yuv420p")
 
 
@@ -72,6 +77,9 @@ def animatic_frames(request: ChunkRequest, raw: bool = True):
     w, h, n = request.width, request.height, request.frames
     start = _base_image(request, request.start_image, w, h)
     end = _load(request.end_image, w, h) if request.end_image else None
+    card = fade = None
+    if end is None and request.start_image is not None and request.chain_scene not in (None, request.scene_id):
+        card, fade = _prompt_card(request, w, h), max(1, round(float(request.fps) * SCENE_FADE_S))
     zoom0, zoom1, pan_x, pan_y = CAMERA.get(request.values.get("camera") or "static", CAMERA["static"])
     scale = float(request.values.get("camera_scale", 1.0))
     zoom0, zoom1 = 1 + (zoom0 - 1) * scale, 1 + (zoom1 - 1) * scale
@@ -85,7 +93,12 @@ def animatic_frames(request: ChunkRequest, raw: bool = True):
         cx = w / 2 + _travel(pan_x * scale * w, w - cw) * (p - 0.5)
         cy = h / 2 + _travel(pan_y * scale * h, h - ch) * (p - 0.5)
         box = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
-        mixed = Image.blend(start, end, p ** 1.5) if end is not None else start
+        if end is not None:
+            mixed = Image.blend(start, end, p ** 1.5)
+        elif card is not None:
+            mixed = Image.blend(start, card, i / fade) if i < fade else card
+        else:
+            mixed = start
         frame = mixed.resize((w, h), Image.BILINEAR, box=box) if box != (0, 0, w, h) else mixed.copy()
         gain = 256 + int(64 * pulse[i])
         if gain > 258:

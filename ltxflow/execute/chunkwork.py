@@ -323,14 +323,14 @@ class ChunkWork:
 
     def _request(self, chunk: Chunk, source: ChunkResult | None) -> ChunkRequest:
         start = end = None
-        start_url = end_url = None
+        start_url = end_url = chain_scene = None
         if chunk.start_image.kind == "keyframe":
             media = chunk.start_image.media
             assert media is not None
             start, start_url = media.ref.path, media.ref.url
         elif chunk.start_image.kind == "chain":
             assert source is not None
-            start = source.chain_png
+            start, chain_scene = source.chain_png, self.plan.chunk(source.chunk).scene
         if chunk.end_image is not None:
             end, end_url = chunk.end_image.ref.path, chunk.end_image.ref.url
         audio = self._audio_span(chunk) if chunk.audio else None
@@ -340,7 +340,7 @@ class ChunkWork:
             prompt=chunk.args[chunk.endpoint.vocab["prompt"]], values=dict(self.values[chunk.scene]),
             args=dict(chunk.args),
             seed=chunk.seed, frames=chunk.generated_frames, width=self.rp.gen_width, height=self.rp.gen_height,
-            fps=self.rp.fps, timeline_frame=chunk.start_frame - chunk.head, start_image=start,
+            fps=self.rp.fps, timeline_frame=chunk.start_frame - chunk.head, start_image=start, chain_scene=chain_scene,
             start_image_url=start_url, end_image=end, end_image_url=end_url, audio=audio,
             loras=tuple(LoraFile(lo.media.ref.path, lo.media.ref.url, lo.scale, lo.transformer) for lo in chunk.loras),
             hosted=HostedOptions(fallbacks=self.rp.fal.fallbacks, store_payloads=self.rp.fal.store_payloads))

@@ -227,6 +227,8 @@ def build_plan(rp: ResolvedProject) -> Plan:
             if spec.positional:
                 key_inputs["burn_in"] = {"scene": scene.id, "chunk": f"{scene.id}.{i}",
                                          "timeline_frame": cursor - sp.head}
+                if spec.drawing:
+                    key_inputs["burn_in"]["drawing"] = spec.drawing
             chunk = Chunk(
                 id=f"{scene.id}.{i}", scene=scene.id, index=i, start_frame=cursor, end_frame=cursor + sp.kept,
                 generated_frames=sp.generated, head=sp.head, tail=sp.tail, start_image=start,
