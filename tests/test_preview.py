@@ -138,7 +138,8 @@ def test_decoded_clip_matches_the_frames(media, tmp_path):
 
 def test_a_scene_chained_from_another_dissolves_into_its_own_card(media):
     # A scene that starts from another scene's chain frame turns into a card of its own prompt
-    # within a second; a chunk chained inside its own scene holds its frame; an end image leads.
+    # within a second; a chunk chained inside its own scene holds its frame; an end image is
+    # reached at the last frame, from the new card.
     start = picture(np.asarray(Image.open(media / "start.png")))
     card = picture(frames_of(request(media, start_image=None))[0])
     frames = [picture(f) for f in frames_of(request(media, chain_scene="intro"))]  # 41 frames, the fade 24
@@ -150,8 +151,10 @@ def test_a_scene_chained_from_another_dissolves_into_its_own_card(media):
     held = [picture(f) for f in frames_of(request(media, chain_scene="verse"))]
     assert all(np.abs(f - start).mean() < 3 for f in held)
     end = picture(np.asarray(Image.open(media / "end.png")))
-    led = frames_of(request(media, chain_scene="intro", end_image=media / "end.png"))
-    assert np.abs(picture(led[-1]) - end).mean() < 3
+    led = [picture(f) for f in frames_of(request(media, chain_scene="intro", end_image=media / "end.png"))]
+    assert np.abs(led[0] - start).mean() < 3 and np.abs(led[-1] - end).mean() < 3
+    plain = [picture(f) for f in frames_of(request(media, end_image=media / "end.png"))]  # from the start image
+    assert np.abs(led[24] - plain[24]).mean() > 10  # the card, not the start image, fades toward the end
 
 
 def test_a_build_shows_each_chained_scene_its_own_prompt(project_dir, tmp_path):

@@ -3,9 +3,9 @@
 It starts from the chunk's start image (keyframe or chain frame) or a card made from the prompt,
 moves toward the end image, moves the camera as the scene says, pulses with the onsets of its
 audio span, and burns in the scene, chunk, timecode and prompt. A scene that starts from another
-scene's chain frame (and has no end image) dissolves from it into a card of its own prompt within
-SCENE_FADE_S, as a model moves from the frame it is given toward what the new prompt asks for; the
-chunks after it chain from that card. Without this, one card made for the first scene would run
+scene's chain frame dissolves from it into a card of its own prompt within SCENE_FADE_S (and on
+toward its end image, when it has one), as a model moves from the frame it is given toward what
+the new prompt asks for; the chunks after it chain from that card. Without this, one card made for the first scene would run
 through every scene chained after it, whatever their prompts.
 """
 
@@ -78,7 +78,7 @@ def animatic_frames(request: ChunkRequest, raw: bool = True):
     start = _base_image(request, request.start_image, w, h)
     end = _load(request.end_image, w, h) if request.end_image else None
     card = fade = None
-    if end is None and request.start_image is not None and request.chain_scene not in (None, request.scene_id):
+    if request.start_image is not None and request.chain_scene not in (None, request.scene_id):
         card, fade = _prompt_card(request, w, h), max(1, round(float(request.fps) * SCENE_FADE_S))
     zoom0, zoom1, pan_x, pan_y = CAMERA.get(request.values.get("camera") or "static", CAMERA["static"])
     scale = float(request.values.get("camera_scale", 1.0))
@@ -93,12 +93,9 @@ def animatic_frames(request: ChunkRequest, raw: bool = True):
         cx = w / 2 + _travel(pan_x * scale * w, w - cw) * (p - 0.5)
         cy = h / 2 + _travel(pan_y * scale * h, h - ch) * (p - 0.5)
         box = (cx - cw / 2, cy - ch / 2, cx + cw / 2, cy + ch / 2)
+        mixed = start if card is None else Image.blend(start, card, i / fade) if i < fade else card
         if end is not None:
-            mixed = Image.blend(start, end, p ** 1.5)
-        elif card is not None:
-            mixed = Image.blend(start, card, i / fade) if i < fade else card
-        else:
-            mixed = start
+            mixed = Image.blend(mixed, end, p ** 1.5)
         frame = mixed.resize((w, h), Image.BILINEAR, box=box) if box != (0, 0, w, h) else mixed.copy()
         gain = 256 + int(64 * pulse[i])
         if gain > 258:
