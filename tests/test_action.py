@@ -196,7 +196,7 @@ def test_an_intent_left_by_a_killed_run_is_reported_as_a_possible_duplicate_char
     assert any(f"intro.0: possible duplicate charge of about {price}" in m for m in warnings), build.stdout
     text = plain_markdown(second.summary)
     assert f"| intro.0 | rendered: possible duplicate charge of about {price} |" in text, text
-    assert re.search(rf"\*\*Possible duplicate charges\*\* \(\$[\d.,]+ at most\): intro\.0 \(\$[\d.,]+\)", text), text
+    assert re.search(r"\*\*Possible duplicate charges\*\* \(\$[\d.,]+ at most\): intro\.0 \(\$[\d.,]+\)", text), text
     assert sorted(p.name for p in (runner.artifacts / str(runner.run_id - 1)).rglob("*.mp4")) == ["video.mp4"]
 
 
