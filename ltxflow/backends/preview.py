@@ -5,8 +5,8 @@ moves toward the end image, moves the camera as the scene says, pulses with the 
 audio span, and burns in the scene, chunk, timecode and prompt. A scene that starts from another
 scene's chain frame dissolves from it into a card of its own prompt within SCENE_FADE_S (and on
 toward its end image, when it has one), as a model moves from the frame it is given toward what
-the new prompt asks for; the chunks after it chain from that card. Without this, one card made for the first scene would run
-through every scene chained after it, whatever their prompts.
+the new prompt asks for; the chunks after it chain from that card. Without this, one card made
+for the first scene would run through every scene chained after it, whatever their prompts.
 """
 
 from __future__ import annotations
