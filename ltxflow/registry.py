@@ -32,7 +32,7 @@ class BackendSpec:
 
 BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("preview", "ltxflow.backends.preview:PreviewBackend", positional=True, clip_quality="draft",
-                drawing=2),  # 2: a scene chained from another scene's frame dissolves into its own card
+                drawing=2),  # 2: a scene chained from another's card dissolves into its own
     BackendSpec("fal", "ltxflow.backends.fal:FalBackend", priced=True, journals=True),
     # ltx-pipelines' two-stage pipelines assert sizes that are multiples of 64 (utils/helpers.py)
     BackendSpec("local", "ltxflow.backends.local:LocalBackend", size_multiple=64, fp8=True, weights=True,

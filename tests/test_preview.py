@@ -157,17 +157,20 @@ def test_a_scene_chained_from_another_dissolves_into_its_own_card(media):
     assert np.abs(led[24] - plain[24]).mean() > 10  # the card, not the start image, fades toward the end
 
 
-def test_a_build_shows_each_chained_scene_its_own_prompt(project_dir, tmp_path):
-    # Through the build: the second scene chains from the first (no keyframes), and its frames
-    # after the dissolve are its own card, not the first scene's card held on. Colours as drawn; a
-    # silent song, so no frame flashes on an onset.
+@pytest.mark.parametrize("keyframe", [False, True])
+def test_a_build_shows_each_chained_scene_its_own_prompt(project_dir, tmp_path, keyframe):
+    # Through the build: the second scene chains from the first. Without keyframes its frames
+    # after the dissolve are its own card, not the first scene's card held on; after a keyframe,
+    # the picture goes on, as a model would continue it. Colours as drawn; a silent song, so no
+    # frame flashes on an onset.
     import io
 
     from ltxflow.build import BuildOptions, build
     from ltxflow.progress import JsonReporter
 
     write_wav(project_dir.song, 30.0, amp=0.0)
-    project = project_dir.write("""
+    image = "\n            image: keyframes/b.png" if keyframe else ""
+    project = project_dir.write(f"""
         version: 1
         name: chained
         audio: media/song.wav
@@ -179,7 +182,7 @@ def test_a_build_shows_each_chained_scene_its_own_prompt(project_dir, tmp_path):
           - id: sea
             start: 0
             prompt: "a calm sea at dawn"
-            color_match: false
+            color_match: false{image}
           - id: city
             start: 4
             prompt: "a neon city at night"
@@ -189,6 +192,9 @@ def test_a_build_shows_each_chained_scene_its_own_prompt(project_dir, tmp_path):
     frames = list(decode_rgb(result.output))
     sea, late = picture(frames[20]), picture(frames[100])
     step = lambda i: np.abs(picture(frames[i + 1]) - picture(frames[i])).mean()  # noqa: E731
+    assert np.abs(late - picture(frames[-1])).mean() < 1  # the city holds to the end
+    if keyframe:
+        assert np.abs(late - sea).mean() < 1  # the sea's picture goes on
+        return
     assert step(46) < 1 and 0 < step(47) < 1.5 * step(48)  # the seam (frame 48, 4 s) is a dissolve's first step
     assert np.abs(late - sea).mean() > 10  # ... and the city's own card follows
-    assert np.abs(late - picture(frames[-1])).mean() < 1  # and holds to the end

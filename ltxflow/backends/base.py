@@ -52,7 +52,9 @@ class ChunkRequest:
     fps: Fraction
     timeline_frame: int  # the timeline frame of generated frame 0 (for burn-in timecodes)
     start_image: Path | None = None
-    chain_scene: str | None = None  # when start_image is a chain frame: the scene of the chunk it is from
+    # When start_image is a chain frame that goes back to a prompt card (no keyframe or end image
+    # before it): the scene of the chunk it is from. Else None.
+    chain_scene: str | None = None
     start_image_url: str | None = None
     end_image: Path | None = None
     end_image_url: str | None = None

@@ -3,10 +3,12 @@
 It starts from the chunk's start image (keyframe or chain frame) or a card made from the prompt,
 moves toward the end image, moves the camera as the scene says, pulses with the onsets of its
 audio span, and burns in the scene, chunk, timecode and prompt. A scene that starts from another
-scene's chain frame dissolves from it into a card of its own prompt within SCENE_FADE_S (and on
-toward its end image, when it has one), as a model moves from the frame it is given toward what
-the new prompt asks for; the chunks after it chain from that card. Without this, one card made
-for the first scene would run through every scene chained after it, whatever their prompts.
+scene's prompt card (a chain frame that goes back to no picture: ChunkRequest.chain_scene)
+dissolves from it into a card of its own prompt within SCENE_FADE_S (and on toward its end image,
+when it has one); the chunks after it chain from that card. Without this, the card made for the
+first scene of a project without keyframes ran through every scene chained after it, whatever
+their prompts. A chain frame that holds a picture (a keyframe, an end image) is kept, as a model
+would continue it.
 """
 
 from __future__ import annotations

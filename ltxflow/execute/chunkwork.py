@@ -330,7 +330,7 @@ class ChunkWork:
             start, start_url = media.ref.path, media.ref.url
         elif chunk.start_image.kind == "chain":
             assert source is not None
-            start, chain_scene = source.chain_png, self.plan.chunk(source.chunk).scene
+            start, chain_scene = source.chain_png, self._card_scene(source.chunk)
         if chunk.end_image is not None:
             end, end_url = chunk.end_image.ref.path, chunk.end_image.ref.url
         audio = self._audio_span(chunk) if chunk.audio else None
@@ -344,6 +344,17 @@ class ChunkWork:
             start_image_url=start_url, end_image=end, end_image_url=end_url, audio=audio,
             loras=tuple(LoraFile(lo.media.ref.path, lo.media.ref.url, lo.scale, lo.transformer) for lo in chunk.loras),
             hosted=HostedOptions(fallbacks=self.rp.fal.fallbacks, store_payloads=self.rp.fal.store_payloads))
+
+    def _card_scene(self, chunk_id: str) -> str | None:
+        """The scene of chunk `chunk_id` when its frames go back, chain by chain, to a chunk that
+        started from no picture (a drawing backend's prompt card) with no end image on the way;
+        None when a keyframe or an end image put a picture in them."""
+        chunk = self.plan.chunk(chunk_id)
+        while chunk.end_image is None and chunk.start_image.kind == "chain":
+            chunk = self.plan.chunk(chunk.start_image.chunk)
+        if chunk.end_image is None and chunk.start_image.kind == "none":
+            return self.plan.chunk(chunk_id).scene
+        return None
 
     def _audio_span(self, chunk: Chunk) -> Path:
         """The WAV of the chunk's audio span, written once per span digest."""
