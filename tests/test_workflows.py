@@ -242,7 +242,7 @@ def test_the_plan_reaches_the_comment_job_whole_or_cut_on_a_character(tmp_path, 
     plan_file.write_text(text, encoding="utf-8")
     output.touch()
     env = {k: v for k, v in step["env"].items() if k != "PLAN_FILE"}
-    env.update(PATH="/usr/bin:/bin", PLAN_FILE=str(plan_file), GITHUB_OUTPUT=str(output))
+    env.update(PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin", PLAN_FILE=str(plan_file), GITHUB_OUTPUT=str(output))
     subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True, timeout=30)
     values = _parse_outputs(output.read_text(encoding="utf-8"))  # strict: a split character raises here
     assert list(values) == ["plan"]
