@@ -70,11 +70,17 @@ def test_the_file_is_commented_in_bars_and_validates(made, song):
 
 
 @pytest.mark.slow
-def test_init_project_builds_with_the_preview_backend(made):
-    project = made["Through Space.ogg"]
+@pytest.mark.parametrize("song", SONGS)
+def test_init_project_builds_with_the_preview_backend(made, song):
+    from ltxflow.media.frames import video_info
+    from ltxflow.project.resolve import open_project
+
+    project = made[song]
     r = ltx("build", project, "-q")
     assert r.returncode == 0, r.stderr
-    assert (project.parent / "out" / "through-space.mp4").is_file()
+    rp = open_project(project)
+    info = video_info(Path(r.stdout.strip()))
+    assert (info.frames, info.width, info.height) == (rp.total_frames, 256, 144)
 
 
 def test_init_refuses_to_overwrite_a_project(made, tmp_path):
